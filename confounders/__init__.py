@@ -1,0 +1,1 @@
+"""Confounders: the MICCAT taxonomy, synthetic and sampled confounders, and the robustness audit."""

@@ -1,0 +1,1 @@
+"""Harmonization: cross-vendor X-ray harmonization (GDCE) and low-dose CT simulation/denoising."""

@@ -1,0 +1,1 @@
+"""Low-dose CT: projection-domain dose simulation, denoisers, image-quality metrics."""

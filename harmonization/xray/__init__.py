@@ -1,0 +1,1 @@
+"""Cross-vendor X-ray harmonization: GDCE curves and predictor, classical baselines."""

@@ -1,0 +1,86 @@
+"""The ``medbench`` command line: a thin layer over the library.
+
+Each feature area contributes its commands from its own module through ``register(app)``, so this
+file stays small and importing the CLI stays fast (heavy imports happen inside the commands).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from medbench.errors import MedbenchError
+
+app = typer.Typer(
+    name="medbench",
+    help="Medical-imaging robustness and transferability workbench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that define ``register(app: typer.Typer) -> None``; missing ones are skipped.
+COMMAND_MODULES = (
+    "medbench.io.cli",
+    "medbench.data.cli",
+    "medbench.sources.cli",
+    "medbench.train.cli",
+    "medbench.eval.cli",
+    "medbench.demo",
+    "confounders.cli",
+    "transferability.cli",
+    "harmonization.xray.cli",
+    "harmonization.ct.cli",
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the command module itself is not written yet
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point: user errors print one clear line and exit 2."""
+    try:
+        app(standalone_mode=False)
+    except MedbenchError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

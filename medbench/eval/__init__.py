@@ -1,0 +1,1 @@
+"""medbench.eval."""

@@ -1,0 +1,105 @@
+"""Self-contained HTML reports: headings, paragraphs, tables and matplotlib figures embedded as PNG.
+
+Example:
+    >>> rep = HtmlReport("Audit")
+    >>> rep.heading("Summary").text("ImageNet collapses o.o.d.")
+    >>> rep.table(df).figure(fig, caption="AUC vs p")
+    >>> rep.save(run_dir / "report.html")
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medbench.utils.files import write_text_atomic
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #345;padding-bottom:.2em}h2{color:#345;margin-top:1.6em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#eef2f6}
+td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
+.note{background:#f6f8fa;border-left:4px solid #58a;padding:.5em 1em}
+.warn{background:#fff6e5;border-left:4px solid #e90;padding:.5em 1em}
+.meta{color:#777;font-size:.85em}
+"""
+
+
+def figure_to_png(fig: Any, *, dpi: int = 110) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class HtmlReport:
+    """Build a single self-contained HTML page; methods chain."""
+
+    def __init__(self, title: str, *, subtitle: str = "") -> None:
+        self.title = title
+        self.subtitle = subtitle
+        self._parts: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> HtmlReport:
+        self._parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        return self
+
+    def text(self, text: str, *, css_class: str = "") -> HtmlReport:
+        cls = f' class="{css_class}"' if css_class else ""
+        self._parts.append(f"<p{cls}>{html.escape(text)}</p>")
+        return self
+
+    def bullets(self, items: list[str]) -> HtmlReport:
+        lis = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+        self._parts.append(f"<ul>{lis}</ul>")
+        return self
+
+    def table(self, df: pd.DataFrame, *, caption: str = "", float_format: str = "{:.4f}",
+              index: bool = False) -> HtmlReport:
+        fmt = {c: float_format.format for c in df.select_dtypes("float").columns}
+        body = df.to_html(index=index, formatters=fmt, border=0, escape=True, na_rep="")
+        cap = f"<p class='meta'>{html.escape(caption)}</p>" if caption else ""
+        self._parts.append(cap + body)
+        return self
+
+    def figure(self, fig: Any, *, caption: str = "", dpi: int = 110) -> HtmlReport:
+        """Embed a matplotlib figure (closed afterwards)."""
+        return self.png(figure_to_png(fig, dpi=dpi), caption=caption)
+
+    def png(self, data: bytes, *, caption: str = "") -> HtmlReport:
+        b64 = base64.b64encode(data).decode("ascii")
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self._parts.append(f"<figure><img src='data:image/png;base64,{b64}' style='max-width:100%'>{cap}</figure>")
+        return self
+
+    def raw(self, html_fragment: str) -> HtmlReport:
+        """Append trusted HTML (never user strings)."""
+        self._parts.append(html_fragment)
+        return self
+
+    def render(self) -> str:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        sub = f"<p class='meta'>{html.escape(self.subtitle)}</p>" if self.subtitle else ""
+        return (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>{sub}<p class='meta'>medbench report, {stamp}</p>"
+            + "\n".join(self._parts)
+            + "</body></html>"
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page atomically and return its path."""
+        return write_text_atomic(path, self.render())

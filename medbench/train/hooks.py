@@ -1,0 +1,84 @@
+"""Extension points of the training engine: example-ordering samplers and training hooks.
+
+The engine (``medbench.train.engine``) knows nothing about GraB or N:M sparsity. It builds
+
+- the training **sampler** from ``ORDERINGS.create(cfg.order, dataset_size=..., seed=..., **opts)``:
+  any ``torch.utils.data.Sampler`` yielding dataset indices. Optional methods the engine calls:
+  ``set_epoch(epoch)`` before each epoch, ``observe(model, loss_fn, inputs, targets, indices)``
+  after each backward pass (GraB uses it to compute per-example gradients of the visited
+  examples), ``end_epoch()`` after the last batch, ``state_dict()``/``load_state_dict()`` for
+  resumable checkpoints and ``summary()`` for the run report.
+- a list of **TrainHook** objects, e.g. from ``SPARSITY.create(recipe, pattern="2:4", ...)``. Hooks
+  may replace the optimizer and see every step.
+
+Registries are filled by the modules that implement entries (``medbench.train.grab``,
+``medbench.train.sparsity``); :func:`load_builtin_entries` imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from medbench.registry import Registry
+
+ORDERINGS: Registry[Any] = Registry("example ordering")
+SPARSITY: Registry[Any] = Registry("sparsity recipe")
+
+_BUILTIN_MODULES = ("medbench.train.grab", "medbench.train.sparsity")
+
+
+def load_builtin_entries() -> None:
+    """Import the modules that register orderings and sparsity recipes (idempotent)."""
+    for name in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+class TrainHook:
+    """Base class of engine hooks; every method is a no-op by default.
+
+    Call order per run: ``make_optimizer`` (may return None to keep the engine's),
+    ``on_train_start``; per step: forward, backward, ``after_backward``, (clip), optimizer step,
+    ``after_step``; ``on_epoch_end`` per epoch; ``on_train_end`` once (may return a new model,
+    e.g. an exported sparse one).
+    """
+
+    name: str = "hook"
+
+    def make_optimizer(
+        self, params: Iterable[nn.Parameter], cfg: Any
+    ) -> torch.optim.Optimizer | None:
+        return None
+
+    def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        pass
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
+        pass
+
+    def on_train_end(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        """Facts for the run's config/report (e.g. the AutoSwitch step)."""
+        return {}

@@ -1,0 +1,1 @@
+"""Small shared helpers: seeded RNG, optional imports, atomic writes, hashing."""

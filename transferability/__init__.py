@@ -1,0 +1,1 @@
+"""Transferability: feature metrics, the feature+gradient metric, spectral analysis, ranking."""
