@@ -11,7 +11,8 @@ The engine (``medbench.train.engine``) knows nothing about GraB or N:M sparsity.
 - a list of **TrainHook** objects, e.g. from ``SPARSITY.create(recipe, pattern="2:4", ...)``. Hooks
   may replace the optimizer and see every step.
 
-Registries are filled by the modules that implement entries (``medbench.train.grab``,
+Registries are filled by the modules that implement entries (``medbench.train.ordering``: "rr" and
+"so"; ``medbench.train.grab``: "grab" and "pair";
 ``medbench.train.sparsity``); :func:`load_builtin_entries` imports them.
 """
 
@@ -29,7 +30,7 @@ from medbench.registry import Registry
 ORDERINGS: Registry[Any] = Registry("example ordering")
 SPARSITY: Registry[Any] = Registry("sparsity recipe")
 
-_BUILTIN_MODULES = ("medbench.train.grab", "medbench.train.sparsity")
+_BUILTIN_MODULES = ("medbench.train.ordering", "medbench.train.grab", "medbench.train.sparsity")
 
 
 def load_builtin_entries() -> None:
