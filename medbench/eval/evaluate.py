@@ -1,0 +1,139 @@
+"""Turn a predictions table into metrics, subgroup tables and a report.
+
+A predictions table has one row per image: ``uid``, ``split``, ``label``, ``prob`` (positive-class
+probability), optionally ``source`` (several models in one table), ``patient_id`` /
+``patient_hash`` (for patient-level bootstrap) and metadata columns (``sex``, ``vendor``, ``age``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medbench.errors import InputError
+from medbench.eval import figures
+from medbench.eval.metrics import (
+    age_band,
+    bootstrap_auc_ci,
+    ece,
+    paired_bootstrap_test,
+    reliability_curve,
+    subgroup_auc,
+)
+from medbench.eval.report import HtmlReport
+from medbench.utils.files import atomic_path, write_json_atomic
+
+SUBGROUP_COLUMNS = ("sex", "vendor", "age_band")
+
+
+def _group_column(df: pd.DataFrame) -> str | None:
+    for col in ("patient_hash", "patient_id"):
+        if col in df.columns and df[col].notna().all():
+            return col
+    return None
+
+
+def evaluate_predictions(
+    pred: pd.DataFrame,
+    *,
+    split: str | None = "test",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics per source (AUC + patient bootstrap CI, ECE), subgroup tables and pairwise tests.
+
+    Returns:
+        ``{"per_source": DataFrame, "subgroups": {column: DataFrame}, "pairwise": DataFrame,
+        "reliability": {source: DataFrame}}``.
+    """
+    for col in ("label", "prob"):
+        if col not in pred.columns:
+            raise InputError(f"predictions table lacks column {col!r}; it has {list(pred.columns)}")
+    df = pred.copy()
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if df.empty:
+        raise InputError(f"no predictions for split {split!r}")
+    if "source" not in df.columns:
+        df["source"] = "model"
+    if "age" in df.columns and "age_band" not in df.columns:
+        df["age_band"] = age_band(df["age"])
+    gcol = _group_column(df)
+    rows, rel, subgroups = [], {}, {}
+    for source, part in df.groupby("source", sort=False):
+        y, p = part["label"].to_numpy().astype(int), part["prob"].to_numpy()
+        ci = bootstrap_auc_ci(y, p, groups=None if gcol is None else part[gcol].to_numpy(),
+                              n_boot=n_boot, seed=seed)
+        rows.append({"source": source, "n": len(part), "n_pos": int(y.sum()), "auc": ci.auc,
+                     "lo": ci.lo, "hi": ci.hi, "ece": ece(y, p), "ci_resampled_by": ci.resampled_by})
+        rel[source] = reliability_curve(y, p)
+    for col in SUBGROUP_COLUMNS:
+        if col in df.columns:
+            tabs = [subgroup_auc(part, col, groups=gcol, n_boot=min(n_boot, 300), seed=seed).assign(source=s)
+                    for s, part in df.groupby("source", sort=False)]
+            subgroups[col] = pd.concat(tabs, ignore_index=True)
+    pairs = []
+    sources = list(df["source"].unique())
+    if len(sources) > 1:
+        wide = df.pivot_table(index="uid", columns="source", values="prob")
+        first = df.drop_duplicates("uid").set_index("uid").loc[wide.index]
+        for a, b in itertools.combinations(sources, 2):
+            ok = wide[[a, b]].notna().all(axis=1).to_numpy()
+            res = paired_bootstrap_test(first["label"].to_numpy()[ok].astype(int), wide[a].to_numpy()[ok],
+                                        wide[b].to_numpy()[ok], n_boot=n_boot, seed=seed,
+                                        groups=None if gcol is None else first[gcol].to_numpy()[ok])
+            pairs.append({"a": a, "b": b, **res})
+    return {"per_source": pd.DataFrame(rows), "subgroups": subgroups, "pairwise": pd.DataFrame(pairs),
+            "reliability": rel, "_frame": df}
+
+
+def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "medbench report",
+                     split: str | None = "test", n_boot: int = 1000, seed: int = 0,
+                     notes: list[str] | None = None) -> Path:
+    """Evaluate ``pred`` and write ``metrics.json``, CSV tables and ``report.html`` into ``out_dir``."""
+    out = Path(out_dir)
+    res = evaluate_predictions(pred, split=split, n_boot=n_boot, seed=seed)
+    per, pairwise, df = res["per_source"], res["pairwise"], res.pop("_frame")
+    metrics = {"split": split, "per_source": per.to_dict(orient="records"),
+               "pairwise": pairwise.to_dict(orient="records"),
+               "subgroups": {k: v.to_dict(orient="records") for k, v in res["subgroups"].items()}}
+    write_json_atomic(out / "metrics.json", _clean(metrics))
+    for name, table in [("metrics_per_source", per), ("pairwise_tests", pairwise),
+                        *[(f"subgroup_{k}", v) for k, v in res["subgroups"].items()]]:
+        with atomic_path(out / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+    rep = HtmlReport(title, subtitle=f"{len(df)} {split or 'all'} predictions, {len(per)} source(s)")
+    rep.heading("Summary")
+    best = per.sort_values("auc", ascending=False).iloc[0]
+    rep.text(f"Best source: {best['source']} with AUC {best['auc']:.3f} "
+             f"(95% CI {best['lo']:.3f}-{best['hi']:.3f}, bootstrap by {best['ci_resampled_by']}).")
+    for note in notes or []:
+        rep.text(note, css_class="note")
+    rep.table(per, caption="AUC with percentile bootstrap CI; ECE with 10 bins")
+    if len(per) > 1:
+        rep.figure(figures.auc_bar_figure(per), caption="AUC per source")
+    if not pairwise.empty:
+        rep.heading("Paired comparison").table(pairwise, caption="Paired bootstrap of AUC(a) - AUC(b)")
+    curves = {s: (p["label"].to_numpy().astype(int), p["prob"].to_numpy()) for s, p in df.groupby("source", sort=False)}
+    rep.heading("ROC curves").figure(figures.roc_figure(curves))
+    rep.heading("Calibration").figure(figures.reliability_figure(res["reliability"]))
+    for col, table in res["subgroups"].items():
+        rep.heading(f"Subgroups by {col}").table(table)
+    rep.save(out / "report.html")
+    return out / "report.html"
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

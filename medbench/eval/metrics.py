@@ -1,0 +1,344 @@
+"""Evaluation statistics: AUC with patient-level bootstrap CIs, paired tests, calibration, subgroups.
+
+All functions take plain arrays (labels ``y`` in {0, 1} or [0, C), probabilities ``p``) and never
+touch global RNG state: resampling uses ``numpy.random.default_rng(seed)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from medbench.errors import InputError
+
+__all__ = [
+    "AucCI",
+    "auc",
+    "keras_auc",
+    "bootstrap_auc_ci",
+    "paired_bootstrap_test",
+    "permutation_test",
+    "ttest_folds",
+    "permutation_ttest_folds",
+    "ece",
+    "reliability_curve",
+    "subgroup_auc",
+    "age_band",
+]
+
+
+def _as_binary(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=np.float64)
+    if y.shape[0] != p.shape[0]:
+        raise InputError(f"labels ({y.shape[0]}) and scores ({p.shape[0]}) differ in length")
+    if y.ndim != 1 or p.ndim != 1:
+        raise InputError("binary AUC needs 1-D labels and scores; pass p[:, 1] for a 2-class softmax")
+    if not np.all(np.isfinite(p)):
+        raise InputError("scores contain NaN or inf: check the model outputs")
+    if np.any(pd.isna(y)):
+        raise InputError("labels contain missing values: drop or fill them first")
+    vals = np.unique(y)
+    if not np.all(np.isin(vals, [0, 1])):
+        raise InputError(f"binary labels must be 0/1, got values {vals[:5].tolist()}")
+    return y.astype(np.int64), p
+
+
+def _auc_binary(y: np.ndarray, p: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties; NaN when one class is absent."""
+    n1 = int(y.sum())
+    n0 = y.shape[0] - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = stats.rankdata(p)
+    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def auc(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray, *, average: str = "macro") -> float:
+    """ROC AUC. Binary when ``p`` is 1-D; one-vs-rest (``average`` macro/weighted) when ``p`` is (N, C).
+
+    Raises:
+        InputError: on NaN scores, missing labels, or a single class present.
+    """
+    p_arr = np.asarray(p, dtype=np.float64)
+    if p_arr.ndim == 2:
+        y_arr = np.asarray(y).astype(np.int64)
+        c = p_arr.shape[1]
+        if np.any((y_arr < 0) | (y_arr >= c)):
+            raise InputError(f"labels must lie in [0, {c}) for {c} score columns")
+        per, weights = [], []
+        for k in range(c):
+            a = _auc_binary((y_arr == k).astype(np.int64), p_arr[:, k])
+            if not np.isnan(a):
+                per.append(a)
+                weights.append(float((y_arr == k).sum()))
+        if not per:
+            raise InputError("AUC is undefined: every class is absent or the only one present")
+        w = np.asarray(weights) if average == "weighted" else np.ones(len(per))
+        return float(np.average(per, weights=w))
+    y_arr, p_arr = _as_binary(y, p_arr)
+    value = _auc_binary(y_arr, p_arr)
+    if np.isnan(value):
+        raise InputError("AUC is undefined with only one class present: the test set needs both labels")
+    return value
+
+
+def keras_auc(y: np.ndarray, p: np.ndarray, *, num_thresholds: int | None = None) -> float:
+    """Keras' default AUC on one-hot targets: all columns flattened into one binary problem.
+
+    Published numbers computed with ``tf.keras.metrics.AUC()`` on softmax outputs use this "micro"
+    AUC, which differs from the per-class AUC. With ``num_thresholds`` (Keras uses 200) the ROC is
+    evaluated at that many evenly spaced thresholds and integrated with the trapezoid rule, as Keras
+    does; without it the exact flattened AUC is returned.
+
+    Args:
+        y: Integer labels (N,) or one-hot (N, C).
+        p: Probabilities (N, C).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(y)
+    if p.ndim != 2:
+        raise InputError("keras_auc needs (N, C) probabilities")
+    onehot = y if y.ndim == 2 else np.eye(p.shape[1], dtype=np.int64)[y.astype(np.int64)]
+    yf, pf = onehot.ravel().astype(np.int64), p.ravel()
+    if num_thresholds is None:
+        return auc(yf, pf)
+    eps = 1e-7
+    thr = np.concatenate([[-eps], np.linspace(0, 1, num_thresholds)[1:-1], [1 + eps]])
+    pos = yf == 1
+    tpr = np.array([(pf[pos] > t).mean() for t in thr])
+    fpr = np.array([(pf[~pos] > t).mean() for t in thr])
+    return float(np.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0))
+
+
+@dataclass(frozen=True)
+class AucCI:
+    """An AUC with a percentile bootstrap confidence interval."""
+
+    auc: float
+    lo: float
+    hi: float
+    level: float
+    n_boot: int
+    resampled_by: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def _cluster_indices(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
+    if groups is None:
+        return [np.array([i]) for i in range(n)]
+    codes, uniq = pd.factorize(pd.Series(groups).astype(str), sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+    return [order[bounds[k] : bounds[k + 1]] for k in range(len(uniq))]
+
+
+def _resample(clusters: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    picks = rng.integers(0, len(clusters), size=len(clusters))
+    return np.concatenate([clusters[k] for k in picks])
+
+
+def bootstrap_auc_ci(
+    y: Sequence[float] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence[object] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> AucCI:
+    """Percentile bootstrap CI of the binary AUC, resampling whole patients when ``groups`` is given.
+
+    Resamples lacking one of the classes are redrawn (they have no AUC).
+    """
+    y_arr, p_arr = _as_binary(y, p)
+    point = auc(y_arr, p_arr)
+    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    k = 0
+    tries = 0
+    while k < n_boot:
+        idx = _resample(clusters, rng)
+        tries += 1
+        value = _auc_binary(y_arr[idx], p_arr[idx])
+        if np.isnan(value):
+            if tries > 20 * n_boot:
+                raise InputError("too few positives/negatives to bootstrap the AUC")
+            continue
+        boots[k] = value
+        k += 1
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [a, 1.0 - a])
+    return AucCI(point, float(lo), float(hi), level, n_boot, "patient" if groups is not None else "image")
+
+
+def paired_bootstrap_test(
+    y: Sequence[float] | np.ndarray,
+    p1: Sequence[float] | np.ndarray,
+    p2: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence[object] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired bootstrap of ``AUC(p1) - AUC(p2)`` on the same cases.
+
+    Returns:
+        ``delta``, CI bounds ``lo``/``hi`` and a two-sided ``p_value`` (twice the smaller tail mass
+        of the bootstrap differences around zero).
+    """
+    y_arr, a1 = _as_binary(y, p1)
+    _, a2 = _as_binary(y, p2)
+    delta = auc(y_arr, a1) - auc(y_arr, a2)
+    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    while len(diffs) < n_boot:
+        idx = _resample(clusters, rng)
+        d = _auc_binary(y_arr[idx], a1[idx]) - _auc_binary(y_arr[idx], a2[idx])
+        if not np.isnan(d):
+            diffs.append(d)
+    diffs_arr = np.asarray(diffs)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(diffs_arr, [a, 1.0 - a])
+    p_val = min(1.0, 2.0 * min((diffs_arr <= 0).mean(), (diffs_arr >= 0).mean()))
+    return {"delta": float(delta), "lo": float(lo), "hi": float(hi), "p_value": float(p_val)}
+
+
+def permutation_test(
+    y: Sequence[float] | np.ndarray,
+    p1: Sequence[float] | np.ndarray,
+    p2: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence[object] | np.ndarray | None = None,
+    n_perm: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired permutation test of equal AUCs: swap the two models' scores per patient at random.
+
+    Returns ``delta`` (AUC1 - AUC2) and the two-sided ``p_value`` with the +1 correction.
+    """
+    y_arr, a1 = _as_binary(y, p1)
+    _, a2 = _as_binary(y, p2)
+    observed = auc(y_arr, a1) - auc(y_arr, a2)
+    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    cluster_of = np.empty(y_arr.shape[0], dtype=np.int64)
+    for k, idx in enumerate(clusters):
+        cluster_of[idx] = k
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_perm):
+        swap = rng.integers(0, 2, size=len(clusters)).astype(bool)[cluster_of]
+        s1 = np.where(swap, a2, a1)
+        s2 = np.where(swap, a1, a2)
+        if abs(_auc_binary(y_arr, s1) - _auc_binary(y_arr, s2)) >= abs(observed) - 1e-12:
+            hits += 1
+    return {"delta": float(observed), "p_value": (hits + 1) / (n_perm + 1)}
+
+
+def ttest_folds(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Paired t-test over folds/splits (``scipy.stats.ttest_rel``) of metric ``a`` against ``b``."""
+    a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
+    if a_arr.shape != b_arr.shape or a_arr.size < 2:
+        raise InputError("ttest_folds needs two equal-length sequences of at least 2 per-split values")
+    res = stats.ttest_rel(a_arr, b_arr)
+    return {"mean_diff": float(np.mean(a_arr - b_arr)), "t": float(res.statistic), "p_value": float(res.pvalue)}
+
+
+def permutation_ttest_folds(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
+                            n_perm: int = 10000) -> dict[str, float]:
+    """Permutation t-test over paired splits (the paper's comparison of two sources).
+
+    The paired t statistic is compared with its distribution under random sign flips of the
+    per-split differences; with few splits all 2^k flips are enumerated exactly.
+    """
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if d.size < 2:
+        raise InputError("permutation_ttest_folds needs at least 2 paired splits")
+
+    def tstat(x: np.ndarray) -> np.ndarray:
+        sd = x.std(axis=-1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = x.mean(axis=-1) / (sd / np.sqrt(x.shape[-1]))
+            degenerate = np.sign(x.mean(axis=-1)) * np.inf
+        return np.where(sd > 0, t, np.nan_to_num(degenerate, nan=0.0, posinf=np.inf, neginf=-np.inf))
+
+    t_obs = float(tstat(d[None])[0])
+    k = d.size
+    if k <= 16:
+        signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1, 1], size=(n_perm, k))
+    t_null = tstat(signs * d[None])
+    p = float(np.mean(np.abs(t_null) >= abs(t_obs) - 1e-12))
+    return {"mean_diff": float(d.mean()), "t": t_obs, "p_value": p}
+
+
+def reliability_curve(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray,
+                      *, n_bins: int = 10) -> pd.DataFrame:
+    """Equal-width reliability bins: mean predicted probability, observed positive rate, count."""
+    y_arr, p_arr = _as_binary(y, p)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(p_arr, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        m = which == b
+        rows.append({
+            "bin": b, "lo": edges[b], "hi": edges[b + 1], "count": int(m.sum()),
+            "mean_pred": float(p_arr[m].mean()) if m.any() else np.nan,
+            "frac_pos": float(y_arr[m].mean()) if m.any() else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def ece(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray, *, n_bins: int = 10) -> float:
+    """Expected calibration error: count-weighted mean |observed rate - mean prediction| over bins."""
+    rel = reliability_curve(y, p, n_bins=n_bins)
+    rel = rel[rel["count"] > 0]
+    w = rel["count"] / rel["count"].sum()
+    return float((w * (rel["frac_pos"] - rel["mean_pred"]).abs()).sum())
+
+
+def age_band(age: Sequence[float] | pd.Series, edges: Sequence[int] = (0, 40, 60, 80, 200)) -> pd.Series:
+    """Age bands like ``"40-59"`` (the last one ``"80+"``) from numeric ages (DICOM '045Y' parsed)."""
+    s = pd.Series(age)
+    if not pd.api.types.is_numeric_dtype(s):
+        s = pd.to_numeric(s.astype(str).str.extract(r"(\d+)")[0], errors="coerce")
+    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-2], edges[1:-1])] + [f"{edges[-2]}+"]
+    return pd.cut(s, bins=list(edges), right=False, labels=labels).astype(str)
+
+
+def subgroup_auc(
+    df: pd.DataFrame,
+    by: str,
+    *,
+    label: str = "label",
+    prob: str = "prob",
+    groups: str | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """AUC with bootstrap CI per value of column ``by`` (subgroups with one class get NaN AUC)."""
+    for col in (by, label, prob):
+        if col not in df.columns:
+            raise InputError(f"column {col!r} is missing: available columns are {list(df.columns)}")
+    rows = []
+    for value, part in df.groupby(by, sort=True, dropna=False):
+        y = part[label].to_numpy()
+        row: dict[str, object] = {by: value, "n": len(part), "n_pos": int((y == 1).sum())}
+        if 0 < row["n_pos"] < len(part):  # type: ignore[operator]
+            ci = bootstrap_auc_ci(y, part[prob].to_numpy(), n_boot=n_boot, seed=seed,
+                                  groups=None if groups is None else part[groups].to_numpy())
+            row.update(auc=ci.auc, lo=ci.lo, hi=ci.hi)
+        else:
+            row.update(auc=np.nan, lo=np.nan, hi=np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)

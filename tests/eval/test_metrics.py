@@ -1,0 +1,163 @@
+"""Evaluation statistics against scipy/scikit-learn and brute-force computations."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from medbench.errors import InputError
+from medbench.eval import metrics as M
+
+
+def _binormal(n: int, d: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    return y, rng.normal(size=n) + d * y
+
+
+def test_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300) + 0.3 * y, 1)  # many ties
+    assert M.auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_multiclass_auc_matches_sklearn_ovr():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4)) + np.eye(4)[y]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert M.auc(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr"), abs=1e-12)
+    assert M.auc(y, p, average="weighted") == pytest.approx(
+        roc_auc_score(y, p, multi_class="ovr", average="weighted"), abs=1e-12)
+
+
+def test_keras_auc_is_flattened_micro_auc():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 200)
+    p = rng.dirichlet(np.ones(3), 200) * 0.5 + 0.5 * np.eye(3)[y] * rng.random((200, 1))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(3)[y]
+    exact = roc_auc_score(onehot.ravel(), p.ravel())
+    assert M.keras_auc(y, p) == pytest.approx(exact, abs=1e-12)
+    assert M.keras_auc(y, p, num_thresholds=200) == pytest.approx(exact, abs=5e-3)
+    assert M.keras_auc(y, p) != pytest.approx(M.auc(y, p), abs=1e-4)  # differs from per-class AUC
+
+
+@pytest.mark.parametrize("bad", [
+    (np.array([0, 1, 1]), np.array([0.1, np.nan, 0.3])),
+    (np.array([1, 1, 1]), np.array([0.1, 0.2, 0.3])),
+    (np.array([0, 2, 1]), np.array([0.1, 0.2, 0.3])),
+    (np.array([0, 1]), np.array([0.1, 0.2, 0.3])),
+])
+def test_auc_rejects_bad_input(bad):
+    with pytest.raises(InputError):
+        M.auc(*bad)
+
+
+def test_bootstrap_ci_agrees_with_scipy_bootstrap():
+    rng = np.random.default_rng(3)
+    y, p = _binormal(300, 1.0, rng)
+    ours = M.bootstrap_auc_ci(y, p, n_boot=3000, seed=1)
+    res = stats.bootstrap((y, p), lambda a, b: roc_auc_score(a, b), paired=True, vectorized=False,
+                          n_resamples=3000, method="percentile", random_state=7)
+    assert ours.auc == pytest.approx(roc_auc_score(y, p))
+    assert ours.lo == pytest.approx(res.confidence_interval.low, abs=0.015)
+    assert ours.hi == pytest.approx(res.confidence_interval.high, abs=0.015)
+
+
+def test_bootstrap_ci_covers_true_auc_in_at_least_90_percent():
+    """Calibration: binormal scores have the known AUC Phi(d / sqrt(2))."""
+    d = 1.2
+    true_auc = stats.norm.cdf(d / np.sqrt(2))
+    rng = np.random.default_rng(4)
+    covered = 0
+    for _ in range(50):
+        y, p = _binormal(200, d, rng)
+        ci = M.bootstrap_auc_ci(y, p, n_boot=400, seed=int(rng.integers(1 << 30)))
+        covered += ci.lo <= true_auc <= ci.hi
+    assert covered >= 45
+
+
+def test_patient_bootstrap_is_wider_for_correlated_images():
+    rng = np.random.default_rng(5)
+    n_pat = 60
+    y_pat = rng.integers(0, 2, n_pat)
+    s_pat = rng.normal(size=n_pat) + 0.8 * y_pat
+    reps = 6  # six near-identical images per patient
+    y = np.repeat(y_pat, reps)
+    p = np.repeat(s_pat, reps) + 0.01 * rng.normal(size=n_pat * reps)
+    groups = np.repeat(np.arange(n_pat), reps)
+    naive = M.bootstrap_auc_ci(y, p, n_boot=500, seed=0)
+    grouped = M.bootstrap_auc_ci(y, p, groups=groups, n_boot=500, seed=0)
+    assert (grouped.hi - grouped.lo) > 1.8 * (naive.hi - naive.lo)
+
+
+def test_paired_tests_detect_better_model_and_not_identical_ones():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 300)
+    good = rng.normal(size=300) + 2.0 * y
+    weak = rng.normal(size=300) + 0.3 * y
+    boot = M.paired_bootstrap_test(y, good, weak, n_boot=500)
+    assert boot["delta"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, weak))
+    assert boot["lo"] > 0 and boot["p_value"] < 0.01
+    perm = M.permutation_test(y, good, weak, n_perm=300)
+    assert perm["p_value"] < 0.01
+    same = M.permutation_test(y, good, good + 1e-9 * rng.normal(size=300), n_perm=200)
+    assert same["p_value"] > 0.2
+
+
+def test_fold_tests_match_scipy_and_exact_enumeration():
+    a = np.array([0.81, 0.79, 0.85, 0.80, 0.83])
+    b = np.array([0.78, 0.77, 0.80, 0.80, 0.79])
+    res = M.ttest_folds(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert res["t"] == pytest.approx(ref.statistic) and res["p_value"] == pytest.approx(ref.pvalue)
+    perm = M.permutation_ttest_folds(a, b)
+    d = a - b
+    t_obs = d.mean() / (d.std(ddof=1) / np.sqrt(5))
+    count = 0
+    for signs in itertools.product([-1, 1], repeat=5):
+        x = d * np.array(signs)
+        sd = x.std(ddof=1)
+        t = x.mean() / (sd / np.sqrt(5)) if sd > 0 else np.sign(x.mean()) * np.inf
+        count += abs(t) >= abs(t_obs) - 1e-12
+    assert perm["p_value"] == pytest.approx(count / 32)
+    assert perm["t"] == pytest.approx(t_obs)
+
+
+def test_ece_and_reliability_against_loop():
+    rng = np.random.default_rng(7)
+    p = rng.random(500)
+    y = (rng.random(500) < p**2).astype(int)  # overconfident model
+    rel = M.reliability_curve(y, p, n_bins=10)
+    assert rel["count"].sum() == 500
+    total = 0.0
+    for b in range(10):
+        lo, hi = b / 10, (b + 1) / 10
+        m = (p > lo) & (p <= hi) if b else (p <= hi)
+        if m.any():
+            total += m.sum() / 500 * abs(y[m].mean() - p[m].mean())
+    assert M.ece(y, p) == pytest.approx(total)
+    calibrated = (rng.random(20000) < (q := rng.random(20000))).astype(int)
+    assert M.ece(calibrated, q) < 0.02 < M.ece(y, p)
+
+
+def test_subgroup_auc_and_age_bands():
+    rng = np.random.default_rng(8)
+    n = 400
+    df = pd.DataFrame({"label": rng.integers(0, 2, n), "sex": rng.choice(["F", "M"], n)})
+    df["prob"] = rng.normal(size=n) + np.where(df["sex"] == "F", 2.0, 0.0) * df["label"]
+    tab = M.subgroup_auc(df, "sex", n_boot=100).set_index("sex")
+    for sex in ("F", "M"):
+        part = df[df["sex"] == sex]
+        assert tab.loc[sex, "auc"] == pytest.approx(roc_auc_score(part["label"], part["prob"]))
+    assert tab.loc["F", "auc"] > tab.loc["M", "auc"]
+    bands = M.age_band(pd.Series(["035Y", "059Y", "060Y", "081Y"]))
+    assert bands.tolist() == ["0-39", "40-59", "60-79", "80+"]
+    with pytest.raises(InputError, match="vendor"):
+        M.subgroup_auc(df, "vendor")
