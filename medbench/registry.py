@@ -43,7 +43,7 @@ class Registry(Generic[T]):
         """Decorator registering a class or function under ``name`` (default: its ``name`` attr or __name__)."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            key = name or getattr(obj, "name", None) or obj.__name__
             key = str(key)
             if key in self._entries and not overwrite:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
