@@ -1,0 +1,456 @@
+"""The fine-tuning engine: one loop for binary and multi-class classifiers, resumable from its folder.
+
+``fit(model, train_ds, val_ds, cfg, out_dir)`` writes into ``out_dir``::
+
+    config.yaml          the resolved configuration
+    checkpoints/last.pt  everything needed to resume (written atomically at each epoch end and
+                         every ``cfg.checkpoint_every`` optimizer steps)
+    checkpoints/best.pt  model weights of the lowest validation loss (the last epoch without val)
+    history.csv          one row per epoch: epoch (0-based), train_loss, val_loss, val_auc/val_acc, lr, ...
+    predictions.parquet  (+ .csv) predictions of the best model on the val (and test) sets
+    summary.json, train.log
+
+Calling ``fit`` again with the same folder resumes from ``last.pt`` (a finished run only reloads
+its best weights and predictions). With the same seed on CPU the resumed run ends bit-identical
+to an uninterrupted one.
+
+Extension points (see :mod:`medbench.train.hooks`), in call order:
+
+1. ``hook.make_optimizer(params, cfg)`` for each hook (the first non-None optimizer wins),
+   then the schedule is built on that optimizer;
+2. ``hook.on_train_start(model, optimizer)``; **then** the checkpoint (if any) is loaded into the
+   model, optimizer, scheduler, sampler (``load_state_dict``) and hooks (``load_state_dict``);
+3. per epoch: ``sampler.set_epoch(epoch)`` exactly once per epoch, also across a resume (a run
+   resumed mid-epoch restores the sampler state saved during that epoch and does not call it again;
+   ``iter(sampler)`` must then yield the same order, the engine skips the batches already done);
+4. per step: forward, backward, ``hook.after_backward(model, step)``,
+   ``sampler.observe(model, loss_fn, inputs, targets, indices)`` (parameters still as in the forward),
+   gradient clipping, optimizer step, ``hook.after_step(model, optimizer, step)``, per-step schedule;
+   ``step`` is the 0-based index of the optimizer step in the run;
+5. end of epoch: ``sampler.end_epoch()``, ``hook.on_epoch_end(model, epoch)``, per-epoch schedule,
+   validation, checkpoints;
+6. end: best weights loaded, ``hook.on_train_end(model)`` (may return a new model), predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
+
+from medbench.errors import InputError, MedbenchError
+from medbench.train import dist
+from medbench.train.batching import IndexedDataset, first_image
+from medbench.train.checkpoint import BEST, LAST, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from medbench.train.config import TrainConfig
+from medbench.train.hooks import ORDERINGS, SPARSITY, TrainHook, load_builtin_entries
+from medbench.train.metrics_lite import epoch_metrics
+from medbench.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    current_lr,
+    frozen_backbone,
+    scheduler_state,
+    set_train_mode,
+)
+from medbench.train.predict import (
+    PREDICTIONS,
+    TaskLoss,
+    autocast_ctx,
+    infer,
+    predict,
+    predictions_frame,
+    save_predictions,
+)
+from medbench.train.runfiles import run_log, write_config, write_history, write_summary
+from medbench.utils.rng import torch_generator
+
+__all__ = ["FitResult", "TrainConfig", "TrainingDivergedError", "fit", "predict"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(MedbenchError):
+    """The training loss became NaN/inf."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the model with its best weights loaded, and the run's records."""
+
+    model: nn.Module
+    best_path: Path | None
+    history: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    out_dir: Path | None = None
+
+
+@dataclass
+class _Progress:
+    """Counters saved in ``last.pt``."""
+
+    epoch: int = 0  # epoch in progress (== epochs done when batch == 0)
+    batch: int = 0  # batches of ``epoch`` already done
+    step: int = 0  # optimizer steps in the run
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+    train_time_s: float = 0.0
+    images_seen: int = 0
+    loss_sum: float = 0.0  # running sums of the epoch in progress
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Trainer:
+    """One ``fit`` call: set-up, resume, the epoch loop and the end of the run."""
+
+    def __init__(
+        self, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
+        out_dir: Path, hooks: Sequence[TrainHook], head: nn.Module | None,
+    ) -> None:
+        self.cfg, self.out, self.train_ds, self.val_ds, self.head = cfg, out_dir, train_ds, val_ds, head
+        self.ckpt_dir = out_dir / "checkpoints"
+        self.device = dist.resolve_device(cfg.device)
+        self.dtype = dist.amp_dtype(cfg.amp, self.device)
+        self.channels_last = cfg.channels_last and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = cfg.deterministic
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.n_outputs = self._probe_outputs()
+        self.loss_fn = TaskLoss(self.n_outputs, cfg.label_smoothing)
+
+        load_builtin_entries()
+        self.hooks: list[TrainHook] = []
+        if cfg.sparsity:
+            self.hooks.append(SPARSITY.create(cfg.sparsity_recipe, pattern=cfg.sparsity, **cfg.sparsity_options))
+        self.hooks.extend(hooks)
+        self.sampler = ORDERINGS.create(cfg.order, dataset_size=len(train_ds), seed=cfg.seed, **cfg.order_options)
+        self.steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise InputError("the model has no trainable parameters: unfreeze some or drop --linear-probe")
+        optimizer = None
+        for hook in self.hooks:
+            optimizer = hook.make_optimizer(params, cfg)
+            if optimizer is not None:
+                logger.info("optimizer from hook %s: %s", hook.name, type(optimizer).__name__)
+                break
+        self.optimizer = optimizer or build_optimizer(params, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.p = _Progress()
+        self._ran_nothing = False  # set when the folder holds a finished run
+
+    # ----------------------------------------------------------------- set-up and resume
+    @torch.no_grad()
+    def _probe_outputs(self) -> int:
+        x = first_image(self.train_ds)[None].to(self.device)
+        modes = [m.training for m in self.model.modules()]
+        self.model.eval()
+        try:
+            out = self.model(x)
+        finally:
+            for m, mode in zip(self.model.modules(), modes, strict=True):
+                m.training = mode
+        return 1 if out.ndim == 1 else int(out.shape[-1])
+
+    def start(self) -> None:
+        """Call ``on_train_start`` hooks, then resume from ``last.pt`` or seed a fresh run."""
+        for hook in self.hooks:
+            hook.on_train_start(self.model, self.optimizer)
+        last = self.ckpt_dir / LAST
+        if last.exists():
+            self._resume(load_checkpoint(last))
+        else:
+            if self.cfg.seed is not None:
+                torch.manual_seed(self.cfg.seed)
+        if dist.is_main():
+            write_config(self.out, self.cfg, self._resolved())
+
+    def _resolved(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device), "amp_dtype": str(self.dtype).replace("torch.", "") if self.dtype else "none",
+            "channels_last": self.channels_last, "n_outputs": self.n_outputs,
+            "n_train": len(self.train_ds), "n_val": len(self.val_ds) if self.val_ds is not None else 0,
+            "steps_per_epoch": self.steps_per_epoch, "optimizer_class": type(self.optimizer).__name__,
+            "sampler_class": type(self.sampler).__name__, "hooks": [h.name for h in self.hooks],
+            "world_size": dist.world_size(),
+        }
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        diff = self.cfg.differences(state.get("config", {}))
+        if diff:
+            details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise InputError(
+                f"{self.out} holds a run with a different configuration ({details}); use a new output "
+                "folder or delete it to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("sampler") is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state["sampler"])
+        saved_hooks = state.get("hooks", [])
+        if [h["name"] for h in saved_hooks] != [h.name for h in self.hooks]:
+            raise InputError(
+                f"{self.out}: checkpoint hooks {[h['name'] for h in saved_hooks]} differ from this run's "
+                f"{[h.name for h in self.hooks]}; use a new output folder"
+            )
+        for hook, saved in zip(self.hooks, saved_hooks, strict=True):
+            hook.load_state_dict(saved["state"])
+        restore_rng(state["rng"])
+        self.p = _Progress(**state["progress"])
+        logger.info("resumed %s at epoch %d, batch %d (step %d)", self.out, self.p.epoch, self.p.batch, self.p.step)
+
+    def _save_last(self) -> None:
+        if not dist.is_main():
+            return
+        state = {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": scheduler_state(self.scheduler),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None,
+            "hooks": [{"name": h.name, "state": h.state_dict()} for h in self.hooks],
+            "rng": capture_rng(),
+            "progress": self.p.__dict__.copy(),
+        }
+        save_checkpoint(self.ckpt_dir / LAST, state)
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> None:
+        cfg = self.cfg
+        while not self.p.finished and not self.p.stopped_early and self.p.epoch < cfg.epochs:
+            self._train_epoch()
+            self._end_epoch()
+        if not self.p.finished:
+            self.p.finished = True
+            self._save_last()
+
+    def _train_epoch(self) -> None:
+        cfg, p = self.cfg, self.p
+        if p.batch == 0 and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(p.epoch)
+        order = list(iter(self.sampler))
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        loader = DataLoader(
+            IndexedDataset(self.train_ds), batch_sampler=batches[p.batch :], num_workers=cfg.num_workers,
+            collate_fn=default_collate, pin_memory=self.device.type == "cuda",
+            generator=torch_generator(cfg.seed, "loader", p.epoch),  # keeps the global RNG untouched
+        )
+        self._epoch_lr = current_lr(self.optimizer)
+        set_train_mode(self.model, self.head)
+        observe = getattr(self.sampler, "observe", None)
+        per_step_schedule = self.scheduler is not None and cfg.schedule_interval == "step"
+        loss_sum = torch.tensor(p.loss_sum, dtype=torch.float64, device=self.device)
+        count = p.loss_count
+        bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and dist.is_main()), leave=False, unit="batch")
+        t0 = time.perf_counter()
+        try:
+            for x, y, idx in loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                self.optimizer.zero_grad(set_to_none=True)
+                with autocast_ctx(self.device, self.dtype):
+                    logits = self.model(x)
+                loss = self.loss_fn(logits, y)
+                self.scaler.scale(loss).backward()
+                for hook in self.hooks:
+                    hook.after_backward(self.model, p.step)
+                if observe is not None:
+                    observe(self.model, self.loss_fn, x, y, idx)
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                for hook in self.hooks:
+                    hook.after_step(self.model, self.optimizer, p.step)
+                if per_step_schedule:
+                    self.scheduler.step()
+                loss_sum += loss.detach().double() * len(y)
+                count += len(y)
+                p.step += 1
+                p.batch += 1
+                bar.update(1)
+                if p.batch % 25 == 0 and bar.disable is False:
+                    bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}")
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.batch < len(batches):
+                    elapsed = time.perf_counter() - t0
+                    p.train_time_s += elapsed
+                    p.images_seen += count - p.loss_count
+                    p.loss_sum, p.loss_count = float(loss_sum.item()), count
+                    self._save_last()
+                    t0 = time.perf_counter()
+        finally:
+            bar.close()
+        p.train_time_s += time.perf_counter() - t0
+        p.images_seen += count - p.loss_count
+        p.loss_sum, p.loss_count = float(loss_sum.item()), count
+
+    def _end_epoch(self) -> None:
+        cfg, p = self.cfg, self.p
+        if hasattr(self.sampler, "end_epoch"):
+            self.sampler.end_epoch()
+        for hook in self.hooks:
+            hook.on_epoch_end(self.model, p.epoch)
+        if self.scheduler is not None and cfg.schedule_interval == "epoch":
+            self.scheduler.step()
+        train_loss = p.loss_sum / max(1, p.loss_count)
+        if not math.isfinite(train_loss):
+            raise TrainingDivergedError(
+                f"training loss is {train_loss} at epoch {p.epoch}: lower the learning rate (--lr) "
+                "or enable gradient clipping"
+            )
+        row: dict[str, Any] = {"epoch": p.epoch, "train_loss": train_loss, "lr": self._epoch_lr}
+        if self.val_ds is not None and len(self.val_ds):
+            inf = infer(self.model, self.val_ds, batch_size=self.eval_batch_size, device=self.device,
+                        num_workers=cfg.num_workers, dtype=self.dtype, channels_last=self.channels_last)
+            row["val_loss"] = float(self.loss_fn(inf.logits, inf.labels).item())
+            row.update(epoch_metrics(inf.logits, inf.labels))
+            improved = row["val_loss"] < p.best_val_loss - cfg.min_delta
+        else:
+            row["val_loss"] = float("nan")
+            improved = True
+        row["step"] = p.step
+        row["time_s"] = round(p.train_time_s, 3)
+        p.history.append(row)
+        if improved:
+            p.best_val_loss = row["val_loss"] if math.isfinite(row["val_loss"]) else p.best_val_loss
+            p.best_epoch, p.bad_epochs = p.epoch, 0
+            if dist.is_main():
+                save_checkpoint(self.ckpt_dir / BEST, {"model": self.model.state_dict(), "epoch": p.epoch,
+                                                        "val_loss": row["val_loss"]})
+        else:
+            p.bad_epochs += 1
+        logger.info("epoch %d: %s", p.epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        p.epoch, p.batch, p.loss_sum, p.loss_count = p.epoch + 1, 0, 0.0, 0
+        if cfg.patience and p.bad_epochs >= cfg.patience and p.epoch < cfg.epochs:
+            p.stopped_early = True
+            logger.info("early stopping after epoch %d (best epoch %d)", p.epoch - 1, p.best_epoch)
+        self._save_last()
+        if dist.is_main():
+            write_history(self.out, self.history())
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.cfg.eval_batch_size or 2 * self.cfg.batch_size
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.p.history)
+
+    # ----------------------------------------------------------------- end of run
+    def finish(self, test_ds: Dataset | None, keep_meta: Sequence[str]) -> FitResult:
+        best = self.ckpt_dir / BEST
+        if best.exists():
+            self.model.load_state_dict(load_checkpoint(best)["model"])
+        model = self.model
+        for hook in self.hooks:
+            model = hook.on_train_end(model) or model
+        self.model = model
+        preds = self._predictions(test_ds, keep_meta)
+        summary = {
+            "best_epoch": self.p.best_epoch,
+            "best_val_loss": self.p.best_val_loss if math.isfinite(self.p.best_val_loss) else None,
+            "epochs_run": len(self.p.history),
+            "stopped_early": self.p.stopped_early,
+            "steps": self.p.step,
+            "train_time_s": round(self.p.train_time_s, 3),
+            "train_images_per_s": self.p.images_seen / self.p.train_time_s if self.p.train_time_s else None,
+            **self._resolved(),
+            "sampler": self.sampler.summary() if hasattr(self.sampler, "summary") else {},
+            "hooks_summary": {h.name: h.summary() for h in self.hooks},
+        }
+        if dist.is_main():
+            write_summary(self.out, summary)
+            write_history(self.out, self.history())
+        return FitResult(model, best if best.exists() else None, self.history(), summary, preds, self.out)
+
+    def _predictions(self, test_ds: Dataset | None, keep_meta: Sequence[str]) -> pd.DataFrame | None:
+        path = self.out / PREDICTIONS
+        sets = [(s, d) for s, d in (("val", self.val_ds), ("test", test_ds)) if d is not None and len(d)]
+        if not sets:
+            return None
+        if path.exists() and self._ran_nothing:
+            df = pd.read_parquet(path)
+            if set(df["split"]) == {s for s, _ in sets}:
+                return df
+        frames = []
+        for split, ds in sets:
+            inf = infer(self.model, ds, batch_size=self.eval_batch_size, device=self.device,
+                        num_workers=self.cfg.num_workers, dtype=self.dtype, channels_last=self.channels_last,
+                        keep_meta=keep_meta)
+            frames.append(predictions_frame(inf, split))
+        df = pd.concat(frames, ignore_index=True)
+        if dist.is_main():
+            save_predictions(df, self.out)
+        return df
+
+
+def fit(
+    model: nn.Module,
+    train_ds: Dataset,
+    val_ds: Dataset | None,
+    cfg: TrainConfig | dict[str, Any],
+    out_dir: str | Path,
+    *,
+    hooks: Sequence[TrainHook] = (),
+    test_ds: Dataset | None = None,
+    keep_meta: Sequence[str] = (),
+) -> FitResult:
+    """Fine-tune ``model`` on ``train_ds``, keep the best validation-loss weights, resume from ``out_dir``.
+
+    Args:
+        model: A classifier taking ``(B, C, H, W)`` images in [0, 1]; 1 output (BCE) or C >= 2
+            outputs (cross-entropy).
+        train_ds: Dataset of ``(image, label[, meta])`` items.
+        val_ds: Validation dataset (early stopping, best checkpoint); None = keep the last epoch.
+        cfg: A :class:`TrainConfig` (or its dict).
+        out_dir: The run folder (created; an existing run in it is resumed).
+        hooks: Extra :class:`TrainHook` objects (after the sparsity hook of ``cfg.sparsity``).
+        test_ds: Also predict this set (split "test") with the best weights.
+        keep_meta: Meta keys copied into the predictions table (e.g. "sex", "vendor").
+
+    Returns:
+        FitResult with the best weights loaded into ``model`` (or the model a hook returned).
+    """
+    if not isinstance(cfg, TrainConfig):
+        cfg = TrainConfig.from_dict(dict(cfg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "train.log"), frozen_backbone(model, cfg.linear_probe) as head:
+        trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head)
+        trainer.start()
+        trainer._ran_nothing = trainer.p.finished
+        t0 = time.perf_counter()
+        trainer.run()
+        logger.info("training done in %.1f s (%d epochs, best epoch %d)", time.perf_counter() - t0,
+                    len(trainer.p.history), trainer.p.best_epoch)
+        result = trainer.finish(test_ds, keep_meta)
+    return result
