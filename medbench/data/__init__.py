@@ -1,1 +1,5 @@
-"""medbench.data."""
+"""medbench.data: synthetic data, torch Datasets over manifests, patient-grouped splits.
+
+Submodules are imported on use (``from medbench.data.synthetic import make_cxr``); this package
+itself imports nothing heavy.
+"""
