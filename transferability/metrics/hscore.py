@@ -1,0 +1,61 @@
+"""H-score (Bao et al., ICIP 2019) and its shrinkage-regularised form (Ibrahim et al., 2022).
+
+H(f) = tr(cov(f)^+ cov(E[f | y])), with unbiased covariances and a pseudo-inverse (rcond 1e-15)
+as in the authors' code. The regularised H-score replaces cov(f) by the Ledoit-Wolf estimate
+(1 - a) cov + a mu I and scales the between-class covariance by (1 - a)
+("Newer is not always better: rethinking transferability metrics", Ibrahim et al., 2022).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from transferability._backend import get_backend
+from transferability._validate import prepare
+from transferability.metrics._linalg import center, ledoit_wolf
+from transferability.metrics.base import register_metric
+
+
+def _class_mean_rows(xp: Any, x: Any, y: np.ndarray, c: int) -> Any:
+    """Matrix g with g_i = E[f | y = y_i]."""
+    onehot = (y[:, None] == np.arange(c)[None, :]).astype(np.float64)
+    means = (xp.asarray(onehot).T @ x) / xp.asarray(onehot.sum(axis=0)[:, None])
+    return means[xp.index(y)]
+
+
+def _cov(xp: Any, x: Any) -> Any:
+    xc = center(xp, x)
+    return (xc.T @ xc) / (x.shape[0] - 1)
+
+
+@register_metric("hscore", torch=True, reference="Bao et al., H-score, ICIP 2019")
+def hscore(features: Any, labels: Any, *, logits: Any = None, backend: str = "numpy",
+           device: Any = None) -> float:
+    """H-score tr(cov(f)^+ cov(E[f|y])) (higher is better).
+
+    Args:
+        features: (N, D) source features.
+        labels: (N,) integer labels in [0, C).
+        logits: Unused.
+        backend: "numpy" or "torch".
+        device: Torch device for ``backend="torch"``.
+    """
+    xp = get_backend(backend, device)
+    x_np, y, c = prepare(features, labels)
+    x = xp.asarray(x_np)
+    g = _class_mean_rows(xp, x, y, c)
+    return float(xp.trace(xp.pinv(_cov(xp, x), 1e-15) @ _cov(xp, g)))
+
+
+@register_metric("reg_hscore", torch=True, reference="Ibrahim et al., regularised H-score, 2022")
+def reg_hscore(features: Any, labels: Any, *, logits: Any = None, backend: str = "numpy",
+               device: Any = None) -> float:
+    """Shrinkage-regularised H-score with the Ledoit-Wolf covariance (higher is better)."""
+    xp = get_backend(backend, device)
+    x_np, y, c = prepare(features, labels)
+    x = xp.asarray(x_np)
+    cov_f, a = ledoit_wolf(xp, x)
+    g = _class_mean_rows(xp, x, y, c)
+    return float(xp.trace(xp.pinv(cov_f, 1e-15) @ ((1.0 - a) * _cov(xp, g))))

@@ -1,0 +1,62 @@
+"""NCTI: Neural Collapse Transferability Index (Wang et al., ICCV 2023).
+
+Following the authors' code: PCA to 64 dims; an LDA with shrinkage exp(-sum of the top-32 PCA
+variances) (plain SVD LDA when that underflows below 1e-10); then three terms
+- ``seli``: nuclear norm of the centred LDA features (class separation),
+- ``ncc``: mean LDA probability of the true class (nearest-centre classifiability),
+- ``vc``: log of the summed per-class nuclear norms of the LDA probabilities (within-class
+  variability; lower is better).
+The paper min-max normalises each term across candidate models before combining them
+(:func:`ncti_combine`); the single-model score :func:`ncti` is seli + ncc - vc.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from transferability._validate import prepare
+from transferability.metrics.base import register_metric
+
+
+def ncti_components(features: Any, labels: Any, *, pca_dims: int = 64) -> tuple[float, float, float]:
+    """Return NCTI's (seli, ncc, vc) terms for one model's features."""
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x, y, c = prepare(features, labels, min_per_class=2)
+    k = min(pca_dims, x.shape[0], x.shape[1])
+    pca = PCA(n_components=k, svd_solver="full")
+    xp = pca.fit_transform(x)
+    temp = max(math.exp(-float(pca.explained_variance_[:32].sum())), 1e-10)
+    if temp == 1e-10:
+        clf = LinearDiscriminantAnalysis(solver="svd")
+    else:
+        clf = LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(temp))
+    low = clf.fit_transform(xp, y)
+    low = low - low.mean(axis=0, keepdims=True)
+    seli = float(np.linalg.norm(low, ord="nuc"))
+    pred = clf.predict_proba(xp)
+    ncc = float(np.mean(pred[np.arange(len(y)), y]))
+    class_nuc = sum(float(np.linalg.norm(pred[y == k], ord="nuc")) for k in range(c))
+    return seli, ncc, math.log(class_nuc)
+
+
+def ncti_combine(components: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+    """Combine per-model (seli, ncc, vc) as the paper does: min-max each term across models,
+    then seli + ncc - vc. A term constant across models contributes 0."""
+    names = list(components)
+    arr = np.array([components[m] for m in names], dtype=np.float64)
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    norm = np.where(hi > lo, (arr - lo) / span, 0.0)
+    return {m: float(norm[i, 0] + norm[i, 1] - norm[i, 2]) for i, m in enumerate(names)}
+
+
+@register_metric("ncti", reference="Wang et al., NCTI, ICCV 2023")
+def ncti(features: Any, labels: Any, *, logits: Any = None, pca_dims: int = 64) -> float:
+    """Single-model NCTI: seli + ncc - vc (higher is better); see :func:`ncti_combine`."""
+    seli, ncc, vc = ncti_components(features, labels, pca_dims=pca_dims)
+    return seli + ncc - vc
