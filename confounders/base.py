@@ -1,0 +1,240 @@
+"""The :class:`Confounder` base class, its registry and presets.
+
+A confounder maps a batch ``(B, C, H, W)`` of float images in [0, 1] plus one uid per sample to a
+batch of the same shape, on the input's device. Randomness comes from ``(seed, confounder name,
+uid)`` only, so a sample gets the same artifact whatever the batch, order or worker count.
+Geometric parameters are given in pixels of a reference image (``ref_size``, 1024 by default, the
+native NIH ChestX-ray14 size) and scale with the actual image size.
+
+Example:
+    >>> tag = create_confounder("tag", text="R")
+    >>> out = tag(images, uids)                    # torch, batched
+    >>> arr = tag.apply_numpy(img_hw, "uid-1")     # numpy, one image
+    >>> tfm = tag.as_dict_transform(["image"])     # MONAI-style dict transform
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from confounders.taxonomy import MiccatPath, validate_path
+from medbench.errors import InputError
+from medbench.registry import Registry
+from medbench.utils.rng import torch_generator
+
+logger = logging.getLogger(__name__)
+
+CONFOUNDERS: Registry[type[Confounder]] = Registry("confounder")
+
+_RANGE_TOL = 1e-4
+
+
+def register_confounder(name: str):
+    """Class decorator: register a :class:`Confounder` subclass under ``name``; checks its MICCAT path."""
+
+    def deco(cls: type[Confounder]) -> type[Confounder]:
+        validate_path(cls.miccat)
+        cls.name = name
+        return CONFOUNDERS.register(name)(cls)
+
+    return deco
+
+
+def create_confounder(name: str, **kwargs: Any) -> Confounder:
+    """Instantiate the confounder registered as ``name`` (or a preset name) with ``kwargs``.
+
+    Unknown names raise :class:`medbench.errors.UnknownNameError` with close matches.
+    """
+    load_builtin_confounders()
+    if name in PRESETS and name not in CONFOUNDERS:
+        base, params = PRESETS[name]
+        return CONFOUNDERS.create(base, **{**params, **kwargs})
+    if name not in CONFOUNDERS:
+        # search both registries for the "did you mean" hint
+        from medbench.errors import UnknownNameError
+        from medbench.registry import did_you_mean
+
+        raise UnknownNameError(
+            f"unknown confounder {name!r}: {did_you_mean(name, CONFOUNDERS.names() + list(PRESETS))}"
+        )
+    return CONFOUNDERS.create(name, **kwargs)
+
+
+def load_builtin_confounders() -> None:
+    """Import the modules that register the built-in injectors (idempotent)."""
+    import confounders.synthetic  # noqa: F401
+
+
+# Presets of the papers' settings: name -> (registered confounder, parameters).
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Source Matters (Juodelyte et al. 2024): "R", white, sans-serif light, size 64,
+    # top-left corner at (200, 200) on the 1024x1024 image.
+    "paper-tag": ("tag", {"text": "R", "size": 64.0, "position": (200.0, 200.0), "ref_size": 1024,
+                          "intensity": 1.0, "font": "sans-light"}),
+    # Ideal disk of diameter 500 frequency bins in the centred 2-D FFT at 1024 px:
+    # radius 250 bins = 250/512 of Nyquist.
+    "paper-lowpass": ("lowpass", {"kind": "ideal", "cutoff": 250.0 / 512.0}),
+    # Confounded images get the lower photon count (1.5e7 against 2e7 for the rest).
+    "paper-noise": ("poisson", {"n0": 1.5e7}),
+    "paper-noise-reference": ("poisson", {"n0": 2.0e7}),
+}
+
+
+def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -> torch.Tensor:
+    """Validate a ``(B, C, H, W)`` float batch in [0, 1] with one uid per sample."""
+    if not isinstance(images, torch.Tensor):
+        raise InputError(
+            f"{argname} must be a torch.Tensor (B, C, H, W); got {type(images).__name__} "
+            "(use apply_numpy for numpy arrays)"
+        )
+    if images.ndim != 4:
+        raise InputError(
+            f"{argname} must have shape (B, C, H, W); got {tuple(images.shape)} "
+            "(add batch/channel dims with images[None] / images[:, None])"
+        )
+    if not images.is_floating_point():
+        raise InputError(f"{argname} must be a float tensor in [0, 1]; got {images.dtype} (divide by the max)")
+    if isinstance(uids, str) or len(uids) != images.shape[0]:
+        n = 1 if isinstance(uids, str) else len(uids)
+        raise InputError(f"uids must be a sequence of {images.shape[0]} strings, one per image; got {n}")
+    if images.numel():
+        if not bool(torch.isfinite(images).all()):
+            raise InputError(f"{argname} contains NaN or inf values: clean or impute them first")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+            raise InputError(
+                f"{argname} must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}] (rescale, e.g. medbench.io.dicom.to_unit)"
+            )
+    return images
+
+
+def check_fraction(value: float, argname: str) -> float:
+    """Validate a number in [0, 1]."""
+    v = float(value)
+    if not (0.0 <= v <= 1.0):
+        raise InputError(f"{argname} must lie in [0, 1]; got {value!r}")
+    return v
+
+
+def check_positive(value: float, argname: str) -> float:
+    v = float(value)
+    if not (v > 0 and np.isfinite(v)):
+        raise InputError(f"{argname} must be a positive finite number; got {value!r}")
+    return v
+
+
+class Confounder:
+    """Base class: subclasses set ``miccat`` and implement :meth:`apply`.
+
+    Args:
+        seed: Base seed; each sample's randomness comes from ``(seed, name, uid)``.
+        ref_size: Reference image size (pixels) in which geometric parameters are given.
+    """
+
+    name: ClassVar[str] = "confounder"
+    miccat: ClassVar[MiccatPath] = ()
+    #: True when the artifact does not depend on the uid (no per-sample randomness).
+    deterministic: ClassVar[bool] = True
+
+    def __init__(self, *, seed: int = 0, ref_size: int = 1024) -> None:
+        self.seed = int(seed)
+        self.ref_size = int(check_positive(ref_size, "ref_size"))
+
+    # -- public API ---------------------------------------------------------------------------
+    def __call__(self, images: torch.Tensor, uids: Sequence[str]) -> torch.Tensor:
+        """Return a confounded copy of ``images`` (B, C, H, W) in [0, 1] (input left untouched)."""
+        images = check_images(images, uids)
+        if images.shape[0] == 0:
+            return images.clone()
+        out = self.apply(images, [str(u) for u in uids])
+        return out.clamp_(0.0, 1.0)
+
+    def apply(self, images: torch.Tensor, uids: list[str]) -> torch.Tensor:  # pragma: no cover
+        """Subclass hook: validated input, returns a new tensor (clamped by the caller)."""
+        raise NotImplementedError
+
+    def apply_numpy(self, images: np.ndarray, uids: str | Sequence[str]) -> np.ndarray:
+        """Apply to numpy images: ``(H, W)`` or ``(C, H, W)`` with one uid, or batched
+        ``(B, H, W)``/``(B, C, H, W)`` with a uid sequence. Returns float32 of the same shape."""
+        arr = np.asarray(images)
+        single = isinstance(uids, str)
+        if single:
+            if arr.ndim not in (2, 3):
+                raise InputError(f"images for one uid must be (H, W) or (C, H, W); got {arr.shape}")
+            x = arr[None, None] if arr.ndim == 2 else arr[None]
+            ulist = [uids]
+        else:
+            if arr.ndim not in (3, 4):
+                raise InputError(f"batched images must be (B, H, W) or (B, C, H, W); got {arr.shape}")
+            x = arr[:, None] if arr.ndim == 3 else arr
+            ulist = list(uids)
+        out = self(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), ulist).numpy()
+        return out.reshape(arr.shape)
+
+    def as_dict_transform(self, keys: Sequence[str] | str, *, uid_key: str = "uid",
+                          flag_key: str | None = None) -> ConfounderDict:
+        """A MONAI-style dict transform applying this confounder to ``keys`` (see :class:`ConfounderDict`)."""
+        return ConfounderDict(self, keys, uid_key=uid_key, flag_key=flag_key)
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters (for configs and reports)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "deterministic"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def scale(self, images: torch.Tensor) -> tuple[float, float]:
+        """(y, x) factors from reference pixels to this image's pixels."""
+        h, w = images.shape[-2:]
+        return h / self.ref_size, w / self.ref_size
+
+    def generator(self, uid: str, device: torch.device) -> torch.Generator:
+        """Generator for one sample on ``device`` seeded by ``(seed, name, uid)``."""
+        return torch_generator(self.seed, self.name, uid, device=device)
+
+    def uniform(self, uids: Sequence[str], n: int, device: torch.device) -> torch.Tensor:
+        """(B, n) uniform numbers in [0, 1), row i from sample i's own generator (on CPU, then moved)."""
+        rows = [torch.rand(n, generator=torch_generator(self.seed, self.name, "u", u)) for u in uids]
+        return torch.stack(rows).to(device)
+
+
+class ConfounderDict:
+    """Dict transform: applies a confounder to ``data[key]`` for each key, using ``data[uid_key]``.
+
+    Items may hold a ``(C, H, W)``/``(H, W)`` tensor or numpy array. If ``flag_key`` is given, only
+    items whose ``data[flag_key]`` is truthy are confounded (the audit marks the chosen samples).
+    """
+
+    def __init__(self, confounder: Confounder, keys: Sequence[str] | str, *, uid_key: str = "uid",
+                 flag_key: str | None = None) -> None:
+        self.confounder = confounder
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.uid_key = uid_key
+        self.flag_key = flag_key
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        if self.uid_key not in d:
+            raise InputError(f"dict item has no {self.uid_key!r} entry: add the sample uid to each item")
+        if self.flag_key is not None and not bool(d.get(self.flag_key, False)):
+            return d
+        uid = str(d[self.uid_key])
+        for key in self.keys:
+            if key not in d:
+                raise InputError(f"dict item has no {key!r} entry (keys: {sorted(d)})")
+            x = d[key]
+            if isinstance(x, torch.Tensor):
+                if x.ndim not in (2, 3):
+                    raise InputError(f"{key!r} must be (C, H, W) or (H, W); got {tuple(x.shape)}")
+                xb = x[None, None] if x.ndim == 2 else x[None]
+                d[key] = self.confounder(xb.float(), [uid]).reshape(x.shape)
+            else:
+                d[key] = self.confounder.apply_numpy(np.asarray(x), uid)
+        return d
