@@ -1,1 +1,50 @@
-"""medbench.io."""
+"""medbench.io: DICOM and image files in, derived DICOM out.
+
+Public API (imported lazily so that ``import medbench.io`` stays cheap):
+
+- :func:`read_dicom`, :func:`to_unit`, :class:`DicomReadError`, :class:`DicomImage` (``dicom``)
+- :func:`read_series`, :func:`read_series_sitk`, :func:`group_series`, :class:`CTSeries` (``series``)
+- :func:`scan`, :class:`ScanResult` (``manifest``)
+- :func:`read_image`, :func:`read_image_table`, :func:`read_nih_table` (``images``)
+- :func:`write_derived_image`, :func:`write_ct_series`, :func:`new_header` (``write``)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "read_dicom": "medbench.io.dicom",
+    "read_header": "medbench.io.dicom",
+    "DicomReadError": "medbench.io.dicom",
+    "DicomImage": "medbench.io.dicom",
+    "REASONS": "medbench.io.dicom",
+    "to_unit": "medbench.io.lut",
+    "read_series": "medbench.io.series",
+    "read_series_sitk": "medbench.io.series",
+    "group_series": "medbench.io.series",
+    "CTSeries": "medbench.io.series",
+    "scan": "medbench.io.manifest",
+    "ScanResult": "medbench.io.manifest",
+    "MANIFEST_COLUMNS": "medbench.io.manifest",
+    "read_image": "medbench.io.images",
+    "read_image_table": "medbench.io.images",
+    "read_nih_table": "medbench.io.images",
+    "write_derived_image": "medbench.io.write",
+    "write_ct_series": "medbench.io.write",
+    "new_header": "medbench.io.write",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medbench.io' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

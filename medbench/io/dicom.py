@@ -1,0 +1,489 @@
+"""Read one DICOM file into float pixels + metadata, with clear errors for unusable files.
+
+:func:`read_dicom` applies the modality LUT (CT in HU), masks bits above BitsStored, expands
+PALETTE COLOR, inverts MONOCHROME1 so that larger values are brighter, and optionally applies the
+file's VOI LUT / window. :func:`read_header` and :func:`check_pixel_data` are the cheap checks that
+``medbench ingest`` runs on every file without decoding pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from medbench.errors import InputError
+from medbench.io import lut
+from medbench.io.lut import to_unit
+from medbench.io.sniff import sniff
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DicomImage", "DicomReadError", "REASONS", "check_pixel_data", "read_dicom", "read_header", "to_unit"]
+
+#: Reason codes carried by :class:`DicomReadError` (and the quarantine table).
+REASONS = (
+    "not_dicom",
+    "no_pixel_data",
+    "missing_decoder",
+    "unsupported_syntax",
+    "undecodable",
+    "truncated",
+    "inconsistent",
+)
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+_NATIVE_SYNTAXES = {
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    UID("1.2.840.10008.1.2.1.99"),  # Deflated Explicit VR Little Endian
+}
+_REQUIRED_IMAGE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
+DICOM_EXTRA = "pip install 'medbench[dicom]'"
+
+
+class DicomReadError(InputError):
+    """A file that cannot be used as an image; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        self.path = str(path)
+        self.reason = reason
+        self.detail = message
+        super().__init__(f"{self.path}: {message} [{reason}]")
+
+
+@dataclass
+class DicomImage:
+    """Decoded pixels (float32, larger = brighter), a metadata dict and the pydicom dataset."""
+
+    pixels: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    dataset: Dataset | None = None
+
+
+def read_header(path: str | os.PathLike[str], *, defer_size: int | str | None = "1 KB") -> Dataset:
+    """Read a DICOM header without loading large values (pixel data stays on disk).
+
+    Files without the 128-byte preamble are accepted when they start like a DICOM dataset.
+
+    Raises:
+        DicomReadError: ``not_dicom``, ``truncated`` (file ends inside the header) or
+            ``inconsistent`` (a header pydicom cannot parse).
+    """
+    return _read(path, defer_size=defer_size)
+
+
+def _read(path: str | os.PathLike[str], *, defer_size: int | str | None = None) -> Dataset:
+    fmt = sniff(path)
+    if fmt not in ("dicom", "dicom_raw"):
+        raise DicomReadError(path, "not_dicom", f"not a DICOM file (looks like {fmt})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, force=fmt == "dicom_raw", defer_size=defer_size)
+        except InvalidDicomError as exc:
+            raise DicomReadError(path, "not_dicom", f"not a DICOM file ({exc})") from None
+        except (EOFError, OSError) as exc:
+            raise DicomReadError(path, "truncated", f"file ends inside the header ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad headers
+            text = str(exc).lower()
+            reason = "truncated" if ("end of file" in text or "eof" in text) else "inconsistent"
+            raise DicomReadError(path, reason, f"header cannot be parsed ({type(exc).__name__}: {exc})") from None
+    for w in caught:
+        text = str(w.message)
+        if "End of file reached" in text or "before delimiter" in text:
+            raise DicomReadError(path, "truncated", f"file is truncated ({text.split(' in file ')[0]})")
+    if fmt == "dicom_raw" and not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData")):
+        raise DicomReadError(path, "not_dicom", "no DICOM preamble and no recognisable DICOM elements")
+    if len(ds) == 0:
+        raise DicomReadError(path, "not_dicom", "no DICOM data elements after the file meta header")
+    return ds
+
+
+def pixel_keyword(ds: Dataset) -> str | None:
+    """Which pixel data element the dataset holds, without loading its value."""
+    for tag, keyword in _PIXEL_TAGS.items():
+        if tag in ds._dict:  # noqa: SLF001 - membership without triggering a deferred read
+            return keyword
+    return None
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The dataset's transfer syntax; inferred from the encoding when the file meta lacks one."""
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        implicit, little = True, True
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
+    """Cheap checks that the pixel data can be decoded, without decoding it.
+
+    Checks the pixel element exists, the image module is complete, a decoder for the transfer
+    syntax is installed, and the pixel bytes are all present (native: declared length and file
+    size; encapsulated: fragment items up to the sequence delimiter).
+
+    Returns:
+        The transfer syntax UID.
+
+    Raises:
+        DicomReadError: ``no_pixel_data``, ``inconsistent``, ``unsupported_syntax``,
+            ``missing_decoder`` or ``truncated``.
+    """
+    keyword = pixel_keyword(ds)
+    if keyword is None:
+        kind = str(ds.get("SOPClassUID", "")) or "unknown SOP class"
+        name = getattr(UID(kind), "name", kind) if kind != "unknown SOP class" else kind
+        raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
+    missing = [k for k in _REQUIRED_IMAGE_TAGS if ds.get(k) in (None, "")]
+    if missing:
+        raise DicomReadError(path, "inconsistent", f"image module incomplete: missing {', '.join(missing)}")
+    bits_alloc = int(ds.BitsAllocated)
+    bits_stored = int(ds.get("BitsStored") or bits_alloc)
+    if bits_stored > bits_alloc or bits_alloc not in (1, 8, 16, 32, 64):
+        raise DicomReadError(path, "inconsistent", f"BitsStored {bits_stored} / BitsAllocated {bits_alloc} are invalid")
+    if int(ds.Rows) <= 0 or int(ds.Columns) <= 0:
+        raise DicomReadError(path, "inconsistent", f"image size {ds.Rows}x{ds.Columns} is empty")
+    ts = transfer_syntax(ds)
+    _check_decoder(ts, path)
+    raw = ds._dict[_keyword_tag(keyword)]  # noqa: SLF001
+    length = getattr(raw, "length", None)
+    tell = getattr(raw, "value_tell", None)
+    size = os.path.getsize(path)
+    if ts in _NATIVE_SYNTAXES or keyword != "PixelData":
+        if length is None:  # already loaded (small element)
+            length = len(ds[keyword].value or b"")
+        expected = _expected_native_length(ds, keyword)
+        if length == 0xFFFFFFFF:
+            raise DicomReadError(path, "inconsistent", f"native transfer syntax {ts.name} but pixel data is encapsulated")
+        if length < expected:
+            raise DicomReadError(path, "truncated", f"pixel data has {length} bytes, expected {expected}")
+        if tell is not None and ts != "1.2.840.10008.1.2.1.99" and tell + length > size:
+            raise DicomReadError(path, "truncated", f"file ends {tell + length - size} bytes before the pixel data does")
+    elif tell is not None and length == 0xFFFFFFFF:
+        _check_fragments(path, tell, size, _frames(ds), little=ts != ExplicitVRBigEndian)
+    return ts
+
+
+def _keyword_tag(keyword: str) -> int:
+    return next(t for t, k in _PIXEL_TAGS.items() if k == keyword)
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _expected_native_length(ds: Dataset, keyword: str) -> int:
+    pixels = int(ds.Rows) * int(ds.Columns) * _frames(ds)
+    if keyword == "FloatPixelData":
+        return pixels * 4
+    if keyword == "DoubleFloatPixelData":
+        return pixels * 8
+    samples = int(ds.SamplesPerPixel)
+    bits = int(ds.BitsAllocated)
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric == "YBR_FULL_422":  # 2 luminance + 2 chroma values per 2 pixels
+        return (int(ds.Rows) * ((int(ds.Columns) + 1) // 2) * 4 * _frames(ds) * bits) // 8
+    if bits == 1:
+        return (pixels * samples + 7) // 8
+    return pixels * samples * bits // 8
+
+
+def _check_fragments(path: str | os.PathLike[str], offset: int, size: int, frames: int, *, little: bool) -> None:
+    """Walk the item headers of encapsulated pixel data up to the sequence delimiter."""
+    order = "little" if little else "big"
+    items = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise DicomReadError(path, "truncated", f"encapsulated pixel data ends after {items} items without a delimiter")
+            group = int.from_bytes(head[0:2], order)  # type: ignore[arg-type]
+            elem = int.from_bytes(head[2:4], order)  # type: ignore[arg-type]
+            length = int.from_bytes(head[4:8], order)  # type: ignore[arg-type]
+            if (group, elem) == (0xFFFE, 0xE0DD):
+                break
+            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                raise DicomReadError(path, "inconsistent", f"bad item tag ({group:04X},{elem:04X}) in encapsulated pixel data")
+            if fh.tell() + length > size:
+                raise DicomReadError(path, "truncated", f"pixel data fragment {items} runs past the end of the file")
+            fh.seek(length, 1)
+            items += 1
+    if items - 1 < frames:  # the first item is the basic offset table
+        raise DicomReadError(path, "truncated", f"{items - 1} pixel data fragments for {frames} frames")
+
+
+def _check_decoder(ts: UID, path: str | os.PathLike[str]) -> None:
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        name = ts.name if ts.is_valid and ts.name != ts else str(ts)
+        raise DicomReadError(
+            path, "unsupported_syntax",
+            f"transfer syntax {name} ({ts}) has no pixel decoder; convert the file (e.g. gdcmconv --raw)",
+        ) from None
+    if not decoder.is_available:
+        raise DicomReadError(
+            path, "missing_decoder",
+            f"no installed decoder for transfer syntax {ts.name} ({ts}): run `{DICOM_EXTRA}`",
+        )
+
+
+def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | None = None) -> DicomImage:
+    """Read one DICOM image as float32 pixels where larger values are brighter.
+
+    Args:
+        path: The file.
+        voi: Apply the file's VOI LUT or window (first one) and return values in [0, 1];
+            files without one are min-max scaled. ``False`` keeps modality units (HU for CT).
+        frame: Read only this frame of a multi-frame file (0-based).
+
+    Returns:
+        :class:`DicomImage` with pixels ``(H, W)``, ``(F, H, W)`` for multi-frame files,
+        ``(H, W, 3)``/``(F, H, W, 3)`` for colour (RGB; palette colour expanded).
+
+    Raises:
+        DicomReadError: With ``.reason`` in :data:`REASONS`.
+    """
+    ds = _read(path)
+    ts = check_pixel_data(ds, path)
+    if ds.get("file_meta") is None or "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ts  # in memory only; the file is never modified
+    n_frames = _frames(ds)
+    if frame is not None and not 0 <= frame < n_frames:
+        raise InputError(f"{path}: frame {frame} out of range (file has {n_frames} frames)")
+    arr = _decode(ds, path, frame)
+    photometric = str(ds.PhotometricInterpretation).strip()
+    keyword = pixel_keyword(ds)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
+    if keyword == "PixelData" and int(ds.BitsAllocated) > 1:
+        arr = lut.mask_bits(arr, bits_stored, signed)
+    frames = [frame] if frame is not None else list(range(n_frames))
+    multi = frame is None and n_frames > 1
+    colour = int(ds.SamplesPerPixel) == 3 or photometric == "PALETTE COLOR"
+    meta = _meta(ds, path, ts)
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as exc:  # noqa: BLE001
+            raise DicomReadError(path, "inconsistent", f"palette colour LUT cannot be applied ({exc})") from None
+    if colour:
+        out = np.asarray(arr, dtype=np.float64)
+        if voi:
+            _, hi = lut.stored_range(bits_stored if photometric != "PALETTE COLOR" else 16, False)
+            out = out / max(float(out.max()), 1.0) if photometric == "PALETTE COLOR" else out / hi
+        meta.update(inverted=False, voi="scale" if voi else "none", colour=True)
+        return DicomImage(_finite_f32(out, path), meta, ds)
+    out, lo, hi = _modality(arr, ds, frames, multi, bits_stored, signed, keyword)
+    meta["colour"] = False
+    if voi:
+        out, how = _apply_voi(out, ds, frames, multi, path)
+        meta["voi"] = how
+        if photometric == "MONOCHROME1":
+            out = 1.0 - out
+    else:
+        meta["voi"] = "none"
+        if photometric == "MONOCHROME1":
+            out = lut.invert(out, lo, hi)
+    meta["inverted"] = photometric == "MONOCHROME1"
+    meta["inversion_range"] = (float(np.min(lo)), float(np.max(hi)))
+    return DicomImage(_finite_f32(out, path), meta, ds)
+
+
+def _finite_f32(x: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    out = np.asarray(x, dtype=np.float32)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        logger.warning("%s: %d non-finite pixel values", path, int((~np.isfinite(out)).sum()))
+    return out
+
+
+def _decode(ds: Dataset, path: str | os.PathLike[str], frame: int | None) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if frame is not None:
+                ds.pixel_array_options(index=frame)
+            return np.asarray(ds.pixel_array)
+    except ValueError as exc:
+        text = str(exc)
+        if "less than expected" in text:
+            reason = "truncated"
+        elif "invalid literal" in text:
+            reason = "inconsistent"
+        else:
+            reason = "undecodable"
+        raise DicomReadError(path, reason, f"pixel data cannot be decoded ({text.splitlines()[0]})") from None
+    except AttributeError as exc:
+        raise DicomReadError(path, "inconsistent", f"image header incomplete ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - decoder plugins raise anything
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DicomReadError(path, "undecodable", f"pixel data cannot be decoded ({first})") from None
+
+
+def _fg_item(ds: Dataset, sequence: str, frame: int) -> Dataset | None:
+    """Item of ``sequence`` for ``frame`` from per-frame, then shared functional groups."""
+    for group, idx in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(group)
+        if seq and len(seq) > idx:
+            inner = seq[idx].get(sequence)
+            if inner:
+                return inner[0]
+    return None
+
+
+def _modality(
+    arr: np.ndarray, ds: Dataset, frames: list[int], multi: bool, bits_stored: int, signed: bool, keyword: str | None
+) -> tuple[np.ndarray, Any, Any]:
+    """Apply the modality LUT; return values and the output range of the stored range."""
+    if keyword != "PixelData":
+        x = np.asarray(arr, dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        return x, lo, hi
+    smin, smax = lut.stored_range(bits_stored, signed)
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        item = ds.ModalityLUTSequence[0]
+        table = np.asarray(item.LUTData, dtype=np.float64)
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64), float(table.min()), float(table.max())
+    slopes, intercepts = [], []
+    for f in frames:
+        src: Dataset | None = ds if ("RescaleSlope" in ds or "RescaleIntercept" in ds) else _fg_item(ds, "PixelValueTransformationSequence", f)
+        slope = float(src.get("RescaleSlope", 1.0) if src is not None else 1.0) or 1.0
+        intercept = float(src.get("RescaleIntercept", 0.0) if src is not None else 0.0)
+        slopes.append(slope)
+        intercepts.append(intercept)
+    s = np.asarray(slopes)
+    b = np.asarray(intercepts)
+    if multi:
+        s = lut.per_frame(s, arr.ndim - 1)
+        b = lut.per_frame(b, arr.ndim - 1)
+    else:
+        s, b = float(s[0]), float(b[0])
+    out = lut.rescale(arr, s, b)
+    ends = (s * smin + b, s * smax + b)
+    return out, np.minimum(*ends), np.maximum(*ends)
+
+
+def _apply_voi(x: np.ndarray, ds: Dataset, frames: list[int], multi: bool, path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
+    """File VOI to [0, 1]: VOI LUT sequence, else first window, else min-max per image."""
+    if "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        table = np.asarray(item.LUTData, dtype=np.float64)
+        desc = [int(v) for v in item.LUTDescriptor]
+        first = desc[1] if desc[1] < 32768 else desc[1] - 65536
+        idx = np.clip(np.rint(x).astype(np.int64) - first, 0, table.size - 1)
+        y = table[idx]
+        lo, hi = table.min(), table.max()
+        return ((y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)), "lut"
+    outs = []
+    how = "window"
+    stack = x if multi else x[None]
+    for i, f in enumerate(frames):
+        src = ds if "WindowCenter" in ds else _fg_item(ds, "FrameVOILUTSequence", f)
+        try:
+            center = _first(src.WindowCenter) if src is not None else None
+            width = _first(src.WindowWidth) if src is not None else None
+            function = str(src.get("VOILUTFunction", "LINEAR")) if src is not None else "LINEAR"
+            if center is None or width is None:
+                raise InputError("no window")
+            outs.append(lut.window(stack[i], center, width, function))
+        except (InputError, AttributeError, TypeError, ValueError):
+            how = "minmax"
+            outs.append(lut.to_unit(stack[i]).astype(np.float64))
+    y = np.stack(outs)
+    return (y if multi else y[0]), how
+
+
+def _first(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return float(value[0]) if len(value) else None
+    return float(value)
+
+
+def _spacing(ds: Dataset) -> tuple[float, float] | None:
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        try:
+            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            continue
+    item = _fg_item(ds, "PixelMeasuresSequence", 0) if "SharedFunctionalGroupsSequence" in ds else None
+    if item is not None and item.get("PixelSpacing"):
+        return float(item.PixelSpacing[0]), float(item.PixelSpacing[1])
+    return None
+
+
+def _meta(ds: Dataset, path: str | os.PathLike[str], ts: UID) -> dict[str, Any]:
+    def s(key: str) -> str:
+        value = ds.get(key)
+        return "" if value is None else str(value).strip()
+
+    return {
+        "path": str(Path(path)),
+        "sop_uid": s("SOPInstanceUID"),
+        "series_uid": s("SeriesInstanceUID"),
+        "study_uid": s("StudyInstanceUID"),
+        "modality": s("Modality"),
+        "manufacturer": s("Manufacturer"),
+        "model": s("ManufacturerModelName"),
+        "photometric": s("PhotometricInterpretation"),
+        "transfer_syntax": str(ts),
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "frames": _frames(ds),
+        "samples_per_pixel": int(ds.SamplesPerPixel),
+        "bits_allocated": int(ds.BitsAllocated),
+        "bits_stored": int(ds.get("BitsStored") or ds.BitsAllocated),
+        "pixel_representation": int(ds.get("PixelRepresentation") or 0),
+        "rescale_slope": float(ds.get("RescaleSlope", 1.0) or 1.0),
+        "rescale_intercept": float(ds.get("RescaleIntercept", 0.0) or 0.0),
+        "window": _window_of(ds),
+        "pixel_spacing": _spacing(ds),
+    }
+
+
+def _window_of(ds: Dataset) -> tuple[float, float] | None:
+    try:
+        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    except (TypeError, ValueError):
+        return None
+    return (center, width) if center is not None and width is not None else None

@@ -1,0 +1,480 @@
+"""Write derived images and CT series as DICOM, from a reference header or a fresh minimal one.
+
+Pixels are stored as 16-bit integers with RescaleSlope/Intercept chosen so that reading back gives
+the input to the stored precision: integer-valued input (HU) comes back exactly; other input comes
+back as ``intercept + slope * round((x - intercept) / slope)`` (error at most ``slope / 2``).
+The slope and intercept used for quantisation are the values written in the header (after the
+16-character DS formatting), so nothing is lost between what is computed and what is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+from pydicom.valuerep import format_number_as_ds
+
+from medbench.errors import InputError
+from medbench.io import lut
+from medbench.utils.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+_DROP_KEYWORDS = (
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "ModalityLUTSequence", "VOILUTSequence",
+    "LargestImagePixelValue", "SmallestImagePixelValue", "PixelPaddingValue", "PixelPaddingRangeLimit",
+    "SmallestPixelValueInSeries", "LargestPixelValueInSeries", "NumberOfFrames", "FrameIncrementPointer",
+    "PlanarConfiguration", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+    "IconImageSequence", "PresentationLUTShape", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID",
+    "WindowCenterWidthExplanation", "VOILUTFunction", "SourceImageSequence",
+)
+_SLICE_KEYWORDS = ("ImagePositionPatient", "SliceLocation", "InstanceNumber")
+_SINGLE_FRAME_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """How float values map to stored 16-bit integers: ``value = slope * stored + intercept``."""
+
+    slope: float
+    intercept: float
+    signed: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.int16 if self.signed else np.uint16)
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        """Stored integers for ``values`` (rounded to nearest, clipped to the 16-bit range)."""
+        info = np.iinfo(self.dtype)
+        stored = np.rint((np.asarray(values, dtype=np.float64) - self.intercept) / self.slope)
+        return np.clip(stored, info.min, info.max).astype(self.dtype)
+
+    def restore(self, stored: np.ndarray) -> np.ndarray:
+        """The values a reader gets back from ``stored``."""
+        return lut.rescale(stored, self.slope, self.intercept)
+
+
+def _ds_float(value: float) -> float:
+    """``value`` as it survives a round trip through a 16-character DS string."""
+    return float(format_number_as_ds(float(value)))
+
+
+def choose_rescale(values: np.ndarray) -> Rescale:
+    """Pick the 16-bit storage that keeps ``values`` to the best precision.
+
+    Integer values that fit int16 are stored as they are (slope 1, intercept 0); integer values
+    spanning at most 65535 use uint16 with the minimum as intercept; anything else spreads
+    ``[floor(min), max]`` over 0..65535.
+
+    Raises:
+        InputError: Non-finite values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0 or not np.isfinite(v).all():
+        raise InputError("pixel values to write must be finite and non-empty (got NaN/inf or an empty array)")
+    lo, hi = float(v.min()), float(v.max())
+    if np.array_equal(v, np.round(v)):
+        if lo >= -32768 and hi <= 32767:
+            return Rescale(1.0, 0.0, True)
+        if hi - lo <= 65535 and abs(lo) < 1e15:
+            return Rescale(1.0, float(int(lo)), False)
+    intercept = float(np.floor(lo)) if abs(lo) < 1e15 else _ds_float(lo)
+    span = hi - intercept
+    if span <= 0:
+        return Rescale(1.0, intercept, False)
+    slope = _ds_float(span / 65535.0)
+    while slope * 65535.0 < span:
+        slope = _ds_float(slope * (1.0 + 1e-12) + np.spacing(slope))
+    return Rescale(slope, intercept, False)
+
+
+def _fixed_rescale(values: np.ndarray, slope: float, intercept: float) -> Rescale:
+    slope, intercept = _ds_float(slope), _ds_float(intercept)
+    if slope == 0:
+        raise InputError("rescale slope must be non-zero")
+    stored = np.rint((np.asarray(values, dtype=np.float64) - intercept) / slope)
+    if stored.min() >= -32768 and stored.max() <= 32767:
+        return Rescale(slope, intercept, True)
+    if stored.min() >= 0 and stored.max() <= 65535:
+        return Rescale(slope, intercept, False)
+    raise InputError(f"rescale ({slope}, {intercept}) does not fit the values in 16 bits; pick a larger slope")
+
+
+def _resolve_rescale(values: np.ndarray, rescale: tuple[float, float] | Rescale | None) -> Rescale:
+    if rescale is None:
+        return choose_rescale(values)
+    if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        raise InputError("pixel values to write must be finite (got NaN/inf)")
+    if isinstance(rescale, Rescale):
+        return rescale
+    return _fixed_rescale(values, *rescale)
+
+
+def _uid(uid_key: str | None, *parts: object) -> str:
+    if uid_key is None:
+        return generate_uid()
+    return generate_uid(entropy_srcs=[str(uid_key), *(str(p) for p in parts)])
+
+
+def new_header(
+    *, modality: str = "OT", sop_class: str = SecondaryCaptureImageStorage, uid_key: str | None = None
+) -> Dataset:
+    """A fresh minimal valid image header (patient/study/series/equipment/image modules).
+
+    Args:
+        modality: The Modality value.
+        sop_class: SOP Class UID (Secondary Capture by default; CT Image Storage for CT).
+        uid_key: Make the Study/Frame-of-reference UIDs deterministic from this key.
+    """
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = _uid(uid_key, "study")
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.Modality = modality
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Manufacturer = ""
+    ds.PatientOrientation = ""
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    if sop_class == SecondaryCaptureImageStorage:
+        ds.ConversionType = "WSD"
+    if sop_class == CTImageStorage:
+        ds.FrameOfReferenceUID = _uid(uid_key, "frame_of_reference")
+        ds.PositionReferenceIndicator = ""
+        ds.KVP = ""
+        ds.AcquisitionNumber = ""
+    return ds
+
+
+def _load_reference(source: Any) -> Dataset | None:
+    """Header of ``source`` (path, Dataset, DicomImage, CTSeries or None), deep-copied."""
+    if source is None:
+        return None
+    if isinstance(source, Dataset):
+        return copy.deepcopy(source)
+    dataset = getattr(source, "dataset", None)
+    if isinstance(dataset, Dataset):
+        return copy.deepcopy(dataset)
+    datasets = getattr(source, "datasets", None)
+    if datasets:
+        return copy.deepcopy(datasets[0])
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return pydicom.dcmread(source, stop_before_pixels=True, force=True)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{source}: reference header cannot be read ({exc}); pass a DICOM file") from None
+    raise InputError(f"reference must be a DICOM path, pydicom Dataset, DicomImage or CTSeries, got {type(source).__name__}")
+
+
+def _strip(ds: Dataset) -> Dataset:
+    """Remove pixel, LUT and multi-frame elements, overlays and file meta from a copied header."""
+    for keyword in _DROP_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for tag in [t for t in ds.keys() if 0x6000 <= t.group <= 0x60FF and t.group % 2 == 0]:
+        del ds[tag]
+    for tag in [t for t in ds.keys() if t.group == 0x0002]:
+        del ds[tag]
+    return ds
+
+
+def _mirror_window(ds: Dataset) -> None:
+    """Map WindowCenter of a MONOCHROME1 source onto the inverted (MONOCHROME2) values."""
+    if "WindowCenter" not in ds:
+        return
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    smin, smax = lut.stored_range(bits, signed)
+    total = (smin + smax) * slope + 2 * intercept
+    centers = ds.WindowCenter if isinstance(ds.WindowCenter, (list, pydicom.multival.MultiValue)) else [ds.WindowCenter]
+    ds.WindowCenter = [format_number_as_ds(total - float(c)) for c in centers]
+
+
+def _image_type(ds: Dataset) -> list[str]:
+    old = ds.get("ImageType")
+    rest = list(old)[2:] if old is not None and not isinstance(old, str) and len(old) > 2 else []
+    return ["DERIVED", "SECONDARY", *[str(v) for v in rest]]
+
+
+def _prepare(ref: Dataset | None, *, modality: str, uid_key: str | None) -> Dataset:
+    if ref is None:
+        sop = CTImageStorage if modality == "CT" else SecondaryCaptureImageStorage
+        return new_header(modality=modality, sop_class=sop, uid_key=uid_key)
+    ds = ref
+    source_sop = (str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
+    multi = int(ds.get("NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds
+    was_mono1 = str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    if was_mono1:
+        _mirror_window(ds)
+    _strip(ds)
+    if multi or "Enhanced" in getattr(pydicom.uid.UID(source_sop[0]), "name", ""):
+        ds.SOPClassUID = _SINGLE_FRAME_CLASS.get(str(ds.get("Modality", "")), SecondaryCaptureImageStorage)
+        if ds.SOPClassUID == SecondaryCaptureImageStorage:
+            ds.ConversionType = "WSD"
+    ds.ImageType = _image_type(ds)
+    if all(source_sop):
+        item = Dataset()
+        item.ReferencedSOPClassUID = source_sop[0]
+        item.ReferencedSOPInstanceUID = source_sop[1]
+        ds.SourceImageSequence = [item]
+    return ds
+
+
+def _set_pixels(ds: Dataset, stored: np.ndarray, rescale: Rescale, *, description: str) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if rescale.signed else 0
+    ds.RescaleSlope = format_number_as_ds(rescale.slope)
+    ds.RescaleIntercept = format_number_as_ds(rescale.intercept)
+    if str(ds.get("Modality", "")) == "CT":
+        ds.RescaleType = "HU"
+    elif "RescaleType" not in ds:
+        ds.RescaleType = "US"
+    ds.DerivationDescription = description[:1024]
+    ds.PixelData = np.ascontiguousarray(stored.astype(rescale.dtype.newbyteorder("<"))).tobytes()
+    ds["PixelData"].VR = "OW"
+
+
+def _save(ds: Dataset, out_path: str | os.PathLike[str]) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+    with atomic_path(out_path) as tmp:
+        ds.save_as(tmp, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    return Path(out_path)
+
+
+def _apply_tags(ds: Dataset, tags: Mapping[str, Any] | None) -> None:
+    for keyword, value in (tags or {}).items():
+        if pydicom.datadict.tag_for_keyword(keyword) is None:
+            raise InputError(f"unknown DICOM keyword {keyword!r} in tags; use the standard keyword (e.g. 'PatientSex')")
+        setattr(ds, keyword, value)
+
+
+def write_derived_image(
+    pixels: np.ndarray,
+    source: Any,
+    out_path: str | os.PathLike[str],
+    *,
+    description: str,
+    spacing: tuple[float, float] | None = None,
+    modality: str | None = None,
+    series_uid: str | None = None,
+    rescale: tuple[float, float] | Rescale | None = None,
+    tags: Mapping[str, Any] | None = None,
+    uid_key: str | None = None,
+) -> Path:
+    """Write a 2-D image derived from ``source`` as a new DICOM instance (atomically).
+
+    Args:
+        pixels: ``(H, W)`` values in the source's output units, larger = brighter (as
+            :func:`medbench.io.read_dicom` returns them; a MONOCHROME1 source is written as
+            MONOCHROME2 with its window mirrored).
+        source: Reference header: a DICOM path, pydicom Dataset, ``DicomImage`` or ``None`` for a
+            fresh minimal header (Secondary Capture).
+        out_path: File to write.
+        description: DerivationDescription (what was done to the image).
+        spacing: ``(row, column)`` pixel spacing in mm; default: the source's, scaled when the
+            image size changed.
+        modality: Modality for a fresh header (default "OT"); ignored with a source.
+        series_uid: SeriesInstanceUID to use (default: a new one).
+        rescale: ``(slope, intercept)`` to force; default :func:`choose_rescale`.
+        tags: Extra elements by DICOM keyword, set last (e.g. ``{"PatientSex": "F"}``).
+        uid_key: Derive the new UIDs deterministically from this key.
+
+    Returns:
+        The written path.
+    """
+    x = np.asarray(pixels)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"write_derived_image needs a 2-D (H, W) array, got shape {x.shape}; write volumes with write_ct_series")
+    chosen = _resolve_rescale(x, rescale)
+    ref = _load_reference(source)
+    old_shape = (int(ref.Rows), int(ref.Columns)) if ref is not None and "Rows" in ref else None
+    old_spacing = _pixel_spacing(ref)
+    ds = _prepare(ref, modality=modality or "OT", uid_key=uid_key)
+    ds.SOPInstanceUID = _uid(uid_key, "sop", Path(out_path).name)
+    ds.SeriesInstanceUID = series_uid or _uid(uid_key, "series")
+    if spacing is None and old_spacing is not None:
+        spacing = old_spacing
+        if old_shape is not None and old_shape != x.shape:
+            spacing = (old_spacing[0] * old_shape[0] / x.shape[0], old_spacing[1] * old_shape[1] / x.shape[1])
+            logger.debug("%s: image resized %s -> %s, pixel spacing scaled", out_path, old_shape, x.shape)
+    if spacing is not None:
+        key = "PixelSpacing" if ref is None or "PixelSpacing" in ref or "ImagerPixelSpacing" not in ref else "ImagerPixelSpacing"
+        setattr(ds, key, [format_number_as_ds(float(v)) for v in spacing])
+    _set_pixels(ds, chosen.quantize(x), chosen, description=description)
+    _apply_tags(ds, tags)
+    return _save(ds, out_path)
+
+
+def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
+    if ds is None:
+        return None
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        try:
+            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def write_ct_series(
+    hu: np.ndarray,
+    out_dir: str | os.PathLike[str],
+    *,
+    reference: Any = None,
+    spacing: tuple[float, float, float] | None = None,
+    description: str,
+    origin: Sequence[float] | None = None,
+    direction: np.ndarray | None = None,
+    series_uid: str | None = None,
+    rescale: tuple[float, float] | Rescale | None = None,
+    tags: Mapping[str, Any] | None = None,
+    uid_key: str | None = None,
+    prefix: str = "slice",
+) -> list[Path]:
+    """Write a CT volume as one single-frame DICOM file per slice, geometry consistent throughout.
+
+    Slice ``k`` gets ImagePositionPatient ``origin + k * dz * normal`` (normal = third column of
+    ``direction``), the same ImageOrientationPatient, PixelSpacing ``(dy, dx)``, SliceThickness
+    ``dz``, SliceLocation (position along the normal) and InstanceNumber ``k + 1``; all slices share
+    one new SeriesInstanceUID and one rescale.
+
+    Args:
+        hu: ``(Z, H, W)`` HU values.
+        out_dir: Folder for ``{prefix}_{k:04d}.dcm`` files.
+        reference: A ``CTSeries`` (per-slice headers reused when it has Z slices), a DICOM path or
+            Dataset, or ``None`` for a fresh minimal CT header.
+        spacing: ``(dz, dy, dx)`` mm; default the reference's (in-plane scaled if H/W changed) or 1 mm.
+        description: DerivationDescription.
+        origin: Position of the first slice's first pixel (x, y, z); default the reference's or 0.
+        direction: 3x3 matrix with columns (row direction, column direction, slice normal), as
+            ``CTSeries.direction``; default the reference's or identity.
+        series_uid: SeriesInstanceUID (default new).
+        rescale: ``(slope, intercept)`` to force; default :func:`choose_rescale` over the volume.
+        tags: Extra elements by DICOM keyword, set on every slice.
+        uid_key: Derive the new UIDs deterministically from this key.
+        prefix: File name prefix.
+
+    Returns:
+        The written paths, in slice order.
+    """
+    vol = np.asarray(hu)
+    if vol.ndim != 3 or min(vol.shape) < 1:
+        raise InputError(f"write_ct_series needs a (Z, H, W) volume, got shape {vol.shape}")
+    chosen = _resolve_rescale(vol, rescale)
+    ref_datasets = list(getattr(reference, "datasets", None) or [])
+    base = _load_reference(reference)
+    ref_spacing = getattr(reference, "spacing", None)
+    ref_origin = getattr(reference, "origin", None)
+    ref_direction = getattr(reference, "direction", None)
+    if base is not None and ref_spacing is None:
+        ref_spacing, ref_origin, ref_direction = _geometry_of(base)
+    z, h, w = vol.shape
+    if spacing is None:
+        if ref_spacing is not None:
+            dz, dy, dx = (float(v) for v in ref_spacing)
+            if base is not None and "Rows" in base and (int(base.Rows), int(base.Columns)) != (h, w):
+                dy, dx = dy * int(base.Rows) / h, dx * int(base.Columns) / w
+        else:
+            logger.warning("write_ct_series: no spacing and no reference; using 1 mm voxels")
+            dz, dy, dx = 1.0, 1.0, 1.0
+    else:
+        dz, dy, dx = (float(v) for v in spacing)
+    if min(dz, dy, dx) <= 0:
+        raise InputError(f"spacing must be positive, got {(dz, dy, dx)}")
+    org = np.asarray(origin if origin is not None else (ref_origin if ref_origin is not None else (0.0, 0.0, 0.0)), dtype=np.float64)
+    mat = np.asarray(direction if direction is not None else (ref_direction if ref_direction is not None else np.eye(3)), dtype=np.float64)
+    if mat.shape != (3, 3):
+        raise InputError(f"direction must be a 3x3 matrix, got shape {mat.shape}")
+    normal = mat[:, 2]
+    iop = [format_number_as_ds(float(v)) for v in (*mat[:, 0], *mat[:, 1])]
+    sid = series_uid or _uid(uid_key, "series")
+    use_per_slice = len(ref_datasets) == z
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame_uid = _uid(uid_key, "frame_of_reference") if base is None else None
+    paths: list[Path] = []
+    for k in range(z):
+        ref_k = copy.deepcopy(ref_datasets[k]) if use_per_slice else (copy.deepcopy(base) if base is not None else None)
+        ds = _prepare(ref_k, modality="CT", uid_key=uid_key)
+        for keyword in _SLICE_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)
+        if base is None:
+            ds.FrameOfReferenceUID = frame_uid
+        ds.Modality = "CT"
+        if ds.SOPClassUID == SecondaryCaptureImageStorage:
+            ds.SOPClassUID = CTImageStorage
+        pos = org + k * dz * normal
+        ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in pos]
+        ds.ImageOrientationPatient = iop
+        ds.PixelSpacing = [format_number_as_ds(dy), format_number_as_ds(dx)]
+        ds.SliceThickness = format_number_as_ds(dz)
+        ds.SpacingBetweenSlices = format_number_as_ds(dz)
+        ds.SliceLocation = format_number_as_ds(float(pos @ normal))
+        ds.InstanceNumber = k + 1
+        ds.SeriesInstanceUID = sid
+        ds.SOPInstanceUID = _uid(uid_key, "sop", k) if uid_key is not None else generate_uid()
+        _set_pixels(ds, chosen.quantize(vol[k]), chosen, description=description)
+        _apply_tags(ds, tags)
+        paths.append(_save(ds, out_dir / f"{prefix}_{k:04d}.dcm"))
+    return paths
+
+
+def _geometry_of(ds: Dataset) -> tuple[tuple[float, float, float] | None, Any, Any]:
+    """Spacing/origin/direction from a single reference header (None where absent)."""
+    ps = _pixel_spacing(ds)
+    dz = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+    spacing = (dz, ps[0], ps[1]) if ps is not None else None
+    origin = [float(v) for v in ds.ImagePositionPatient] if ds.get("ImagePositionPatient") else None
+    direction = None
+    if ds.get("ImageOrientationPatient") and len(ds.ImageOrientationPatient) == 6:
+        row = np.array([float(v) for v in ds.ImageOrientationPatient[:3]])
+        col = np.array([float(v) for v in ds.ImageOrientationPatient[3:]])
+        direction = np.stack([row, col, np.cross(row, col)], axis=1)
+    return spacing, origin, direction
