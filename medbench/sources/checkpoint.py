@@ -1,0 +1,255 @@
+"""Safe weights files: read state dicts (``weights_only=True`` / safetensors) and load them into models.
+
+Also the ``checkpoint`` source: a local ``.pth``/``.safetensors`` state dict saved from a
+:class:`~medbench.sources.model.SourceModel` (see :func:`save_checkpoint`) or from a timm model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medbench.errors import InputError
+from medbench.sources.card import SourceCard
+from medbench.sources.registry import model_channels, register_source
+from medbench.utils.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
+_PREFIXES = ("module.", "backbone.", "model.")
+_META_PREPROCESSING = "medbench.preprocessing"
+_META_ARCH = "medbench.arch"
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a plain state dict from ``.safetensors`` or a torch file, never unpickling objects.
+
+    Torch files are read with ``torch.load(weights_only=True)``; a ``{"state_dict": ...}``-style
+    container is unwrapped. Anything that is not a mapping of names to tensors is refused.
+
+    Raises:
+        InputError: Missing file, a pickle that is not a plain state dict, non-tensor values.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"weights file {str(p)!r} does not exist: check the path given as weights=")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(p), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{str(p)!r} is not a readable .safetensors file ({exc})") from exc
+    try:
+        obj: Any = torch.load(str(p), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{str(p)!r} was refused by safe loading (torch.load(weights_only=True)): it is not a "
+            f"plain state dict of tensors ({first}). medbench never unpickles arbitrary objects: "
+            f"re-save it with torch.save(model.state_dict(), path) or as .safetensors"
+        ) from exc
+    if isinstance(obj, Mapping):
+        for key in _CONTAINER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(torch.is_tensor(v) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise InputError(
+            f"{str(p)!r} holds a {type(obj).__name__}, not a state dict (a mapping of parameter "
+            f"names to tensors): save model.state_dict() instead"
+        )
+    bad = [k for k, v in obj.items() if not torch.is_tensor(v)]
+    if bad:
+        raise InputError(
+            f"{str(p)!r} is not a plain state dict: entries {bad[:5]} are not tensors; "
+            f"save model.state_dict() instead"
+        )
+    return {str(k): v for k, v in obj.items()}
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file (empty for other files)."""
+    p = Path(path)
+    if p.suffix != ".safetensors" or not p.is_file():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def strip_prefixes(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a ``module.``/``backbone.``/``model.`` prefix shared by every key (repeatedly)."""
+    out = dict(sd)
+    changed = True
+    while changed and out:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in out):
+                out = {k[len(prefix):]: v for k, v in out.items()}
+                changed = True
+    return out
+
+
+def _classifier_prefixes(model: nn.Module) -> list[str]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or "fc"
+    names = [names] if isinstance(names, str) else list(names)
+    return [n + "." for n in names]
+
+
+def load_into(
+    model: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    keep_head: bool,
+) -> None:
+    """Load ``sd`` into ``model``, folding the first conv's channels and dropping a mismatched head.
+
+    Args:
+        model: The timm-style backbone.
+        sd: State dict with the model's key layout (prefixes are stripped).
+        source: File name used in error messages.
+        keep_head: Load the classifier weights too (``False`` leaves the new head as initialised).
+
+    Raises:
+        InputError: Missing or unexpected keys (a few are listed) or shapes that cannot be adapted.
+    """
+    from timm.models import adapt_input_conv
+
+    sd = strip_prefixes(sd)
+    target = model.state_dict()
+    heads = _classifier_prefixes(model)
+    out: dict[str, torch.Tensor] = {}
+    bad_shapes: list[str] = []
+    for k, v in sd.items():
+        is_head = any(k.startswith(h) for h in heads)
+        if is_head and (not keep_head or k not in target or v.shape != target[k].shape):
+            continue  # a new head (other size, or none) keeps its own initialisation
+        if k not in target:
+            out[k] = v
+            continue
+        want = target[k].shape
+        if v.shape != want:
+            if v.ndim == 4 and len(want) == 4 and v.shape[0] == want[0] and v.shape[2:] == want[2:]:
+                v = adapt_input_conv(int(want[1]), v)
+                logger.info("%s: adapted %s from %d to %d input channels", source, k, sd[k].shape[1], want[1])
+            else:
+                bad_shapes.append(f"{k} {tuple(v.shape)} vs {tuple(want)}")
+                continue
+        out[k] = v.to(target[k].dtype)
+    unexpected = sorted(set(out) - set(target))
+    missing = sorted(
+        k
+        for k in set(target) - set(out)
+        if not k.endswith("num_batches_tracked") and not any(k.startswith(h) for h in heads)
+    )
+    if bad_shapes or unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:4]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:4]})")
+        if bad_shapes:
+            parts.append(f"{len(bad_shapes)} shape mismatches (e.g. {bad_shapes[:3]})")
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+        raise InputError(
+            f"{source!r} does not match architecture {arch!r}: " + "; ".join(parts)
+            + ". Pass the arch= the weights were saved from, or a state dict in timm's key layout"
+        )
+    model.load_state_dict(out, strict=False)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save a SourceModel's (or any module's) state dict; ``.safetensors`` also records the preprocessing.
+
+    The file is written atomically and can be read back with ``create_source("checkpoint", ...)``.
+    """
+    p = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(p) as tmp:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            meta: dict[str, str] = {}
+            card = getattr(model, "card", None)
+            if card is not None:
+                meta[_META_PREPROCESSING] = card.preprocessing.name
+                backbone = getattr(model, "backbone", None)
+                arch = (getattr(backbone, "pretrained_cfg", None) or {}).get("architecture")
+                if arch:
+                    meta[_META_ARCH] = str(arch)
+            save_file(sd, str(tmp), metadata=meta)
+        else:
+            torch.save(sd, tmp)
+    return p
+
+
+def _first_conv_chans(sd: Mapping[str, torch.Tensor]) -> int | None:
+    for v in sd.values():
+        if v.ndim == 4:
+            return int(v.shape[1])
+    return None
+
+
+def _load_checkpoint(
+    card: SourceCard,
+    *,
+    arch: str,
+    num_classes: int | None,
+    in_chans: int,
+    weights: str | os.PathLike[str],
+    drop_rate: float,
+) -> nn.Module:
+    import timm
+
+    sd = strip_prefixes(read_state_dict(weights))
+    saved_chans = _first_conv_chans(sd) or 3
+    chans = in_chans if saved_chans == in_chans else model_channels(card, in_chans)
+    if num_classes is None:
+        heads = [k for k in sd if k.endswith("weight") and sd[k].ndim == 2]
+        n = int(sd[heads[-1]].shape[0]) if heads else 0
+    else:
+        n = num_classes
+    try:
+        model = timm.create_model(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
+    except RuntimeError as exc:
+        raise InputError(f"unknown timm architecture {arch!r} for checkpoint {str(weights)!r}: {exc}") from exc
+    load_into(model, sd, source=str(weights), keep_head=True)
+    return model
+
+
+def _checkpoint_loader(card: SourceCard, **kw: Any) -> nn.Module:
+    meta = read_metadata(kw["weights"])
+    if meta.get(_META_ARCH) and kw["arch"] == card.arch and meta[_META_ARCH] != card.arch:
+        kw["arch"] = meta[_META_ARCH]
+    return _load_checkpoint(card, **kw)
+
+
+CHECKPOINT = register_source(
+    SourceCard(
+        name="checkpoint",
+        arch="resnet50",
+        loader=_checkpoint_loader,
+        weights_in_chans=3,
+        needs_weights=True,
+        default_num_classes=None,
+        licence="as the checkpoint's",
+        citation="",
+        description="Local .pth/.safetensors state dict (weights_only loading) of a timm arch",
+    )
+)
+
+__all__ = ["read_state_dict", "read_metadata", "load_into", "save_checkpoint", "strip_prefixes", "CHECKPOINT"]

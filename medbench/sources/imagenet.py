@@ -1,0 +1,134 @@
+"""The ``random`` (no weights) and ``imagenet`` (timm hub or a local file) sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+from typing import Any
+from urllib.parse import urlparse
+
+from torch import nn
+
+from medbench.errors import InputError, OfflineError
+from medbench.registry import did_you_mean
+from medbench.sources.card import PREPROCESSING, Preprocessing, SourceCard
+from medbench.sources.registry import model_channels, register_source, resolve_num_classes
+
+logger = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT_S = 3.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def build_timm(arch: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names."""
+    import timm
+
+    if not timm.is_model(arch):
+        raise InputError(f"unknown timm architecture {arch!r}: {did_you_mean(arch, timm.list_models())}")
+    return timm.create_model(arch, **kwargs)
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face hub is switched off by ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``."""
+    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Open one TCP connection to the hub endpoint with a short timeout (no retries)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(arch: str, why: str) -> str:
+    return (
+        f"cannot get ImageNet weights for {arch!r} from the Hugging Face hub ({why}). "
+        f"Pass weights=PATH with a local .pth/.safetensors file in timm's key layout "
+        f"(e.g. create_source('imagenet', arch={arch!r}, weights='resnet50.safetensors')), "
+        f"or pre-download the weights while online so that HF_HUB_OFFLINE=1 finds them in the cache"
+    )
+
+
+def _random_loader(
+    card: SourceCard, *, arch: str, num_classes: int | None, in_chans: int, weights: Any, drop_rate: float
+) -> nn.Module:
+    if weights is not None:
+        raise InputError("the 'random' source takes no weights: use the 'checkpoint' source for a file")
+    n = resolve_num_classes(card, num_classes)
+    return build_timm(arch, pretrained=False, num_classes=n, in_chans=in_chans, drop_rate=drop_rate)
+
+
+def _imagenet_loader(
+    card: SourceCard, *, arch: str, num_classes: int | None, in_chans: int, weights: Any, drop_rate: float
+) -> nn.Module:
+    from medbench.sources.checkpoint import load_into, read_state_dict
+
+    n = resolve_num_classes(card, num_classes)
+    chans = model_channels(card, in_chans)
+    if weights is not None:
+        model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
+        load_into(model, read_state_dict(weights), source=str(weights), keep_head=True)
+        return model, _card_for(card, model)
+    build_timm(arch, pretrained=False, num_classes=0)  # validates the name before any download
+    if not hub_offline() and not hub_reachable():
+        raise OfflineError(_offline_message(arch, f"no connection within {HUB_PROBE_TIMEOUT_S:g} s"))
+    try:
+        model = build_timm(arch, pretrained=True, num_classes=n, in_chans=chans, drop_rate=drop_rate)
+    except (OSError, RuntimeError, ValueError) as exc:
+        why = "HF_HUB_OFFLINE is set and they are not cached" if hub_offline() else type(exc).__name__
+        raise OfflineError(_offline_message(arch, why)) from exc
+    return model, _card_for(card, model)
+
+
+def _card_for(card: SourceCard, model: nn.Module) -> SourceCard:
+    """Use the timm model's own mean/std when they differ from the ImageNet default (e.g. 0.5 for ViTs)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if card.preprocessing is not PREPROCESSING["imagenet"] or not mean or not std:
+        return card
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if mean == card.preprocessing.mean and std == card.preprocessing.std:
+        return card
+    pre = Preprocessing(
+        name=f"timm:{cfg.get('architecture', card.arch)}", mean=mean, std=std, note="timm pretrained_cfg mean/std"
+    )
+    size = cfg.get("input_size")
+    return dataclasses.replace(card, preprocessing=pre, resolution=int(size[-1]) if size else card.resolution)
+
+
+RANDOM = register_source(
+    SourceCard(
+        name="random",
+        arch="resnet50",
+        loader=_random_loader,
+        preprocessing=PREPROCESSING["imagenet"],
+        weights_in_chans=None,
+        default_num_classes=1000,
+        licence="n/a (no weights)",
+        citation="",
+        description="timm architecture with random initialisation (built with the input's channels)",
+    )
+)
+
+IMAGENET = register_source(
+    SourceCard(
+        name="imagenet",
+        arch="resnet50",
+        loader=_imagenet_loader,
+        preprocessing=PREPROCESSING["imagenet"],
+        weights_in_chans=3,
+        channel_policy="repeat",
+        preprocessing_options=("imagenet",),
+        licence="per timm model card (most Apache-2.0)",
+        citation="Wightman, PyTorch Image Models (timm), 2019; Deng et al., ImageNet, CVPR 2009",
+        description="timm ImageNet weights from the hub (pretrained=True) or weights=PATH",
+    )
+)
