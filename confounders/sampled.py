@@ -1,0 +1,212 @@
+"""Sampled (patient-level) confounders: subgroup prevalence sampling by a metadata column.
+
+The paper's sex experiment (Source Matters): PA views; positive = a finding (Atelectasis),
+negative = No Finding; training/validation positives are drawn with fraction ``p`` from one group
+(female), negatives with fraction ``1 - p`` from it (so at ``p = 1`` sex predicts the label and at
+``p = 0.5`` there is no association); the o.o.d. test set has the reversed association: positives
+only from the other group (male), negatives only from the group (female). The i.i.d. test set has
+the training association. Patients are partitioned into ``n_splits`` folds; each split tests on one
+fold and trains/validates on patient-disjoint parts of the rest, so no patient is in two sets.
+
+Example:
+    >>> splits = build_prevalence_splits(meta, p=0.8, column="sex", group="F")
+    >>> splits[0].train, splits[0].val, splits[0].test_ood, splits[0].counts()
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from confounders.taxonomy import MiccatPath, validate_path
+from medbench.errors import InputError
+from medbench.registry import Registry
+from medbench.utils.rng import numpy_rng
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampledConfounder:
+    """A patient-level confounder realised by sampling on a metadata column."""
+
+    name: str
+    column: str
+    group: Any
+    miccat: MiccatPath
+    description: str = ""
+
+
+SAMPLED: Registry[SampledConfounder] = Registry("sampled confounder")
+
+
+def register_sampled(conf: SampledConfounder) -> SampledConfounder:
+    validate_path(conf.miccat)
+    return SAMPLED.add(conf.name, conf)
+
+
+register_sampled(SampledConfounder("sex", "sex", "F", ("patient", "demographic", "sex"),
+                                   "positives drawn with fraction p from female patients"))
+register_sampled(SampledConfounder("age", "age_band", "60+", ("patient", "demographic", "age"),
+                                   "positives drawn with fraction p from patients aged 60+"))
+register_sampled(SampledConfounder("vendor", "vendor", None, ("environment", "imaging", "vendor"),
+                                   "positives drawn with fraction p from one vendor (give group=)"))
+
+
+def add_age_band(meta: pd.DataFrame, *, edges: tuple[float, ...] = (0, 40, 60, 200),
+                 column: str = "age") -> pd.DataFrame:
+    """Copy of ``meta`` with an ``age_band`` column ("0-40", "40-60", "60+" for the default edges)."""
+    if column not in meta.columns:
+        raise InputError(f"metadata has no {column!r} column: add patient ages to build age bands")
+    labels = [f"{int(a)}-{int(b)}" for a, b in zip(edges[:-2], edges[1:-1])] + [f"{int(edges[-2])}+"]
+    out = meta.copy()
+    out["age_band"] = pd.cut(out[column].astype(float), list(edges), right=False, labels=labels).astype(str)
+    return out
+
+
+@dataclass
+class PrevalenceSplit:
+    """One patient-grouped split at prevalence ``p``; frames carry a 0/1 ``target`` column."""
+
+    fold: int
+    p: float
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test_iid: pd.DataFrame
+    test_ood: pd.DataFrame
+    column: str
+    group: Any
+
+    @property
+    def test(self) -> pd.DataFrame:
+        """The reversed-association test set (the paper's test set)."""
+        return self.test_ood
+
+    def sets(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.train, "val": self.val, "test_iid": self.test_iid, "test_ood": self.test_ood}
+
+    def counts(self) -> pd.DataFrame:
+        """Rows per set x target x (in group / not in group)."""
+        rows = []
+        for name, df in self.sets().items():
+            ing = df[self.column] == self.group
+            for t in (1, 0):
+                rows.append({"set": name, "target": t, "in_group": int(((df.target == t) & ing).sum()),
+                             "other": int(((df.target == t) & ~ing).sum())})
+        return pd.DataFrame(rows)
+
+
+def _take(df: pd.DataFrame, k: int, rng_keys: tuple, seed: int) -> pd.DataFrame:
+    if k > len(df):
+        raise InputError(
+            f"need {k} rows of {rng_keys[1:]} but only {len(df)} are available: lower n_pos/n_neg or add data"
+        )
+    order = numpy_rng(seed, *rng_keys).permutation(len(df))
+    return df.iloc[np.sort(order[:k])]
+
+
+def _sample_set(pool: pd.DataFrame, n_pos: int, n_neg: int, p_pos: float, p_neg: float,
+                keys: tuple, seed: int, in_group: pd.Series) -> pd.DataFrame:
+    parts = []
+    for target, n, frac in ((1, n_pos, p_pos), (0, n_neg, p_neg)):
+        k_g = int(round(frac * n))
+        cls = pool.target == target
+        parts.append(_take(pool[cls & in_group], k_g, (*keys, target, "group"), seed))
+        parts.append(_take(pool[cls & ~in_group], n - k_g, (*keys, target, "other"), seed))
+    return pd.concat(parts).sort_index()
+
+
+def build_prevalence_splits(
+    meta: pd.DataFrame,
+    *,
+    p: float,
+    column: str = "sex",
+    group: Any = "F",
+    label_column: str = "label",
+    positive: Any = 1,
+    negative: Any = 0,
+    patient_column: str = "patient_id",
+    view_column: str | None = None,
+    view: str = "PA",
+    n_splits: int = 5,
+    val_fraction: float = 0.15,
+    n_pos: int | None = None,
+    n_neg: int | None = None,
+    negatives: str = "complement",
+    seed: int = 0,
+) -> list[PrevalenceSplit]:
+    """Patient-grouped splits where a fraction ``p`` of training positives comes from ``group``.
+
+    Args:
+        meta: One row per image with ``label_column``, ``column`` and ``patient_column``.
+        p: Fraction of train/val/i.i.d.-test positives drawn from ``group``.
+        column, group: The metadata column and its confounding value (e.g. "sex", "F").
+        positive, negative: Label values of the two classes (other rows are dropped).
+        view_column, view: Keep only rows whose view is ``view`` (PA) when a column is given.
+        n_splits: Patient folds; split ``f`` tests on fold ``f``.
+        val_fraction: Fraction of the non-test patients used for validation.
+        n_pos, n_neg: Training positives/negatives per split (default: the largest counts that
+            are feasible for every ``p``, so set sizes do not depend on ``p``); validation and
+            i.i.d. test sizes follow the same rule on their own pools.
+        negatives: "complement" (negatives with fraction 1 - p from ``group``) or "balanced" (0.5).
+        seed: Seed of the patient partition and the sampling (nested in ``p``).
+    """
+    if not 0.0 <= float(p) <= 1.0:
+        raise InputError(f"p must lie in [0, 1]; got {p!r}")
+    if negatives not in ("complement", "balanced"):
+        raise InputError(f"negatives must be 'complement' or 'balanced'; got {negatives!r}")
+    need = [label_column, column, patient_column] + ([view_column] if view_column else [])
+    missing = [c for c in need if c not in meta.columns]
+    if missing:
+        raise InputError(f"metadata is missing column(s) {missing}: add them (have {list(meta.columns)})")
+    if n_splits < 2:
+        raise InputError(f"n_splits must be >= 2; got {n_splits}")
+    df = meta
+    if view_column:
+        df = df[df[view_column] == view]
+    df = df[df[label_column].isin([positive, negative])].copy()
+    if df.empty:
+        raise InputError(f"no rows with {label_column} in {[positive, negative]} (and view {view!r})")
+    df["target"] = (df[label_column] == positive).astype(int)
+    p = float(p)
+    p_neg = 1.0 - p if negatives == "complement" else 0.5
+
+    patients = np.array(sorted(df[patient_column].astype(str).unique()))
+    fold_of = dict(zip(patients[numpy_rng(seed, "patients").permutation(len(patients))],
+                       np.arange(len(patients)) % n_splits))
+    pid = df[patient_column].astype(str)
+    fold = pid.map(fold_of)
+    ing_all = df[column] == group
+    out = []
+    for f in range(n_splits):
+        test_pool = df[fold == f]
+        rest_pat = np.array(sorted(set(pid[fold != f])))
+        rest_pat = rest_pat[numpy_rng(seed, "val", f).permutation(len(rest_pat))]
+        val_pat = set(rest_pat[: int(round(val_fraction * len(rest_pat)))])
+        is_val = pid.isin(val_pat) & (fold != f)
+        pools = {"train": df[(fold != f) & ~is_val], "val": df[is_val]}
+        sets: dict[str, pd.DataFrame] = {}
+        for name, pool in pools.items():
+            ing = ing_all.loc[pool.index]
+            cap_pos = int(min(((pool.target == 1) & ing).sum(), ((pool.target == 1) & ~ing).sum()))
+            cap_neg = int(min(((pool.target == 0) & ing).sum(), ((pool.target == 0) & ~ing).sum()))
+            npos = n_pos if (n_pos is not None and name == "train") else cap_pos
+            nneg = n_neg if (n_neg is not None and name == "train") else cap_neg
+            if name == "val" and n_pos is not None:
+                npos = min(cap_pos, max(1, int(round(n_pos * val_fraction / (1 - val_fraction)))))
+            if name == "val" and n_neg is not None:
+                nneg = min(cap_neg, max(1, int(round(n_neg * val_fraction / (1 - val_fraction)))))
+            sets[name] = _sample_set(pool, npos, nneg, p, p_neg, (name, f), seed, ing)
+        ing_t = ing_all.loc[test_pool.index]
+        test_ood = test_pool[((test_pool.target == 1) & ~ing_t) | ((test_pool.target == 0) & ing_t)]
+        cap_pos = int(min(((test_pool.target == 1) & ing_t).sum(), ((test_pool.target == 1) & ~ing_t).sum()))
+        cap_neg = int(min(((test_pool.target == 0) & ing_t).sum(), ((test_pool.target == 0) & ~ing_t).sum()))
+        test_iid = _sample_set(test_pool, cap_pos, cap_neg, p, p_neg, ("test", f), seed, ing_t)
+        out.append(PrevalenceSplit(f, p, sets["train"], sets["val"], test_iid, test_ood, column, group))
+        logger.debug("fold %d p=%.2f: train %d, val %d, test_iid %d, test_ood %d", f, p,
+                     len(sets["train"]), len(sets["val"]), len(test_iid), len(test_ood))
+    return out
