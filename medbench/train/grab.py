@@ -349,3 +349,8 @@ class PairBalanceSampler(GraBSampler):
 
     name = "pair"
     default_balance = "pair"
+
+
+# CD-GraB ("cdgrab") lives in its own module and builds on the pieces above; importing it here
+# registers it whenever the built-in orderings are loaded.
+from medbench.train import cdgrab as _cdgrab  # noqa: E402,F401
