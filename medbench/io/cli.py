@@ -1,0 +1,59 @@
+"""``medbench ingest``: scan a folder into RUN_DIR/manifest.parquet + quarantine tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ingest`` command to ``app``."""
+
+    @app.command("ingest")
+    def ingest(
+        folder: Path = typer.Argument(..., help="Folder of DICOM (and PNG/JPEG/TIFF) files, searched recursively."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder for manifest.parquet, quarantine.csv/.parquet."),
+        workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: CPU count)."),  # noqa: UP045
+        executor: str = typer.Option("local", "--executor", help="'local' process pool or 'dask'."),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (with --executor dask)."),  # noqa: UP045
+        decode: bool = typer.Option(False, "--decode/--no-decode", help="Also decode every image (slower, catches corrupt compressed data)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
+
+        Header-only reads in parallel; input files are never modified. Re-running on an unchanged folder writes an identical manifest.
+        """
+        from medbench.io.manifest import scan
+
+        # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
+        result = scan(folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode)
+        paths = result.save(out)
+        _print_summary(result.summary())
+        typer.echo(f"manifest: {paths['manifest']} ({len(result.manifest)} files)")
+        typer.echo(f"quarantine: {paths['quarantine_csv']} ({len(result.quarantine)} files)")
+
+
+def _print_summary(summary: dict[str, dict[str, int]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=100)
+    titles = {
+        "status": "Status",
+        "modality": "Modality",
+        "manufacturer": "Manufacturer",
+        "format": "Format",
+        "reason": "Quarantine reasons",
+    }
+    for key, title in titles.items():
+        counts = summary.get(key) or {}
+        if not counts:
+            continue
+        table = Table(title=title, show_header=True)
+        table.add_column(key)
+        table.add_column("files", justify="right")
+        for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(name, str(n))
+        console.print(table)

@@ -1,0 +1,303 @@
+"""Scan a folder into a manifest table; every unusable file goes to a quarantine table.
+
+Each file is sniffed by its first bytes. DICOM files get a header-only read (large values such as
+the pixel data stay on disk) plus cheap checks that the pixel data is present, complete and
+decodable with the installed plugins (:func:`medbench.io.dicom.check_pixel_data`); ``decode=True``
+also decodes the pixels. PNG/JPEG/TIFF files are listed too, with ``format`` png/jpeg/tiff and
+modality "OT" (their size read from the image header). Anything else is quarantined with a reason
+code. The scan runs in worker processes, never aborts on a bad file and never writes to the input
+folder. Rows are sorted by path and hold no timestamps, so re-scanning an unchanged folder gives an
+identical table.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medbench.errors import InputError
+from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
+from medbench.io.sniff import RASTER_FORMATS, sniff
+from medbench.parallel import Failure, map_items
+from medbench.utils.files import atomic_path, hash_id
+
+logger = logging.getLogger(__name__)
+
+#: Manifest columns (docs/interfaces.md), then medbench's additions.
+MANIFEST_COLUMNS = [
+    "path", "sop_uid", "series_uid", "study_uid", "patient_hash", "modality", "manufacturer", "model",
+    "sex", "age", "view", "photometric", "rows", "columns", "pixel_spacing", "transfer_syntax", "status",
+    "format", "frames", "pixel_spacing_col",
+]
+QUARANTINE_COLUMNS = ["path", "reason", "message", "format", "status"]
+#: Quarantine reasons: the DICOM reasons plus "error" (an unexpected failure while scanning).
+QUARANTINE_REASONS = (*REASONS, "error")
+_INT_COLUMNS = ("rows", "columns", "frames")
+_FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col")
+
+
+def list_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Regular files under ``folder`` (recursive, hidden files and folders skipped), sorted.
+
+    Raises:
+        InputError: The folder is missing, not a folder, or holds no files.
+    """
+    root = Path(folder)
+    if not root.exists():
+        raise InputError(f"{root}: folder does not exist; pass the folder holding the DICOM/image files")
+    if not root.is_dir():
+        raise InputError(f"{root}: is a file, not a folder; pass the folder that contains it")
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not name.startswith(".") and os.path.isfile(path):
+                files.append(os.path.abspath(path))
+    if not files:
+        raise InputError(f"{root}: folder holds no files; nothing to ingest")
+    return sorted(files)
+
+
+def parse_age(value: Any) -> float:
+    """DICOM AS (``"045Y"``, ``"006M"``, ``"010W"``, ``"020D"``) or a number -> years (NaN if invalid)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float, np.number)):
+        return float(value) if np.isfinite(value) else math.nan
+    text = str(value).strip().upper()
+    if not text:
+        return math.nan
+    unit = text[-1]
+    factor = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}.get(unit)
+    try:
+        return float(text[:-1]) * factor if factor is not None else float(text)
+    except ValueError:
+        return math.nan
+
+
+def normalise_sex(value: Any) -> str:
+    """``"M"``, ``"F"``, ``"O"`` or ``""`` from DICOM PatientSex or words like "Male"/"female"."""
+    text = str(value or "").strip().upper()
+    return text[0] if text and text[0] in "MFO" else ""
+
+
+def _text(ds: Any, key: str) -> str:
+    value = ds.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def _spacing(ds: Any) -> tuple[float, float]:
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        try:
+            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            continue
+    return math.nan, math.nan
+
+
+def _dicom_row(path: str, decode: bool) -> dict[str, Any]:
+    ds = read_header(path)
+    ts = check_pixel_data(ds, path)
+    frames = 1
+    try:
+        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        pass
+    if decode:
+        pixels = read_dicom(path).pixels
+        if not np.isfinite(pixels).all():
+            raise DicomReadError(path, "undecodable", "decoded pixels contain NaN/inf")
+    dy, dx = _spacing(ds)
+    pid = _text(ds, "PatientID")
+    return {
+        "path": path,
+        "sop_uid": _text(ds, "SOPInstanceUID"),
+        "series_uid": _text(ds, "SeriesInstanceUID"),
+        "study_uid": _text(ds, "StudyInstanceUID"),
+        "patient_hash": hash_id(pid) if pid else "",
+        "modality": _text(ds, "Modality"),
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model": _text(ds, "ManufacturerModelName"),
+        "sex": normalise_sex(ds.get("PatientSex")),
+        "age": parse_age(ds.get("PatientAge")),
+        "view": _text(ds, "ViewPosition"),
+        "photometric": _text(ds, "PhotometricInterpretation"),
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "pixel_spacing": dy,
+        "transfer_syntax": str(ts),
+        "status": "ok",
+        "format": "dicom",
+        "frames": frames,
+        "pixel_spacing_col": dx,
+    }
+
+
+_PIL_PHOTOMETRIC = {"1": "MONOCHROME2", "L": "MONOCHROME2", "I": "MONOCHROME2", "F": "MONOCHROME2",
+                    "RGB": "RGB", "RGBA": "RGB", "P": "PALETTE COLOR", "LA": "MONOCHROME2"}
+
+
+def _raster_row(path: str, fmt: str, decode: bool) -> dict[str, Any]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            mode = img.mode
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            if decode:
+                img.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken files
+        raise DicomReadError(path, "undecodable", f"{fmt} image cannot be read ({exc})") from None
+    photometric = _PIL_PHOTOMETRIC.get(mode, "MONOCHROME2" if mode.startswith("I;16") else mode)
+    return {
+        "path": path, "sop_uid": "", "series_uid": "", "study_uid": "", "patient_hash": "",
+        "modality": "OT", "manufacturer": "", "model": "", "sex": "", "age": math.nan, "view": "",
+        "photometric": photometric, "rows": int(height), "columns": int(width),
+        "pixel_spacing": math.nan, "transfer_syntax": "", "status": "ok", "format": fmt,
+        "frames": frames, "pixel_spacing_col": math.nan,
+    }
+
+
+def scan_file(path: str, decode: bool = False) -> dict[str, Any]:
+    """Manifest row for one file, or a quarantine row (``status`` "quarantined", ``reason``).
+
+    Never raises for a bad file.
+    """
+    fmt = "unknown"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fmt = sniff(path)
+            if fmt in RASTER_FORMATS:
+                return _raster_row(path, fmt, decode)
+            if fmt in ("dicom", "dicom_raw"):
+                return _dicom_row(path, decode)
+            raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
+    except DicomReadError as exc:
+        return _quarantine(path, exc.reason, exc.detail, fmt)
+    except Exception as exc:  # noqa: BLE001 - the scan never aborts
+        return _quarantine(path, "error", f"{type(exc).__name__}: {exc}", fmt)
+
+
+def _quarantine(path: str, reason: str, message: str, fmt: str) -> dict[str, Any]:
+    fmt = "dicom" if fmt == "dicom_raw" else fmt
+    return {"path": path, "reason": reason, "message": message, "format": fmt, "status": "quarantined"}
+
+
+@dataclass
+class ScanResult:
+    """The manifest (usable files) and the quarantine (unusable files with reasons)."""
+
+    manifest: pd.DataFrame
+    quarantine: pd.DataFrame
+
+    def save(self, run_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``manifest.parquet``, ``quarantine.parquet`` and ``quarantine.csv`` atomically."""
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        out = {
+            "manifest": run / "manifest.parquet",
+            "quarantine": run / "quarantine.parquet",
+            "quarantine_csv": run / "quarantine.csv",
+        }
+        with atomic_path(out["manifest"]) as tmp:
+            self.manifest.to_parquet(tmp, index=False)
+        with atomic_path(out["quarantine"]) as tmp:
+            self.quarantine.to_parquet(tmp, index=False)
+        with atomic_path(out["quarantine_csv"]) as tmp:
+            self.quarantine.to_csv(tmp, index=False)
+        return out
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> ScanResult:
+        """Read a saved scan back."""
+        run = Path(run_dir)
+        try:
+            return cls(pd.read_parquet(run / "manifest.parquet"), pd.read_parquet(run / "quarantine.parquet"))
+        except FileNotFoundError:
+            raise InputError(f"{run}: no manifest.parquet/quarantine.parquet; run `medbench ingest` first") from None
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Counts by modality, manufacturer and status (manifest) and by quarantine reason."""
+        m, q = self.manifest, self.quarantine
+
+        def counts(series: pd.Series) -> dict[str, int]:
+            filled = series.fillna("").replace("", "(blank)")
+            return {str(k): int(v) for k, v in filled.value_counts().sort_index().items()}
+
+        return {
+            "modality": counts(m["modality"]),
+            "manufacturer": counts(m["manufacturer"]),
+            "format": counts(m["format"]),
+            "status": {"ok": int(len(m)), "quarantined": int(len(q))},
+            "reason": counts(q["reason"]),
+        }
+
+
+def _tables(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    good = [r for r in rows if r.get("status") == "ok"]
+    bad = [r for r in rows if r.get("status") != "ok"]
+    manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS)
+    for col in _INT_COLUMNS:
+        manifest[col] = manifest[col].astype("Int64")
+    for col in _FLOAT_COLUMNS:
+        manifest[col] = manifest[col].astype("float64")
+    for col in set(MANIFEST_COLUMNS) - set(_INT_COLUMNS) - set(_FLOAT_COLUMNS):
+        manifest[col] = manifest[col].astype(object).where(manifest[col].notna(), "").astype(str)
+    quarantine = pd.DataFrame(bad, columns=QUARANTINE_COLUMNS).astype(str)
+    manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
+    quarantine = quarantine.sort_values("path", kind="stable").reset_index(drop=True)
+    return manifest, quarantine
+
+
+def scan(
+    folder: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    progress: bool = True,
+    decode: bool = False,
+) -> ScanResult:
+    """Scan ``folder`` (recursively) into a manifest and a quarantine table.
+
+    Args:
+        folder: The folder to ingest.
+        workers: Worker processes (default: CPU count).
+        executor: ``"local"`` or ``"dask"`` (see :func:`medbench.parallel.map_items`).
+        scheduler: Dask scheduler address.
+        progress: Show a progress bar.
+        decode: Also decode every image (slower; catches corrupt compressed data).
+
+    Raises:
+        InputError: Missing or empty folder.
+    """
+    files = list_files(folder)
+    fn = functools.partial(scan_file, decode=decode)
+    results = map_items(fn, files, workers=workers, executor=executor, scheduler=scheduler, desc="scan", progress=progress)
+    rows: list[dict[str, Any]] = []
+    for path, res in zip(files, results):
+        if isinstance(res, Failure):  # scan_file does not raise, but a worker can still die
+            rows.append(_quarantine(path, "error", f"{res.error}: {res.message}", "unknown"))
+        else:
+            rows.append(res)
+    manifest, quarantine = _tables(rows)
+    logger.info("scanned %d files: %d ok, %d quarantined", len(files), len(manifest), len(quarantine))
+    return ScanResult(manifest, quarantine)
