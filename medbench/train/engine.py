@@ -112,6 +112,7 @@ class _Progress:
     images_seen: int = 0
     loss_sum: float = 0.0  # running sums of the epoch in progress
     loss_count: int = 0
+    epoch_lr: float = 0.0  # learning rate at the start of the epoch in progress
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -261,7 +262,8 @@ class _Trainer:
             collate_fn=default_collate, pin_memory=self.device.type == "cuda",
             generator=torch_generator(cfg.seed, "loader", p.epoch),  # keeps the global RNG untouched
         )
-        self._epoch_lr = current_lr(self.optimizer)
+        if p.batch == 0:
+            p.epoch_lr = current_lr(self.optimizer)
         set_train_mode(self.model, self.head)
         observe = getattr(self.sampler, "observe", None)
         per_step_schedule = self.scheduler is not None and cfg.schedule_interval == "step"
@@ -328,7 +330,7 @@ class _Trainer:
                 f"training loss is {train_loss} at epoch {p.epoch}: lower the learning rate (--lr) "
                 "or enable gradient clipping"
             )
-        row: dict[str, Any] = {"epoch": p.epoch, "train_loss": train_loss, "lr": self._epoch_lr}
+        row: dict[str, Any] = {"epoch": p.epoch, "train_loss": train_loss, "lr": p.epoch_lr}
         if self.val_ds is not None and len(self.val_ds):
             inf = infer(self.model, self.val_ds, batch_size=self.eval_batch_size, device=self.device,
                         num_workers=cfg.num_workers, dtype=self.dtype, channels_last=self.channels_last)
