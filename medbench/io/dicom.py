@@ -156,8 +156,9 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
     """
     keyword = pixel_keyword(ds)
     if keyword is None:
-        kind = str(ds.get("SOPClassUID", "")) or "unknown SOP class"
-        name = getattr(UID(kind), "name", kind) if kind != "unknown SOP class" else kind
+        meta = getattr(ds, "file_meta", None)
+        kind = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+        name = UID(kind).name if kind else "unknown SOP class"
         raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
     missing = [k for k in _REQUIRED_IMAGE_TAGS if ds.get(k) in (None, "")]
     if missing:
@@ -184,7 +185,12 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
             raise DicomReadError(path, "truncated", f"pixel data has {length} bytes, expected {expected}")
         if tell is not None and ts != "1.2.840.10008.1.2.1.99" and tell + length > size:
             raise DicomReadError(path, "truncated", f"file ends {tell + length - size} bytes before the pixel data does")
-    elif tell is not None and length == 0xFFFFFFFF:
+    elif length is not None and length != 0xFFFFFFFF:
+        raise DicomReadError(
+            path, "inconsistent",
+            f"transfer syntax {ts.name} is compressed but the pixel data is not encapsulated (wrong transfer syntax)",
+        )
+    elif tell is not None:
         _check_fragments(path, tell, size, _frames(ds), little=ts != ExplicitVRBigEndian)
     return ts
 
@@ -378,8 +384,7 @@ def _modality(
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
-        item = ds.ModalityLUTSequence[0]
-        table = np.asarray(item.LUTData, dtype=np.float64)
+        table = _lut_table(ds.ModalityLUTSequence[0])
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64), float(table.min()), float(table.max())
     slopes, intercepts = [], []
     for f in frames:
@@ -404,7 +409,7 @@ def _apply_voi(x: np.ndarray, ds: Dataset, frames: list[int], multi: bool, path:
     """File VOI to [0, 1]: VOI LUT sequence, else first window, else min-max per image."""
     if "VOILUTSequence" in ds:
         item = ds.VOILUTSequence[0]
-        table = np.asarray(item.LUTData, dtype=np.float64)
+        table = _lut_table(item)
         desc = [int(v) for v in item.LUTDescriptor]
         first = desc[1] if desc[1] < 32768 else desc[1] - 65536
         idx = np.clip(np.rint(x).astype(np.int64) - first, 0, table.size - 1)
@@ -428,6 +433,14 @@ def _apply_voi(x: np.ndarray, ds: Dataset, frames: list[int], multi: bool, path:
             outs.append(lut.to_unit(stack[i]).astype(np.float64))
     y = np.stack(outs)
     return (y if multi else y[0]), how
+
+
+def _lut_table(item: Dataset) -> np.ndarray:
+    """LUT Data as float64, whether stored as a US list or as OW bytes."""
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        return np.frombuffer(data, dtype="<u2").astype(np.float64)
+    return np.atleast_1d(np.asarray(data, dtype=np.float64))
 
 
 def _first(value: Any) -> float | None:
