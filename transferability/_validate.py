@@ -105,3 +105,13 @@ def prepare(features: Any, labels: Any, *, min_per_class: int = 1) -> tuple[np.n
             raise InputError(f"labels: every class needs at least {min_per_class} samples for this "
                              f"metric, class {int(counts.argmin())} has {int(counts.min())}; add samples")
     return x, y, c
+
+
+def canonical_order(x: np.ndarray) -> np.ndarray:
+    """A permutation that sorts rows by a fixed random projection (ties by the first column).
+
+    Metrics with order-dependent steps (mixture initialisation, CV folds) fit on rows in this
+    order, so their result does not depend on the order the caller passed the samples in.
+    """
+    v = np.random.default_rng(20240601).standard_normal(x.shape[1])
+    return np.lexsort((x[:, 0], x @ v))

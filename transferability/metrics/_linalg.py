@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def center(xp: Any, x: Any) -> Any:
     """Subtract the column means."""
@@ -13,16 +15,21 @@ def center(xp: Any, x: Any) -> Any:
 def pca_project(xp: Any, x: Any, k: int) -> Any:
     """Project centred ``x`` on its top-``k`` principal axes (eigenvectors of the covariance).
 
-    Component signs are arbitrary; every metric using this is invariant to them.
+    Components are ordered by decreasing variance and signed as scikit-learn's PCA does (the
+    largest-magnitude loading of each component is positive), so scores match ``PCA(k)``.
     """
     xc = center(xp, x)
-    k = min(k, x.shape[0], x.shape[1])
+    k = min(k, x.shape[0] - 1, x.shape[1])  # centred data has rank <= N - 1
     if x.shape[1] <= x.shape[0]:
         _, v = xp.eigh(xc.T @ xc)
-        return xc @ v[:, -k:]
-    # N < D: top eigenvectors of the Gram matrix give the scores directly (u * s)
-    w, u = xp.eigh(xc @ xc.T)
-    return u[:, -k:] * xp.sqrt(xp.maximum(w[-k:], 0.0))
+        v = v[:, -k:]
+    else:  # N < D: eigenvectors of the Gram matrix, mapped back to loadings
+        w, u = xp.eigh(xc @ xc.T)
+        v = (xc.T @ u[:, -k:]) / xp.sqrt(xp.maximum(w[-k:], 1e-300))
+    v = v[:, xp.index(np.arange(k - 1, -1, -1))]  # decreasing variance
+    rows = xp.index(np.argmax(np.abs(xp.to_numpy(v)), axis=0))
+    signs = xp.asarray(np.sign(xp.to_numpy(v[rows, xp.index(np.arange(k))])))
+    return xc @ (v * signs)
 
 
 def ledoit_wolf(xp: Any, x: Any) -> tuple[Any, float]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from transferability._validate import prepare
+from transferability._validate import canonical_order, prepare
 from transferability.metrics.base import register_metric
 
 
@@ -37,15 +37,50 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
 @register_metric("knn", reference="k-nearest-neighbour accuracy (cross-validated)")
 def knn(features: Any, labels: Any, *, logits: Any = None, k: int = 5, folds: int = 5,
         seed: int = 0) -> float:
-    """Stratified ``folds``-fold cross-validated ``k``-NN accuracy (Euclidean)."""
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.neighbors import KNeighborsClassifier
+    """Stratified ``folds``-fold cross-validated ``k``-NN accuracy (Euclidean).
 
-    x, y, _ = prepare(features, labels, min_per_class=2)
-    n_folds = int(min(folds, np.bincount(y).min()))
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    Folds come from :func:`stratified_folds` (capped at the smallest class size), so the score
+    does not depend on sample order or class numbering.
+    """
+    x, y, c = prepare(features, labels, min_per_class=2)
+    fold = stratified_folds(x, y, c, min(folds, int(np.bincount(y).min())), seed)
     correct = 0
-    for tr, te in skf.split(x, y):
-        clf = KNeighborsClassifier(n_neighbors=min(k, len(tr))).fit(x[tr], y[tr])
-        correct += int(np.sum(clf.predict(x[te]) == y[te]))
+    for f in range(int(fold.max()) + 1):
+        tr, te = fold != f, fold == f
+        pred = knn_predict(x[tr], y[tr], x[te], k=min(k, int(tr.sum())), n_classes=c)
+        correct += int(np.sum(pred == y[te]))
     return correct / len(y)
+
+
+def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, k: int,
+                n_classes: int) -> np.ndarray:
+    """Majority vote of the ``k`` nearest neighbours; a tied vote goes to the tied class whose
+    member is nearest (not to the smallest class index, so class numbering does not matter)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    _, nbr = NearestNeighbors(n_neighbors=k).fit(x_train).kneighbors(x_test)
+    nbr_y = y_train[nbr]  # (n_test, k), nearest first
+    votes = np.zeros((len(x_test), n_classes), dtype=np.int64)
+    np.add.at(votes, (np.repeat(np.arange(len(x_test)), k), nbr_y.ravel()), 1)
+    tied = votes == votes.max(axis=1, keepdims=True)
+    pred = np.full(len(x_test), -1, dtype=np.int64)
+    for j in range(k):
+        cls = nbr_y[:, j]
+        take = (pred < 0) & tied[np.arange(len(x_test)), cls]
+        pred[take] = cls[take]
+    return pred
+
+
+def stratified_folds(x: np.ndarray, y: np.ndarray, c: int, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index per sample: within each class, rows in canonical order are dealt round-robin
+    starting at a seeded offset. Independent of sample order and of how classes are numbered."""
+    order = canonical_order(x)
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[order] = np.arange(len(y))
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = int(np.random.default_rng(seed).integers(n_folds))
+    for k in range(c):
+        idx = np.flatnonzero(y == k)
+        idx = idx[np.argsort(rank[idx])]
+        fold[idx] = (np.arange(len(idx)) + offset) % n_folds
+    return fold

@@ -6,7 +6,8 @@
   of the empirical joint distribution.
 - N-LEEP (Li et al., CVPR 2021): z = components of a Gaussian mixture (5 C components) fitted to
   the features after PCA keeping 80% of the variance; score = mean_i P(y_i | x_i) (no log, as in
-  the authors' code). The authors' mixture is unseeded; here it is fitted with a fixed seed.
+  the authors' code). The authors' mixture is unseeded; here it is fitted with a fixed seed on
+  the rows in a canonical order, so the score does not depend on the order of the samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from transferability._validate import as_logits, prepare
+from transferability._validate import as_logits, canonical_order, prepare
 from transferability.metrics.base import register_metric
 
 
@@ -88,6 +89,8 @@ def nleep(features: Any, labels: Any, *, logits: Any = None, component_ratio: in
 
         raise InputError(f"nleep fits {k} mixture components ({component_ratio} per class) and needs "
                          f"at least that many samples, got N={x.shape[0]}; add samples or lower component_ratio")
+    order = canonical_order(x)  # fit on a canonical row order: results do not depend on input order
+    x, y = x[order], y[order]
     xp = PCA(n_components=variance, svd_solver="full").fit_transform(x)
     gmm = GaussianMixture(n_components=k, random_state=seed).fit(xp)
     theta = gmm.predict_proba(xp)

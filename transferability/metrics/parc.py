@@ -3,7 +3,9 @@
 Features are reduced to 32 dims by PCA and standardised per dim; the representation
 dissimilarity matrix is 1 - Pearson correlation between samples, the label one is
 1 - correlation of one-hot label rows; PARC is 100 x Spearman correlation of their upper
-triangles (ties averaged, as scipy.stats.spearmanr).
+triangles (ties averaged, as scipy.stats.spearmanr). The label dissimilarity is built from its
+exact closed form (0 within a class, 1 + 1/(C-1) across) rather than from floating-point
+correlations, whose rounding noise would break the ties in the authors' version.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def parc(features: Any, labels: Any, *, logits: Any = None, pca_dims: int = 32,
     x = pca_project(xp, xp.asarray(x_np), pca_dims)
     x = center(xp, x)
     x = x / xp.maximum(xp.sqrt(xp.var(x, axis=0)), 1e-300)  # StandardScaler (biased std)
-    onehot = xp.asarray((y[:, None] == np.arange(c)[None, :]).astype(np.float64))
     n = x.shape[0]
     rdm_x = _row_corr_dist(xp, x)
-    rdm_y = _row_corr_dist(xp, onehot)
+    # 1 - corr of one-hot rows is exactly 0 (same class) or 1 + 1/(C-1); built exactly so that
+    # rounding noise cannot split the tie groups the Spearman ranks depend on.
+    rdm_y = xp.asarray((y[:, None] != y[None, :]) * (1.0 + 1.0 / (c - 1)))
     if xp.name == "torch":
         iu = torch.triu_indices(n, n, 1, device=rdm_x.device)
         a, b = rdm_x[iu[0], iu[1]], rdm_y[iu[0], iu[1]]
