@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 CONFOUNDERS: Registry[type[Confounder]] = Registry("confounder")
 
 _RANGE_TOL = 1e-4
+_CHUNK_ELEMS = 1 << 19  # elements per CPU work chunk (2 MiB of float32)
 
 
 def register_confounder(name: str):
@@ -103,9 +105,10 @@ def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -
         n = 1 if isinstance(uids, str) else len(uids)
         raise InputError(f"uids must be a sequence of {images.shape[0]} strings, one per image; got {n}")
     if images.numel():
-        if not bool(torch.isfinite(images).all()):
+        lo_t, hi_t = torch.aminmax(images)  # one pass; NaN propagates, inf shows as a bound
+        lo, hi = float(lo_t), float(hi_t)
+        if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
             raise InputError(f"{argname} contains NaN or inf values: clean or impute them first")
-        lo, hi = float(images.min()), float(images.max())
         if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
             raise InputError(
                 f"{argname} must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}] (rescale, e.g. medbench.io.dicom.to_unit)"
@@ -140,22 +143,46 @@ class Confounder:
     miccat: ClassVar[MiccatPath] = ()
     #: True when the artifact does not depend on the uid (no per-sample randomness).
     deterministic: ClassVar[bool] = True
+    #: True when :meth:`apply` works in place without full-size temporaries (no CPU chunking).
+    in_place_apply: ClassVar[bool] = False
+    #: True when outputs of in-range inputs stay in [0, 1] (no final clamp needed).
+    keeps_range: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0, ref_size: int = 1024) -> None:
         self.seed = int(seed)
         self.ref_size = int(check_positive(ref_size, "ref_size"))
 
     # -- public API ---------------------------------------------------------------------------
-    def __call__(self, images: torch.Tensor, uids: Sequence[str]) -> torch.Tensor:
-        """Return a confounded copy of ``images`` (B, C, H, W) in [0, 1] (input left untouched)."""
+    def __call__(self, images: torch.Tensor, uids: Sequence[str], *, inplace: bool = False) -> torch.Tensor:
+        """Return the confounded batch (B, C, H, W) in [0, 1].
+
+        Args:
+            images: Float batch in [0, 1] on any device.
+            uids: One id per image; each image's randomness comes from ``(seed, name, uid)``.
+            inplace: Write into ``images`` instead of a copy (saves a full-batch allocation).
+        """
         images = check_images(images, uids)
+        ulist = [str(u) for u in uids]
+        out = images if inplace else images.clone()
         if images.shape[0] == 0:
-            return images.clone()
-        out = self.apply(images, [str(u) for u in uids])
-        return out.clamp_(0.0, 1.0)
+            return out
+        # On CPU work in cache-sized chunks of whole images: small temporaries are reused by the
+        # allocator instead of page-faulting fresh full-batch buffers. On GPU one launch per op.
+        per = max(1, images[0].numel())
+        whole = images.device.type != "cpu" or self.in_place_apply
+        step = images.shape[0] if whole else max(1, _CHUNK_ELEMS // per)
+        for s in range(0, images.shape[0], step):
+            chunk = out[s : s + step]
+            res = self.apply(chunk, ulist[s : s + step])
+            if res is not chunk:
+                chunk.copy_(res)
+            if not self.keeps_range:
+                chunk.clamp_(0.0, 1.0)
+        return out
 
     def apply(self, images: torch.Tensor, uids: list[str]) -> torch.Tensor:  # pragma: no cover
-        """Subclass hook: validated input, returns a new tensor (clamped by the caller)."""
+        """Subclass hook on a validated chunk: may write into ``images`` (already the output
+        buffer) and return it, or return a new tensor; the caller clamps to [0, 1]."""
         raise NotImplementedError
 
     def apply_numpy(self, images: np.ndarray, uids: str | Sequence[str]) -> np.ndarray:

@@ -133,6 +133,8 @@ class _GlyphConfounder(Confounder):
     """Shared logic: render a glyph at a scaled size and composite it at a (jittered) position."""
 
     box: bool = False
+    in_place_apply = True
+    keeps_range = True  # convex blend of in-range values
 
     def __init__(self, *, text: str, size: float, intensity: float = 1.0, opacity: float = 1.0,
                  font: str = "sans-light", jitter: float = 0.0, seed: int = 0, ref_size: int = 1024) -> None:
@@ -159,7 +161,7 @@ class _GlyphConfounder(Confounder):
         raise NotImplementedError
 
     def apply(self, images: torch.Tensor, uids: list[str]) -> torch.Tensor:
-        out = images.clone()
+        out = images  # the caller's output buffer: composite in place
         mask = glyph_tensor(self.text, self.font, self.size_px(images), self.box, images.device, images.dtype)
         y, x = self.top_left(images, tuple(mask.shape))
         if self.jitter == 0:

@@ -47,6 +47,9 @@ def test_every_injector_contract(name: str) -> None:
     assert torch.allclose(rev, out, atol=1e-6)
     single = torch.cat([conf(x[i : i + 1], [u]) for i, u in enumerate(uids)])
     assert torch.allclose(single, out, atol=1e-6)
+    # in place: same pixels, written into the given tensor
+    buf = x.clone()
+    assert conf(buf, uids, inplace=True) is buf and torch.allclose(buf, out, atol=1e-6)
     # numpy and dict-transform paths give the same pixels
     np_out = conf.apply_numpy(x[:, 0].numpy(), uids)
     assert np_out.shape == (3, 64, 64)
