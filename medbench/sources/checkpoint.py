@@ -213,8 +213,6 @@ def _load_checkpoint(
     weights: str | os.PathLike[str],
     drop_rate: float,
 ) -> nn.Module:
-    import timm
-
     sd = strip_prefixes(read_state_dict(weights))
     saved_chans = _first_conv_chans(sd) or 3
     chans = in_chans if saved_chans == in_chans else model_channels(card, in_chans)
@@ -223,10 +221,13 @@ def _load_checkpoint(
         n = int(sd[heads[-1]].shape[0]) if heads else 0
     else:
         n = num_classes
-    try:
-        model = timm.create_model(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
-    except RuntimeError as exc:
-        raise InputError(f"unknown timm architecture {arch!r} for checkpoint {str(weights)!r}: {exc}") from exc
+    from medbench.sources.imagenet import build_timm
+    from medbench.sources.keras_resnet import is_keras_v1_state_dict, keras_v1_resnet50
+
+    if arch == "resnet50" and is_keras_v1_state_dict(sd):  # e.g. a fine-tuned RadImageNet model
+        model = keras_v1_resnet50(num_classes=n, in_chans=chans, drop_rate=drop_rate)
+    else:
+        model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
     load_into(model, sd, source=str(weights), keep_head=True)
     return model
 

@@ -22,6 +22,7 @@ SOURCES: Registry[SourceCard] = Registry("source")
 _BUILTIN_MODULES = (
     "medbench.sources.imagenet",
     "medbench.sources.efficientnet_lite",
+    "medbench.sources.radimagenet",
     "medbench.sources.checkpoint",
 )
 _loaded = False

@@ -1,0 +1,190 @@
+"""``radimagenet``: RadImageNet weights from the official Keras ``.h5`` files or a PyTorch port.
+
+Accepted ``weights=`` files:
+- the official Keras files (``RadImageNet-ResNet50_notop.h5``, ``RadImageNet-DenseNet121_notop.h5``),
+  converted on load (see :mod:`keras_resnet`, :mod:`keras_densenet`): the ResNet50 becomes the
+  Keras-v1 variant so it computes what Keras computes;
+- a converted file written by :func:`convert_radimagenet` (``.pt``/``.safetensors``, timm names);
+- community PyTorch ports as plain state dicts read with ``weights_only=True``: the RadImageNet
+  ``RadImageNet_pytorch/ResNet50.pt``/``DenseNet121.pt`` layout (a torchvision backbone wrapped
+  as ``backbone = nn.Sequential(*children)``: keys ``backbone.0.weight``, ``backbone.4.0.conv1.weight``
+  for ResNet50, ``backbone.0.denseblock1...`` for DenseNet121) and torchvision/timm key names.
+  Bias-free ResNet50 ports load into timm's (torchvision-style v1.5) ``resnet50``, the layout the
+  port was made for; ports with conv biases load into the Keras-v1 variant.
+
+Preprocessing is not agreed upstream. The default, ``caffe-rescaled``, is what RadImageNet's own
+training scripts and the Source-Matters paper's code do (Keras ``preprocess_input`` in "caffe" mode,
+BGR minus the ImageNet BGR mean, then ``rescale=1/255``); ``preprocessing="caffe"`` (no rescale) and
+``"tf"`` ([-1, 1]) are the alternatives seen in ports.
+InceptionV3 and InceptionResNetV2 files are recognised but not converted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medbench.errors import InputError
+from medbench.sources.card import PREPROCESSING, SourceCard
+from medbench.sources.registry import model_channels, register_source, resolve_num_classes
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = ("resnet50", "densenet121")
+_KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")
+_RESNET_SEQ = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+_TV_DENSE_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _sequential_resnet_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``nn.Sequential(*resnet.children())`` keys (``0.weight``, ``4.0.conv1.weight``) -> timm names."""
+    out = {}
+    for k, v in sd.items():
+        head, _, rest = k.partition(".")
+        if head not in _RESNET_SEQ:
+            raise InputError(f"unexpected key {k!r} in a Sequential ResNet50 state dict")
+        out[f"{_RESNET_SEQ[head]}.{rest}"] = v
+    return out
+
+
+def _torch_layout_to_timm(sd: dict[str, torch.Tensor], *, source: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """Recognise a PyTorch RadImageNet port and return ``(arch, state dict in timm names)``."""
+    from medbench.sources.checkpoint import strip_prefixes
+
+    sd = strip_prefixes(sd)
+    if "0.weight" in sd and "4.0.conv1.weight" in sd:
+        return "resnet50", _sequential_resnet_to_timm(sd)
+    if "layer1.0.conv1.weight" in sd and "conv1.weight" in sd:
+        return "resnet50", sd
+    if any(k.startswith("0.denseblock1.") for k in sd):
+        sd = {"features." + k[2:]: v for k, v in sd.items() if k.startswith("0.")}
+    elif any(k.startswith("denseblock1.") for k in sd):
+        sd = {"features." + k: v for k, v in sd.items()}
+    if any(k.startswith("features.denseblock1.") for k in sd):
+        fixed = {}
+        for k, v in sd.items():
+            m = _TV_DENSE_OLD.match(k)
+            fixed[m[1] + m[2] if m else k] = v
+        return "densenet121", fixed
+    raise InputError(
+        f"{source!r} is not a RadImageNet ResNet50/DenseNet121 state dict (first keys: "
+        f"{list(sd)[:4]}); expected the official Keras .h5 or a torchvision-style PyTorch port"
+    )
+
+
+def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """Read RadImageNet weights of any accepted layout.
+
+    Returns:
+        ``(arch, variant, state_dict)`` with ``arch`` in :data:`SUPPORTED`, ``variant`` "keras" (the
+        network Keras computes) or "torchvision" (timm's own resnet50/densenet121), and timm key names.
+    """
+    from medbench.sources.checkpoint import read_metadata, read_state_dict
+    from medbench.sources.keras_resnet import is_keras_v1_state_dict
+
+    p = Path(path)
+    if p.suffix.lower() in _KERAS_SUFFIXES:
+        from medbench.sources.keras_densenet import densenet121_state_dict
+        from medbench.sources.keras_h5 import detect_keras_arch, read_keras_h5
+        from medbench.sources.keras_resnet import resnet50_state_dict
+
+        weights = read_keras_h5(p)
+        arch = detect_keras_arch(weights)
+        if arch == "resnet50":
+            return arch, "keras", resnet50_state_dict(weights, source=str(p))
+        if arch == "densenet121":
+            return arch, "keras", densenet121_state_dict(weights, source=str(p))
+        if arch in ("inception_v3", "inception_resnet_v2"):
+            raise InputError(
+                f"{str(p)!r} holds a Keras {arch} model: medbench converts RadImageNet ResNet50 and "
+                f"DenseNet121 only; use one of those files"
+            )
+        raise InputError(f"{str(p)!r}: no Keras ResNet50/DenseNet121 layers found (first: {list(weights)[:4]})")
+    sd = read_state_dict(p)
+    meta = read_metadata(p)
+    arch, sd = _torch_layout_to_timm(sd, source=str(p))
+    if arch == "resnet50":
+        variant = "keras" if is_keras_v1_state_dict(sd) else "torchvision"
+    else:
+        variant = meta.get("medbench.variant", "torchvision")
+    return arch, variant, sd
+
+
+def build_backbone(arch: str, variant: str, **kwargs: Any) -> nn.Module:
+    """The timm network for ``(arch, variant)``: Keras-v1 ResNet50, Keras-eps DenseNet121, or timm's own."""
+    from medbench.sources.imagenet import build_timm
+    from medbench.sources.keras_densenet import keras_densenet121
+    from medbench.sources.keras_resnet import keras_v1_resnet50
+
+    if variant == "keras":
+        return keras_v1_resnet50(**kwargs) if arch == "resnet50" else keras_densenet121(**kwargs)
+    return build_timm(arch, pretrained=False, **kwargs)
+
+
+def convert_radimagenet(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Convert RadImageNet weights (``.h5`` or a port) to a timm-named ``.safetensors``/``.pt`` file."""
+    from medbench.utils.files import atomic_path
+
+    arch, variant, sd = read_radimagenet(src)
+    out = Path(dst)
+    sd = {k: v.contiguous() for k, v in sd.items()}
+    with atomic_path(out) as tmp:
+        if out.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(sd, str(tmp), metadata={"medbench.arch": arch, "medbench.variant": variant})
+        else:
+            torch.save(sd, tmp)
+    logger.info("converted %s (%s, %s variant) to %s", src, arch, variant, out)
+    return out
+
+
+def _loader(
+    card: SourceCard,
+    *,
+    arch: str,
+    num_classes: int | None,
+    in_chans: int,
+    weights: str | os.PathLike[str],
+    drop_rate: float,
+) -> nn.Module:
+    from medbench.sources.checkpoint import load_into
+
+    if arch not in SUPPORTED:
+        raise InputError(f"radimagenet supports arch in {SUPPORTED}, got {arch!r}")
+    file_arch, variant, sd = read_radimagenet(weights)
+    if file_arch != arch:
+        raise InputError(
+            f"{str(weights)!r} holds RadImageNet {file_arch} weights but arch={arch!r} was asked: "
+            f"pass arch={file_arch!r}"
+        )
+    has_head = any(k.startswith(("fc.", "classifier.")) for k in sd)
+    n = resolve_num_classes(card, num_classes) if has_head or num_classes is not None else 0
+    model = build_backbone(arch, variant, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
+    load_into(model, sd, source=str(weights), keep_head=True)
+    return model
+
+
+RADIMAGENET = register_source(
+    SourceCard(
+        name="radimagenet",
+        arch="resnet50",
+        loader=_loader,
+        preprocessing=PREPROCESSING["caffe-rescaled"],
+        weights_in_chans=3,
+        channel_policy="repeat",
+        needs_weights=True,
+        resolution=224,
+        preprocessing_options=("caffe-rescaled", "caffe", "tf"),
+        default_num_classes=None,
+        licence="RadImageNet terms of use (non-commercial research)",
+        citation="Mei et al., RadImageNet, Radiology: Artificial Intelligence 2022",
+        description="RadImageNet ResNet50/DenseNet121 (official Keras .h5, converted) or a PyTorch port",
+    )
+)
