@@ -28,6 +28,7 @@ from pydicom.uid import (
 
 from medbench.errors import InputError
 from medbench.io import lut
+from medbench.io.fastheader import header_value
 from medbench.io.lut import to_unit
 from medbench.io.sniff import sniff
 
@@ -55,6 +56,7 @@ _NATIVE_SYNTAXES = {
     UID("1.2.840.10008.1.2.1.99"),  # Deflated Explicit VR Little Endian
 }
 _REQUIRED_IMAGE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
+_CHECK_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "BitsStored", "NumberOfFrames", "PixelRepresentation")
 DICOM_EXTRA = "pip install 'medbench[dicom]'"
 
 
@@ -79,26 +81,40 @@ class DicomImage:
     dataset: Dataset | None = None
 
 
-def read_header(path: str | os.PathLike[str], *, defer_size: int | str | None = "1 KB") -> Dataset:
+def read_header(
+    path: str | os.PathLike[str], *, defer_size: int | str | None = "1 KB", keywords: list[str] | None = None
+) -> Dataset:
     """Read a DICOM header without loading large values (pixel data stays on disk).
 
     Files without the 128-byte preamble are accepted when they start like a DICOM dataset.
+
+    Args:
+        path: The file.
+        defer_size: Values larger than this stay on disk (pydicom ``defer_size``).
+        keywords: Keep only these elements (plus the image-module and pixel elements that
+            :func:`check_pixel_data` needs); ``None`` keeps all.
 
     Raises:
         DicomReadError: ``not_dicom``, ``truncated`` (file ends inside the header) or
             ``inconsistent`` (a header pydicom cannot parse).
     """
-    return _read(path, defer_size=defer_size)
+    tags = None
+    if keywords is not None:
+        wanted = {*keywords, *_REQUIRED_IMAGE_TAGS, *_CHECK_KEYWORDS}
+        tags = sorted({int(pydicom.datadict.tag_for_keyword(k)) for k in wanted} | set(_PIXEL_TAGS))
+    return _read(path, defer_size=defer_size, specific_tags=tags)
 
 
-def _read(path: str | os.PathLike[str], *, defer_size: int | str | None = None) -> Dataset:
+def _read(
+    path: str | os.PathLike[str], *, defer_size: int | str | None = None, specific_tags: list[int] | None = None
+) -> Dataset:
     fmt = sniff(path)
     if fmt not in ("dicom", "dicom_raw"):
         raise DicomReadError(path, "not_dicom", f"not a DICOM file (looks like {fmt})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, force=fmt == "dicom_raw", defer_size=defer_size)
+            ds = pydicom.dcmread(path, force=fmt == "dicom_raw", defer_size=defer_size, specific_tags=specific_tags)
         except InvalidDicomError as exc:
             raise DicomReadError(path, "not_dicom", f"not a DICOM file ({exc})") from None
         except (EOFError, OSError) as exc:
@@ -157,18 +173,23 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
     keyword = pixel_keyword(ds)
     if keyword is None:
         meta = getattr(ds, "file_meta", None)
-        kind = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+        kind = str(header_value(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
         name = UID(kind).name if kind else "unknown SOP class"
         raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
-    missing = [k for k in _REQUIRED_IMAGE_TAGS if ds.get(k) in (None, "")]
+    values = {k: header_value(ds, k) for k in _REQUIRED_IMAGE_TAGS}
+    missing = [k for k, v in values.items() if v is None]
     if missing:
         raise DicomReadError(path, "inconsistent", f"image module incomplete: missing {', '.join(missing)}")
-    bits_alloc = int(ds.BitsAllocated)
-    bits_stored = int(ds.get("BitsStored") or bits_alloc)
+    try:
+        bits_alloc = int(values["BitsAllocated"])
+        bits_stored = int(header_value(ds, "BitsStored") or bits_alloc)
+        rows, columns = int(values["Rows"]), int(values["Columns"])
+    except (TypeError, ValueError) as exc:
+        raise DicomReadError(path, "inconsistent", f"image module has invalid values ({exc})") from None
     if bits_stored > bits_alloc or bits_alloc not in (1, 8, 16, 32, 64):
         raise DicomReadError(path, "inconsistent", f"BitsStored {bits_stored} / BitsAllocated {bits_alloc} are invalid")
-    if int(ds.Rows) <= 0 or int(ds.Columns) <= 0:
-        raise DicomReadError(path, "inconsistent", f"image size {ds.Rows}x{ds.Columns} is empty")
+    if rows <= 0 or columns <= 0:
+        raise DicomReadError(path, "inconsistent", f"image size {rows}x{columns} is empty")
     ts = transfer_syntax(ds)
     _check_decoder(ts, path)
     raw = ds._dict[_keyword_tag(keyword)]  # noqa: SLF001
@@ -201,22 +222,23 @@ def _keyword_tag(keyword: str) -> int:
 
 def _frames(ds: Dataset) -> int:
     try:
-        return max(1, int(ds.get("NumberOfFrames") or 1))
+        return max(1, int(header_value(ds, "NumberOfFrames") or 1))
     except (TypeError, ValueError):
         return 1
 
 
 def _expected_native_length(ds: Dataset, keyword: str) -> int:
-    pixels = int(ds.Rows) * int(ds.Columns) * _frames(ds)
+    rows, columns = int(header_value(ds, "Rows")), int(header_value(ds, "Columns"))
+    pixels = rows * columns * _frames(ds)
     if keyword == "FloatPixelData":
         return pixels * 4
     if keyword == "DoubleFloatPixelData":
         return pixels * 8
-    samples = int(ds.SamplesPerPixel)
-    bits = int(ds.BitsAllocated)
-    photometric = str(ds.PhotometricInterpretation)
+    samples = int(header_value(ds, "SamplesPerPixel"))
+    bits = int(header_value(ds, "BitsAllocated"))
+    photometric = str(header_value(ds, "PhotometricInterpretation"))
     if photometric == "YBR_FULL_422":  # 2 luminance + 2 chroma values per 2 pixels
-        return (int(ds.Rows) * ((int(ds.Columns) + 1) // 2) * 4 * _frames(ds) * bits) // 8
+        return (rows * ((columns + 1) // 2) * 4 * _frames(ds) * bits) // 8
     if bits == 1:
         return (pixels * samples + 7) // 8
     return pixels * samples * bits // 8

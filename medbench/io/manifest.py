@@ -26,6 +26,7 @@ import pandas as pd
 
 from medbench.errors import InputError
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
+from medbench.io.fastheader import header_value
 from medbench.io.sniff import RASTER_FORMATS, sniff
 from medbench.parallel import Failure, map_items
 from medbench.utils.files import atomic_path, hash_id
@@ -42,6 +43,10 @@ QUARANTINE_COLUMNS = ["path", "reason", "message", "format", "status"]
 #: Quarantine reasons: the DICOM reasons plus "error" (an unexpected failure while scanning).
 QUARANTINE_REASONS = (*REASONS, "error")
 _INT_COLUMNS = ("rows", "columns", "frames")
+_HEADER_KEYWORDS = [
+    "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "Manufacturer",
+    "ManufacturerModelName", "PatientSex", "PatientAge", "ViewPosition", "PixelSpacing", "ImagerPixelSpacing",
+]
 _FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col")
 
 
@@ -92,7 +97,7 @@ def normalise_sex(value: Any) -> str:
 
 
 def _text(ds: Any, key: str) -> str:
-    value = ds.get(key)
+    value = header_value(ds, key)
     if value is None:
         return ""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -102,9 +107,9 @@ def _text(ds: Any, key: str) -> str:
 
 def _spacing(ds: Any) -> tuple[float, float]:
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(key)
+        value = header_value(ds, key)
         try:
-            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+            if value is not None and not isinstance(value, str) and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
                 return float(value[0]), float(value[1])
         except (TypeError, ValueError):
             continue
@@ -112,11 +117,11 @@ def _spacing(ds: Any) -> tuple[float, float]:
 
 
 def _dicom_row(path: str, decode: bool) -> dict[str, Any]:
-    ds = read_header(path)
+    ds = read_header(path, keywords=_HEADER_KEYWORDS)
     ts = check_pixel_data(ds, path)
     frames = 1
     try:
-        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+        frames = max(1, int(header_value(ds, "NumberOfFrames") or 1))
     except (TypeError, ValueError):
         pass
     if decode:
@@ -134,12 +139,12 @@ def _dicom_row(path: str, decode: bool) -> dict[str, Any]:
         "modality": _text(ds, "Modality"),
         "manufacturer": _text(ds, "Manufacturer"),
         "model": _text(ds, "ManufacturerModelName"),
-        "sex": normalise_sex(ds.get("PatientSex")),
-        "age": parse_age(ds.get("PatientAge")),
+        "sex": normalise_sex(header_value(ds, "PatientSex")),
+        "age": parse_age(header_value(ds, "PatientAge")),
         "view": _text(ds, "ViewPosition"),
         "photometric": _text(ds, "PhotometricInterpretation"),
-        "rows": int(ds.Rows),
-        "columns": int(ds.Columns),
+        "rows": int(header_value(ds, "Rows")),
+        "columns": int(header_value(ds, "Columns")),
         "pixel_spacing": dy,
         "transfer_syntax": str(ts),
         "status": "ok",

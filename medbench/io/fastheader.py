@@ -1,0 +1,83 @@
+"""Fast access to a few header values of a freshly read dataset.
+
+pydicom converts a raw element on first access through several layers (keyword lookup, hooks,
+charset handling); for a scan that reads a dozen values from thousands of files that costs more
+than parsing the file. :func:`header_value` decodes the common simple VRs straight from the raw
+bytes and falls back to pydicom for anything else (other VRs, non-Latin character sets, values
+already converted).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
+_INT_VRS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
+_SIMPLE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+
+
+@functools.lru_cache(maxsize=512)
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"unknown DICOM keyword {keyword!r}")
+    return int(tag)
+
+
+@functools.lru_cache(maxsize=512)
+def _dict_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def _encoding(ds: Dataset) -> str | None:
+    """Python codec for the dataset's text, or None when it needs pydicom's charset handling."""
+    raw = ds._dict.get(0x00080005)  # noqa: SLF001 - SpecificCharacterSet
+    if raw is None:
+        return "latin-1"
+    value = raw.value if not isinstance(raw, RawDataElement) else (raw.value or b"").decode("latin-1")
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
+    text = text.strip(" \x00")
+    if text not in _SIMPLE_CHARSETS:
+        return None
+    return "utf-8" if text == "ISO_IR 192" else "latin-1"
+
+
+def header_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """Value of ``keyword`` in ``ds``: str (or list of str when multi-valued) for text VRs,
+    int (or list) for US/SS/UL/SL, else whatever pydicom gives; ``default`` when absent/empty."""
+    tag = _tag(keyword)
+    elem = ds._dict.get(tag)  # noqa: SLF001 - avoid pydicom's conversion machinery
+    if elem is None:
+        return default
+    if not isinstance(elem, RawDataElement) or elem.value is None:
+        value = ds[tag].value
+        return default if value is None or value == "" else value
+    vr = elem.VR or _dict_vr(tag)
+    raw: bytes = elem.value
+    if vr in _INT_VRS:
+        size, signed = _INT_VRS[vr]
+        order = "little" if elem.is_little_endian else "big"
+        values = [int.from_bytes(raw[i : i + size], order, signed=signed) for i in range(0, len(raw) - size + 1, size)]  # type: ignore[arg-type]
+        if not values:
+            return default
+        return values[0] if len(values) == 1 else values
+    if vr in _TEXT_VRS:
+        codec = _encoding(ds) if vr in ("LO", "SH") else "latin-1"
+        if codec is None:
+            value = ds[tag].value
+            return default if value is None or value == "" else value
+        text = raw.decode(codec, errors="replace").strip(" \x00")
+        if not text:
+            return default
+        parts = [p.strip(" \x00") for p in text.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    value = ds[tag].value
+    return default if value is None or value == "" else value
