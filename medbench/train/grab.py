@@ -25,7 +25,7 @@ from torch.utils.data import Sampler
 
 from medbench.errors import InputError
 from medbench.train.hooks import ORDERINGS
-from medbench.train.pergrad import flatten_grads, per_example_grads
+from medbench.train.pergrad import GradTap, flatten_grads, per_example_grads
 from medbench.train.sketch import CountSketch
 from medbench.utils.rng import torch_generator
 
@@ -104,6 +104,11 @@ def gradient_rows(
     grads = per_example_grads(
         model, loss_fn, inputs, targets, param_patterns=grad_params, chunk_size=chunk_size
     )
+    return to_rows(grads, sketch)
+
+
+def to_rows(grads: dict[str, torch.Tensor], sketch: CountSketch | None) -> torch.Tensor:
+    """``{name: (B, ...)}`` -> ``(B, D)`` rows, or ``(B, k)`` when a sketch is given and k < D."""
     dim = sum(g[0].numel() for g in grads.values())
     if sketch is not None and dim > sketch.k:
         return sketch.apply(grads)
@@ -124,7 +129,13 @@ class GraBSampler(Sampler[int]):
             partition into microbatches of b examples, orders whole microbatches and balances
             their mean gradients (b times fewer vectors to store and sign).
         grad_params: fnmatch patterns of the parameters whose gradients are balanced (None: all).
+            Restricting to the last layers (e.g. ``["layer4.*", "fc.*"]``) cuts the cost.
         chunk_size: vmap chunk size for per-example gradients (bounds memory).
+        method: How ``observe`` gets per-example gradients. "vmap": a second, eval-mode forward
+            and ``vmap(grad)`` (any layer type). "tap": hooks capture the inputs and output
+            gradients of the Linear/Conv2d layers during the training step itself, so no extra
+            forward is needed (the first batch still uses vmap). "auto": "tap" when every balanced
+            parameter belongs to a Linear/Conv2d layer, else "vmap".
     """
 
     name = "grab"
@@ -140,7 +151,10 @@ class GraBSampler(Sampler[int]):
         granularity: int = 1,
         grad_params: Sequence[str] | None = None,
         chunk_size: int | None = None,
+        method: str = "auto",
     ) -> None:
+        if method not in ("auto", "vmap", "tap"):
+            raise InputError(f"method={method!r} is not known: use 'auto', 'vmap' or 'tap'")
         if int(dataset_size) < 1:
             raise InputError(f"dataset_size must be >= 1, got {dataset_size!r}")
         balance = balance or self.default_balance
@@ -154,6 +168,10 @@ class GraBSampler(Sampler[int]):
         self.granularity = int(granularity)
         self.grad_params = list(grad_params) if grad_params is not None else None
         self.chunk_size = chunk_size
+        self.method = method
+        self._tap: GradTap | None = None
+        self._tap_model: int | None = None
+        self.batches_by_method = {"vmap": 0, "tap": 0}
         self.sketch = CountSketch(sketch_dim, seed) if sketch_dim else None
         self._make_units()
         self.epoch = 0
@@ -223,13 +241,36 @@ class GraBSampler(Sampler[int]):
     ) -> None:
         """Compute (sketched) per-example gradients of a visited batch and balance them."""
         t0 = time.perf_counter()
-        rows = gradient_rows(
+        self.step(self._rows(model, loss_fn, inputs, targets), indices)
+        self._observe_seconds += time.perf_counter() - t0
+        self._observe_calls += 1
+
+    def _rows(
+        self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        inputs: torch.Tensor, targets: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.method != "vmap" and self._tap_model != id(model):
+            if self._tap is not None:
+                self._tap.detach()
+            self._tap, self._tap_model = GradTap(model, self.grad_params), id(model)
+            if self._tap.supported:
+                self._tap.attach()
+            elif self.method == "tap":
+                raise InputError(
+                    "method='tap' covers Linear/Conv2d parameters only: restrict grad_params to "
+                    "them or use method='vmap'"
+                )
+            else:
+                logger.info("GraB: balanced parameters outside Linear/Conv2d; using vmap")
+                self._tap = None
+        if self._tap is not None and self._tap.ready(inputs.shape[0]):
+            self.batches_by_method["tap"] += 1
+            return to_rows(self._tap.grads(), self.sketch)
+        self.batches_by_method["vmap"] += 1
+        return gradient_rows(
             model, loss_fn, inputs, targets,
             sketch=self.sketch, grad_params=self.grad_params, chunk_size=self.chunk_size,
         )
-        self.step(rows, indices)
-        self._observe_seconds += time.perf_counter() - t0
-        self._observe_calls += 1
 
     def step(self, grads: torch.Tensor, indices: torch.Tensor | Sequence[int]) -> None:
         """Balance gradient rows ``(B, d)`` of the examples ``indices`` (in visit order)."""
@@ -337,6 +378,8 @@ class GraBSampler(Sampler[int]):
             "balanced_dim": self.grad_dim,
             "granularity": self.granularity,
             "grad_params": self.grad_params,
+            "method": self.method,
+            "batches_by_method": dict(self.batches_by_method),
             "epochs_balanced": self.epochs_balanced,
             "observe_seconds": round(self._observe_seconds, 3),
             "observe_calls": self._observe_calls,

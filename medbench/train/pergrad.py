@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,3 +87,106 @@ def per_example_grads(
 def flatten_grads(grads: dict[str, torch.Tensor]) -> torch.Tensor:
     """Concatenate ``{name: (B, ...)}`` into one ``(B, D)`` matrix."""
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
+
+
+class GradTap:
+    """Per-example gradients of Linear/Conv2d layers from the training step's own forward/backward.
+
+    A forward hook keeps each tapped layer's input and registers a tensor hook on its output that
+    keeps the output gradient. For a mean-reduced loss over ``B`` examples the gradient of example
+    ``i`` is ``B * go_i^T a_i`` (Linear) or ``B * go_i @ unfold(a_i)^T`` (Conv2d), with no second
+    forward pass. BatchNorm in train mode couples the examples of a batch, so these are the
+    gradients of each example's loss through the batch statistics (not of an eval-mode model).
+
+    Args:
+        model: The network.
+        param_patterns: fnmatch patterns of the parameters wanted (None: all trainable).
+    """
+
+    def __init__(self, model: nn.Module, param_patterns: Sequence[str] | None = None) -> None:
+        chosen, _ = select_params(model, param_patterns)
+        self.model = model
+        self.layers: dict[str, nn.Module] = {}
+        self.param_names: dict[str, tuple[str | None, str | None]] = {}
+        covered: set[str] = set()
+        for mod_name, mod in model.named_modules():
+            if not self._supported(mod):
+                continue
+            prefix = f"{mod_name}." if mod_name else ""
+            w = next((prefix + k for k in ("weight", "parametrizations.weight.original")
+                      if prefix + k in chosen), None)
+            b = prefix + "bias" if prefix + "bias" in chosen else None
+            if w or b:
+                self.layers[mod_name] = mod
+                self.param_names[mod_name] = (w, b)
+                covered.update(x for x in (w, b) if x)
+        self.supported = covered == set(chosen)
+        self._store: dict[str, list[torch.Tensor | None]] = {}
+        self._handles: list[Any] = []
+
+    @staticmethod
+    def _supported(mod: nn.Module) -> bool:
+        if isinstance(mod, nn.Linear):
+            return True
+        return isinstance(mod, nn.Conv2d) and mod.groups == 1 and mod.padding_mode == "zeros" \
+            and not isinstance(mod.padding, str)
+
+    def attach(self) -> None:
+        """Register the hooks (idempotent)."""
+        if self._handles:
+            return
+        for name, mod in self.layers.items():
+            self._handles.append(mod.register_forward_hook(self._forward_hook(name)))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._store = {}
+
+    def _forward_hook(self, name: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+            if not (torch.is_grad_enabled() and mod.training and out.requires_grad):
+                return
+            slot: list[torch.Tensor | None] = [args[0].detach(), None]
+            self._store[name] = slot
+
+            def keep_grad(g: torch.Tensor) -> None:
+                slot[1] = g.detach()
+
+            out.register_hook(keep_grad)
+
+        return hook
+
+    def ready(self, batch: int) -> bool:
+        """True when every tapped layer saw a forward and backward of a ``batch``-example batch."""
+        for name in self.layers:
+            slot = self._store.get(name)
+            if slot is None or slot[1] is None or slot[0] is None or slot[0].shape[0] != batch:
+                return False
+        return True
+
+    def grads(self) -> dict[str, torch.Tensor]:
+        """``{param name: (B, *shape)}`` from the last captured step (then cleared)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, mod in self.layers.items():
+            a, go = self._store[name]
+            assert a is not None and go is not None
+            a, go = a.float(), go.float()
+            batch = a.shape[0]
+            if isinstance(mod, nn.Linear):
+                a3, go3 = a.reshape(batch, -1, a.shape[-1]), go.reshape(batch, -1, go.shape[-1])
+                gw = torch.einsum("blo,bli->boi", go3, a3)
+                gb = go3.sum(1)
+            else:
+                cols = nn.functional.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+                go3 = go.reshape(batch, go.shape[1], -1)
+                gw = torch.einsum("bol,bkl->bok", go3, cols).reshape(batch, *mod.weight.shape)
+                gb = go3.sum(2)
+            w_name, b_name = self.param_names[name]
+            if w_name is not None:
+                out[w_name] = gw * batch
+            if b_name is not None:
+                out[b_name] = gb * batch
+        self._store = {}
+        return out

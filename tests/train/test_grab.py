@@ -205,3 +205,66 @@ def test_observe_with_sketch_and_state_roundtrip() -> None:
     assert list(s2) == list(s) and torch.equal(s2.m_prev, s.m_prev)
     with pytest.raises(InputError):
         GraBSampler(11, seed=2).load_state_dict(s.state_dict())
+
+
+class _TapNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(4, 4, (3, 2), dilation=(1, 2), padding=(1, 0), bias=False)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4 * 4 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.c2(self.act(self.c1(x)))).flatten(1))
+
+
+def test_grad_tap_equals_vmap_per_example_grads() -> None:
+    from medbench.train.pergrad import GradTap
+
+    torch.manual_seed(0)
+    net = _TapNet()
+    x, y = torch.randn(5, 2, 8, 8), torch.randint(0, 3, (5,))
+    tap = GradTap(net)
+    assert tap.supported and set(tap.layers) == {"c1", "c2", "fc"}
+    tap.attach()
+    with torch.no_grad():
+        net(x[:2])  # an evaluation pass is ignored
+    nn.CrossEntropyLoss()(net(x), y).backward()
+    assert tap.ready(5)
+    got = tap.grads()
+    ref = per_example_grads(net, nn.CrossEntropyLoss(), x, y)
+    assert set(got) == set(ref)
+    for name in ref:
+        assert torch.allclose(got[name], ref[name], atol=1e-5), name
+    tap.detach()
+    assert not GradTap(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))).supported
+
+
+def test_sampler_uses_tap_after_first_batch() -> None:
+    torch.manual_seed(0)
+    net = _TapNet()
+    x, y = torch.randn(12, 2, 8, 8), torch.randint(0, 3, (12,))
+    loss_fn = nn.CrossEntropyLoss()
+    rows = {}
+    for method in ("tap", "vmap"):
+        s = GraBSampler(12, seed=0, sketch_dim=16, method=method)
+        s.set_epoch(0)
+        order = list(s)
+        for k in range(0, 12, 4):
+            idx = torch.tensor(order[k : k + 4])
+            net.zero_grad()
+            loss_fn(net(x[idx]), y[idx]).backward()
+            s.observe(net, loss_fn, x[idx], y[idx], idx)
+        s.end_epoch()
+        rows[method] = (list(s), s.summary()["batches_by_method"], s.m_prev)
+        if s._tap is not None:
+            s._tap.detach()
+    assert rows["tap"][1] == {"vmap": 1, "tap": 2} and rows["vmap"][1] == {"vmap": 3, "tap": 0}
+    assert rows["tap"][0] == rows["vmap"][0]  # same gradients -> same next order
+    assert torch.allclose(rows["tap"][2], rows["vmap"][2], atol=1e-5)
+    with pytest.raises(InputError, match="tap"):
+        GraBSampler(4, method="tap").observe(
+            nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), nn.MSELoss(),
+            torch.randn(4, 2), torch.randn(4, 2), torch.arange(4),
+        )
