@@ -1,0 +1,399 @@
+"""The robustness audit: sources x confounders x strength p x splits, resumable per unit.
+
+Protocol (Source Matters, Juodelyte et al. 2024): for each unit the artifact is put on a fraction
+``p`` of the **positives** of the train, validation and i.i.d. test sets; the o.o.d. test set has
+the artifact on **all negatives** and no positive; the clean test set has none. The model is
+fine-tuned on the confounded training set (best validation loss kept) and AUC is measured on the
+three test sets; ``gap = AUC_iid - AUC_ood``. Which positives carry the artifact is decided per uid
+(rank of a uniform number drawn from ``(seed, confounder, uid)``), so the confounded set at a larger
+``p`` contains the one at a smaller ``p``.
+
+Each finished unit writes one JSON row to ``<out>/units/``; a rerun skips units whose row exists
+with the same settings hash. ``results.csv``, ``summary.csv``, ``comparisons.csv`` and
+``report.html`` are rebuilt from the rows at the end.
+
+Example:
+    >>> cfg = AuditConfig(sources=["random"], confounders=["paper-tag"], ps=[0, 0.5, 1], splits=2)
+    >>> result = run_audit(cfg, "runs/audit")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
+from confounders.base import Confounder, check_fraction, create_confounder
+from medbench.errors import InputError
+from medbench.registry import did_you_mean
+from medbench.utils.files import write_json_atomic, write_text_atomic
+from medbench.utils.rng import numpy_rng
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRAIN: dict[str, Any] = {
+    "epochs": 5, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
+    "schedule": "constant", "patience": None, "device": "auto", "progress": False,
+}
+DATA_KINDS = ("synthetic", "dicom", "nih")
+
+
+@dataclass
+class AuditConfig:
+    """What to audit. Sources/confounders are names or dicts (``{"name": ..., "label": ..., **kw}``).
+
+    Attributes:
+        sources: Source names for ``medbench.sources.create_source`` (dict entries pass ``arch``,
+            ``weights``, ...).
+        confounders: Confounder or preset names for :func:`create_confounder` (dicts pass params).
+        ps: Strengths: fraction of positives carrying the artifact.
+        splits: Number of splits to run.
+        data: ``{"kind": "synthetic", "n", "size", "seed"}``, ``{"kind": "dicom", "manifest",
+            "labels", "size", "positive"}`` or ``{"kind": "nih", "csv_dir", "image_root", "size",
+            "positive"}``.
+        train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
+        drop_rate: Dropout before the new head (the paper: 0.5).
+        seed: Seeds the artifact selection and (plus the split index) training.
+        n_boot: Bootstrap resamples of the AUC CIs (patient-level).
+        keep_checkpoints: Keep each unit's training folder (default: removed once its row is saved).
+    """
+
+    sources: list[Any] = field(default_factory=lambda: ["random"])
+    confounders: list[Any] = field(default_factory=lambda: ["paper-tag"])
+    ps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.5, 0.8, 1.0])
+    splits: int = 5
+    data: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic", "n": 400, "size": 64, "seed": 0})
+    train: dict[str, Any] = field(default_factory=dict)
+    drop_rate: float = 0.5
+    seed: int = 0
+    n_boot: int = 200
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sources or not self.confounders or not self.ps:
+            raise InputError("an audit needs at least one source, one confounder and one p")
+        self.ps = sorted({check_fraction(p, "p") for p in self.ps})
+        if int(self.splits) < 1:
+            raise InputError(f"splits must be >= 1; got {self.splits}")
+        kind = self.data.get("kind", "synthetic")
+        if kind not in DATA_KINDS:
+            raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
+        labels = [spec_label(s) for s in self.sources]
+        if len(set(labels)) != len(labels):
+            raise InputError(f"source labels must be unique; got {labels} (give dict entries a 'label')")
+        for c in self.confounders:  # fail early on unknown names/bad params
+            build_confounder(c, seed=self.seed)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        for k in d:
+            if k not in names:
+                raise InputError(f"unknown audit config key {k!r}: {did_you_mean(k, names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AuditConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"audit config {p} does not exist")
+        return cls.from_dict(yaml.safe_load(p.read_text()) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def train_dict(self) -> dict[str, Any]:
+        return {**DEFAULT_TRAIN, **self.train}
+
+
+def spec_label(spec: Any) -> str:
+    """Display label of a source/confounder spec (its ``label``, else its name)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict) and "name" in spec:
+        return str(spec.get("label", spec["name"]))
+    raise InputError(f"a source/confounder must be a name or a dict with 'name'; got {spec!r}")
+
+
+def _spec_kw(spec: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    kw = {k: v for k, v in spec.items() if k not in ("name", "label")}
+    return str(spec["name"]), kw
+
+
+def build_confounder(spec: Any, *, seed: int = 0) -> Confounder:
+    name, kw = _spec_kw(spec)
+    kw.setdefault("seed", seed)
+    if "position" in kw:
+        kw["position"] = tuple(kw["position"])
+    return create_confounder(name, **kw)
+
+
+def select_confounded(meta: pd.DataFrame, p: float, *, key: str, seed: int) -> np.ndarray:
+    """Boolean mask: the ``round(p * n_pos)`` positives of lowest ``u(seed, key, uid)`` (nested in p)."""
+    pos = np.flatnonzero(meta["label"].to_numpy() == 1)
+    k = int(round(p * len(pos)))
+    mask = np.zeros(len(meta), dtype=bool)
+    if k:
+        u = np.array([numpy_rng(seed, "select", key, uid).random() for uid in meta["uid"].iloc[pos]])
+        mask[pos[np.argsort(u, kind="stable")[:k]]] = True
+    return mask
+
+
+def inject(conf: Confounder, images: torch.Tensor, uids: list[str], mask: np.ndarray) -> torch.Tensor:
+    """Copy of ``images`` with the artifact on the rows where ``mask`` is True."""
+    out = images.clone()
+    idx = np.flatnonzero(mask)
+    if len(idx):
+        out[idx] = conf(images[idx], [uids[i] for i in idx])
+    return out
+
+
+@dataclass
+class Unit:
+    source: Any
+    confounder: Any
+    p: float
+    split: int
+
+    @property
+    def uid(self) -> str:
+        return f"{spec_label(self.source)}__{spec_label(self.confounder)}__p{self.p:.3f}__s{self.split}"
+
+
+def units(cfg: AuditConfig, n_splits: int) -> list[Unit]:
+    """All units in run order (split-major, so early splits of every curve finish first)."""
+    return [Unit(s, c, p, k) for k in range(n_splits) for c in cfg.confounders for s in cfg.sources
+            for p in cfg.ps]
+
+
+def settings_hash(cfg: AuditConfig, unit: Unit) -> str:
+    """Hash of everything that determines a unit's row besides its key."""
+    d = {"data": cfg.data, "train": cfg.train_dict(), "drop": cfg.drop_rate, "seed": cfg.seed,
+         "n_boot": cfg.n_boot, "source": unit.source, "confounder": unit.confounder}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditData:
+    """Dispatch on ``data_cfg["kind"]`` to the loaders of :mod:`confounders.audit_data`."""
+    d = dict(data_cfg)
+    kind = d.pop("kind", "synthetic")
+    if kind == "synthetic":
+        return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed),
+                              splits=max(5, splits))
+    if kind == "dicom":
+        for k in ("manifest", "labels"):
+            if k not in d:
+                raise InputError(f"data kind 'dicom' needs {k!r} (a manifest from `medbench ingest` and a label table)")
+        return load_dicom_folder(d["manifest"], d["labels"], size=d.get("size", 128),
+                                 positive=d.get("positive", 1), label_column=d.get("label_column", "label"),
+                                 splits=max(5, splits), seed=seed)
+    if "csv_dir" not in d:
+        raise InputError("data kind 'nih' needs 'csv_dir' (folder of split CSVs ',path,pid,class')")
+    return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
+                           positive=d.get("positive", 1), max_splits=splits)
+
+
+def _auc_block(prefix: str, df: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
+    from medbench.eval.metrics import auc, bootstrap_auc_ci
+
+    y, prob = df["label"].to_numpy(), df["prob"].to_numpy()
+    if len(np.unique(y)) < 2:
+        return {f"auc_{prefix}": float("nan"), f"auc_{prefix}_lo": float("nan"), f"auc_{prefix}_hi": float("nan")}
+    out = {f"auc_{prefix}": float(auc(y, prob))}
+    if n_boot > 0:
+        ci = bootstrap_auc_ci(y, prob, groups=df["patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+        out.update({f"auc_{prefix}_lo": float(ci.lo), f"auc_{prefix}_hi": float(ci.hi)})
+    return out
+
+
+def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
+    """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
+    from medbench.data.dataset import ArrayDataset
+    from medbench.sources import create_source
+    from medbench.train.config import TrainConfig
+    from medbench.train.engine import fit
+    from medbench.train.predict import predict
+
+    t0 = time.perf_counter()
+    conf = build_confounder(unit.confounder, seed=cfg.seed)
+    key = spec_label(unit.confounder)
+    idx = data.splits[unit.split]
+    uids_all = data.meta["uid"].astype(str).tolist()
+    cols = ["uid", "patient_id", "label"]
+
+    def subset(rows: np.ndarray, mask: np.ndarray | None) -> ArrayDataset:
+        meta = data.meta.iloc[rows][cols].reset_index(drop=True)
+        meta["uid"] = meta["uid"].astype(str)
+        meta["patient_id"] = meta["patient_id"].astype(str)
+        imgs = data.images[rows]
+        if mask is not None:
+            imgs = inject(conf, imgs, [uids_all[i] for i in rows], mask)
+        return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
+
+    sets = {}
+    masks = {}
+    for s in ("train", "val", "test"):
+        m = data.meta.iloc[idx[s]]
+        masks[s] = select_confounded(m, unit.p, key=key, seed=cfg.seed)
+        sets[s] = subset(idx[s], masks[s])
+    test_meta = data.meta.iloc[idx["test"]]
+    ood_mask = test_meta["label"].to_numpy() == 0
+    sets["ood"] = subset(idx["test"], ood_mask)
+    sets["clean"] = subset(idx["test"], None)
+
+    name, kw = _spec_kw(unit.source)
+    torch.manual_seed(cfg.seed + unit.split)  # head init; fit re-seeds its own training RNG
+    model = create_source(name, num_classes=2, in_chans=1, drop_rate=cfg.drop_rate, **kw)
+    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
+    res = fit(model, sets["train"], sets["val"], tcfg, run_dir,
+              run_info={"audit_unit": unit.uid, "p": unit.p})
+    row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
+                           "p": unit.p, "split": unit.split}
+    for s in ("test", "ood", "clean"):
+        pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=tcfg.device,
+                       keep_meta=("patient_id",))
+        row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s], pred, cfg.n_boot,
+                              cfg.seed + unit.split))
+    row["gap"] = row["auc_iid"] - row["auc_ood"]
+    hist = getattr(res, "history", None)
+    row.update({"n_train": len(sets["train"]), "n_val": len(sets["val"]), "n_test": len(sets["test"]),
+                "n_confounded_train": int(masks["train"].sum()),
+                "epochs_run": int(len(hist)) if hist is not None else -1,
+                "seconds": round(time.perf_counter() - t0, 2)})
+    return row
+
+
+@dataclass
+class AuditResult:
+    """Rows (one per unit), the per-(source, confounder, p) summary and the source comparisons."""
+
+    out_dir: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    report_path: Path | None = None
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean/sd over splits per source, confounder and p."""
+    metrics = ["auc_iid", "auc_ood", "auc_clean", "gap"]
+    g = results.groupby(["source", "confounder", "p"], sort=True)[metrics]
+    mean, sd = g.mean(), g.std(ddof=1)
+    out = mean.join(sd, rsuffix="_sd").join(g.size().rename("n_splits"))
+    return out.reset_index()
+
+
+def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int = 0) -> pd.DataFrame:
+    """Every pair of sources per confounder and p: paired permutation t-test and t-test over splits."""
+    from medbench.eval.metrics import permutation_ttest_folds, ttest_folds
+
+    rows = []
+    sources = list(dict.fromkeys(results["source"]))
+    for (conf, p), g in results.groupby(["confounder", "p"], sort=True):
+        wide = g.pivot_table(index="split", columns="source", values=metric)
+        for i, a in enumerate(sources):
+            for b in sources[i + 1 :]:
+                if a not in wide or b not in wide:
+                    continue
+                pair = wide[[a, b]].dropna()
+                row = {"confounder": conf, "p": p, "metric": metric, "source_a": a, "source_b": b,
+                       "n_splits": len(pair), "mean_a": pair[a].mean(), "mean_b": pair[b].mean()}
+                if len(pair) >= 2:
+                    perm = permutation_ttest_folds(pair[a], pair[b], seed=seed)
+                    row.update({"mean_diff": perm["mean_diff"], "t": perm["t"], "p_perm": perm["p_value"],
+                                "p_ttest": ttest_folds(pair[a], pair[b])["p_value"]})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def collect_rows(out_dir: Path) -> pd.DataFrame:
+    rows = [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*.json"))]
+    return pd.DataFrame(rows)
+
+
+def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,
+              report: bool = True) -> AuditResult:
+    """Run (or resume) the audit into ``out_dir`` and write results, summary and report.
+
+    Args:
+        cfg: The :class:`AuditConfig` (or its dict).
+        out_dir: The audit folder; units already finished there with the same settings are skipped.
+        data: Pre-loaded data (default: loaded from ``cfg.data``).
+        report: Write ``report.html``.
+    """
+    import yaml
+
+    if not isinstance(cfg, AuditConfig):
+        cfg = AuditConfig.from_dict(dict(cfg))
+    out = Path(out_dir)
+    (out / "units").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if data is None:
+        data = load_data(cfg.data, splits=cfg.splits, seed=cfg.seed)
+    n_splits = min(int(cfg.splits), len(data.splits))
+    if n_splits < int(cfg.splits):
+        logger.warning("data has %d splits; running %d instead of %d", len(data.splits), n_splits, cfg.splits)
+    todo = units(cfg, n_splits)
+    done = skipped = 0
+    for unit in todo:
+        path = out / "units" / f"{unit.uid}.json"
+        h = settings_hash(cfg, unit)
+        if path.is_file():
+            try:
+                if json.loads(path.read_text()).get("settings_hash") == h:
+                    skipped += 1
+                    continue
+            except json.JSONDecodeError:
+                pass
+            logger.info("unit %s: settings changed, recomputing", unit.uid)
+        run_dir = out / "runs" / unit.uid
+        logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
+        row = run_unit(unit, cfg, data, run_dir)
+        row["settings_hash"] = h
+        write_json_atomic(path, row)
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        done += 1
+    logger.info("audit: %d units run, %d already done", done, skipped)
+    keys = {u.uid for u in todo}
+    results = collect_rows(out)
+    results = results[results["unit"].isin(keys)].sort_values(["source", "confounder", "p", "split"])
+    results = results.reset_index(drop=True)
+    summary = summarise(results)
+    comparisons = compare_sources(results, seed=cfg.seed)
+    for name, df in (("results", results), ("summary", summary), ("comparisons", comparisons)):
+        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
+    result = AuditResult(out, results, summary, comparisons)
+    if report:
+        from confounders.audit_report import write_report
+
+        result.report_path = write_report(result, cfg, data, out / "report.html")
+    return result
+
+
+def run_demo_audit(out_dir: str | Path, *, n: int = 240, size: int = 64, ps: tuple[float, ...] = (0.0, 0.5, 1.0),
+                   sources: tuple[Any, ...] = ("random", "efficientnet-lite0-imagenet"), splits: int = 2,
+                   epochs: int = 3, confounder: Any = None, device: str = "auto") -> AuditResult:
+    """A small audit for the demo: one confounder (an enlarged "R" tag, readable at ``size`` px),
+    a few p values, two sources, ``splits`` patient-grouped splits on the embedded synthetic data."""
+    conf = confounder or {"name": "tag", "label": "tag-R", "text": "R", "size": 256.0,
+                          "position": [120.0, 120.0]}
+    cfg = AuditConfig(sources=list(sources), confounders=[conf], ps=list(ps), splits=splits,
+                      data={"kind": "synthetic", "n": n, "size": size, "seed": 0},
+                      train={"epochs": epochs, "batch_size": 32, "device": device}, n_boot=100)
+    return run_audit(cfg, out_dir)
