@@ -175,13 +175,16 @@ class SourceCard:
             changes["channel_policy"] = channel_policy
         return dataclasses.replace(self, **changes) if changes else self
 
+    def _weights_text(self) -> str:
+        return _weights_source(self)
+
     def summary(self) -> dict[str, str]:
         """Flat string fields for tables and reports."""
         p = self.preprocessing
         return {
             "name": self.name,
             "arch": self.arch + ("" if self.arch_override else " (fixed)"),
-            "weights": "weights=PATH" if self.needs_weights else ("none" if self.weights_in_chans is None else "bundled/hub"),
+            "weights": self._weights_text(),
             "input": f"{p.channel_order} {p.input_range[0]:g}..{p.input_range[1]:g}",
             "mean/std": f"{_fmt(p.mean)} / {_fmt(p.std)}",
             "preprocessing": p.name,
@@ -192,5 +195,13 @@ class SourceCard:
         }
 
 
+def _weights_source(card: SourceCard) -> str:
+    if card.needs_weights:
+        return "weights=PATH"
+    if card.weights_in_chans is None:
+        return "none"
+    return f"package [{card.extra}]" if card.extra else "hub or weights=PATH"
+
+
 def _fmt(values: tuple[float, ...]) -> str:
-    return ",".join(f"{v:.4g}" for v in values)
+    return ",".join(f"{v:.3g}" for v in values)

@@ -1,0 +1,57 @@
+"""``medbench sources`` (a table of the source cards) and ``medbench sources convert-radimagenet``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+sources_app = typer.Typer(
+    name="sources",
+    help="Pretrained sources: list the cards, convert RadImageNet weights.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+_COLUMNS = ("name", "arch", "weights", "input", "mean/std", "grey", "resolution", "licence")
+
+
+@sources_app.callback()
+def list_cards(
+    ctx: typer.Context,
+    details: bool = typer.Option(False, "--details", help="Also show preprocessing notes and citations."),
+) -> None:
+    """Show every registered source card."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from medbench.sources import list_sources
+
+    table = Table(title="medbench sources")
+    cols = _COLUMNS + (("preprocessing", "citation") if details else ())
+    for col in cols:
+        table.add_column(col, overflow="fold", no_wrap=col in ("name", "arch", "input"))
+    for card in list_sources():
+        row = card.summary()
+        table.add_row(*(row[c] for c in cols))
+    Console(width=max(200 if details else 150, Console().width)).print(table)
+
+
+@sources_app.command("convert-radimagenet")
+def convert_radimagenet_cmd(
+    src: Path = typer.Argument(..., help="RadImageNet Keras .h5 file (or a PyTorch port state dict)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors (recommended) or .pt file."),
+) -> None:
+    """Convert RadImageNet weights to a timm-named state dict (load it with weights=OUT)."""
+    from medbench.sources.radimagenet import convert_radimagenet, read_radimagenet
+
+    arch, variant, _ = read_radimagenet(src)
+    path = convert_radimagenet(src, out)
+    typer.echo(f"wrote {path} ({arch}, {variant} variant): create_source('radimagenet', arch='{arch}', weights='{path}')")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sources`` command group to the ``medbench`` app."""
+    app.add_typer(sources_app, name="sources")
