@@ -1,0 +1,152 @@
+"""The audit's HTML report: AUC-vs-p curves (one panel per confounder), example images, tables and a
+plain-language summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from confounders.audit import AuditConfig, AuditResult
+    from confounders.audit_data import AuditData
+
+logger = logging.getLogger(__name__)
+
+CURVES = (("auc_iid", "i.i.d.", "-", "o"), ("auc_ood", "o.o.d.", "--", "s"), ("auc_clean", "clean", ":", "^"))
+#: o.o.d. AUC drop (lowest-p to highest-p) above which the summary says the source learned the artifact.
+LEARNED_DROP = 0.1
+
+
+def auc_vs_p_figure(summary: pd.DataFrame) -> Any:
+    """The paper's figure: i.i.d., o.o.d. and clean AUC vs p, one panel per confounder, one colour
+    per source (error bars: sd over splits)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    confs = list(dict.fromkeys(summary["confounder"]))
+    sources = list(dict.fromkeys(summary["source"]))
+    fig, axes = plt.subplots(1, len(confs), figsize=(4.2 * len(confs), 3.6), squeeze=False, sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, conf in zip(axes[0], confs):
+        for j, src in enumerate(sources):
+            g = summary[(summary.confounder == conf) & (summary.source == src)].sort_values("p")
+            for col, name, ls, mk in CURVES:
+                sd = g.get(f"{col}_sd")
+                ax.errorbar(g["p"], g[col], yerr=None if sd is None else sd.fillna(0), ls=ls, marker=mk,
+                            color=colours[j % len(colours)], capsize=2, ms=4, label=f"{src} {name}")
+        ax.axhline(0.5, color="grey", lw=0.7)
+        ax.set_title(conf)
+        ax.set_xlabel("p (fraction of positives with the artifact)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("AUC")
+    axes[0][-1].legend(fontsize=7, loc="lower left", ncol=1)
+    fig.tight_layout()
+    return fig
+
+
+def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
+    """Example images without and with each confounder (same images, first positives of the data)."""
+    import matplotlib.pyplot as plt
+
+    from confounders.audit import build_confounder, spec_label
+
+    pos = np.flatnonzero(data.meta["label"].to_numpy() == 1)[:n]
+    if len(pos) == 0:
+        pos = np.arange(min(n, len(data.meta)))
+    imgs = data.images[pos]
+    uids = data.meta["uid"].astype(str).iloc[pos].tolist()
+    cols = [("clean", imgs)] + [(spec_label(c), build_confounder(c, seed=cfg.seed)(imgs, uids))
+                                for c in cfg.confounders]
+    fig, axes = plt.subplots(len(pos), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pos)), squeeze=False)
+    for j, (title, batch) in enumerate(cols):
+        for i in range(len(pos)):
+            ax = axes[i][j]
+            ax.imshow(batch[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plain_summary(summary: pd.DataFrame) -> list[str]:
+    """One sentence per source and confounder on how its o.o.d. AUC moves with p."""
+    lines = []
+    for (src, conf), g in summary.groupby(["source", "confounder"], sort=False):
+        g = g.sort_values("p")
+        if len(g) < 2:
+            r = g.iloc[0]
+            lines.append(f"{src} / {conf}: at p = {r.p:g}, i.i.d. AUC {r.auc_iid:.2f}, o.o.d. AUC "
+                         f"{r.auc_ood:.2f}, clean AUC {r.auc_clean:.2f}.")
+            continue
+        lo, hi = g.iloc[0], g.iloc[-1]
+        drop = lo.auc_ood - hi.auc_ood
+        if drop > LEARNED_DROP:
+            verdict = f"it learned the {conf} as a shortcut"
+            if hi.auc_ood < 0.5:
+                verdict += " (below chance: the artifact now points to the wrong class)"
+        elif drop < -LEARNED_DROP:
+            verdict = "it rises, so the artifact did not act as a shortcut here"
+        else:
+            verdict = "it stays about level, so it did not rely on the artifact"
+        lines.append(
+            f"{src}'s o.o.d. AUC goes from {lo.auc_ood:.2f} to {hi.auc_ood:.2f} as p rises from {lo.p:g} "
+            f"to {hi.p:g} ({conf}): {verdict}. Its i.i.d. AUC goes from {lo.auc_iid:.2f} to "
+            f"{hi.auc_iid:.2f}; clean AUC from {lo.auc_clean:.2f} to {hi.auc_clean:.2f}."
+        )
+    return lines
+
+
+def comparison_sentences(comparisons: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    out = []
+    if comparisons.empty or "p_perm" not in comparisons:
+        return out
+    for _, r in comparisons.dropna(subset=["p_perm"]).iterrows():
+        better = r.source_a if r.mean_diff > 0 else r.source_b
+        sig = "significant" if r.p_perm < alpha else "not significant"
+        out.append(f"{r.confounder}, p = {r.p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
+                   f"{r.mean_b:.2f} ({better} higher; permutation t-test over {int(r.n_splits)} splits "
+                   f"p = {r.p_perm:.3f}, {sig}).")
+    return out
+
+
+def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: str | Path) -> Path:
+    """Write the audit's ``report.html``."""
+    from medbench.eval.report import HtmlReport
+
+    rep = HtmlReport("Robustness audit", subtitle=f"data: {data.name}, {len(data.meta)} images, "
+                     f"{data.images.shape[-1]} px; {result.results['split'].nunique()} split(s)")
+    rep.heading("Summary")
+    rep.bullets(plain_summary(result.summary) or ["no finished units"])
+    rep.text("Protocol: the artifact is put on a fraction p of the positives of the training, validation "
+             "and i.i.d. test sets; the o.o.d. test set has it on every negative and no positive; the "
+             "clean test set has none. A model that learned the artifact scores high i.i.d. and low "
+             "o.o.d. AUC.", css_class="note")
+    rep.heading("AUC vs p")
+    rep.figure(auc_vs_p_figure(result.summary), caption="Mean over splits (error bars: sd). Solid i.i.d., "
+               "dashed o.o.d., dotted clean; grey line: chance.")
+    rep.heading("Examples")
+    rep.figure(examples_figure(data, cfg), caption="The same images without and with each artifact.")
+    if not result.comparisons.empty:
+        rep.heading("Source comparison (o.o.d. AUC)")
+        rep.bullets(comparison_sentences(result.comparisons) or ["fewer than 2 splits: no test"])
+        rep.table(result.comparisons, caption="Paired over splits: permutation t-test (exact sign flips) "
+                  "and t-test.")
+    rep.heading("Summary table")
+    rep.table(result.summary)
+    rep.heading("All units")
+    cols = [c for c in result.results.columns if c not in ("settings_hash", "unit")]
+    rep.table(result.results[cols])
+    rep.heading("Configuration")
+    rep.bullets([f"{k}: {v}" for k, v in cfg.to_dict().items()])
+    out = rep.save(path)
+    logger.info("report written to %s", out)
+    return out

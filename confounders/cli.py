@@ -1,0 +1,110 @@
+"""``medbench confounders`` (the MICCAT tree with registered entries) and ``medbench audit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def _tree() -> Any:
+    from rich.tree import Tree
+
+    from confounders.base import CONFOUNDERS, PRESETS, load_builtin_confounders
+    from confounders.sampled import SAMPLED
+    from confounders.taxonomy import MICCAT
+
+    load_builtin_confounders()
+    by_path: dict[tuple[str, ...], list[str]] = {}
+    for name, cls in CONFOUNDERS.items():
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        presets = [p for p, (base, _) in PRESETS.items() if base == name]
+        extra = f" [dim](presets: {', '.join(presets)})[/dim]" if presets else ""
+        by_path.setdefault(tuple(cls.miccat), []).append(f"[green]{name}[/green] injector: {doc}{extra}")
+    for name in SAMPLED:
+        s = SAMPLED.get(name)
+        by_path.setdefault(tuple(s.miccat), []).append(f"[cyan]{name}[/cyan] sampled: {s.description}")
+
+    root = Tree(f"[bold]MICCAT[/bold] {MICCAT.description}")
+
+    def add(node: Any, cat: Any, path: tuple[str, ...]) -> None:
+        for child in cat.children:
+            p = (*path, child.name)
+            branch = node.add(f"[bold]{child.name}[/bold] [dim]{child.description}[/dim]")
+            for entry in by_path.get(p, []):
+                branch.add(entry)
+            add(branch, child, p)
+
+    add(root, MICCAT, ())
+    return root
+
+
+def confounders_command() -> None:
+    """Show the MICCAT confounder taxonomy with the registered injectors and sampled confounders."""
+    from rich.console import Console
+
+    Console().print(_tree())
+
+
+def audit_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML audit config (flags override it)."),
+    out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="Audit folder (reruns resume)."),
+    source: Optional[list[str]] = typer.Option(None, "--source", "-s", help="Source name (repeat). 'name:arch' sets the arch."),
+    confounder: Optional[list[str]] = typer.Option(None, "--confounder", help="Confounder or preset name (repeat)."),
+    p: Optional[list[float]] = typer.Option(None, "--p", help="Strength p in [0, 1] (repeat)."),
+    splits: Optional[int] = typer.Option(None, "--splits", help="Number of splits to run."),
+    data: Optional[str] = typer.Option(None, "--data", help="synthetic | dicom | nih"),
+    n: Optional[int] = typer.Option(None, "--n", help="Synthetic images."),
+    size: Optional[int] = typer.Option(None, "--size", help="Working image size (px)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="DICOM manifest (medbench ingest)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label table for --data dicom."),
+    csv_dir: Optional[Path] = typer.Option(None, "--csv-dir", help="NIH split CSV folder (,path,pid,class)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Root of relative NIH image paths."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Label/class value that is positive."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs per unit."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
+) -> None:
+    """Run (or resume) the robustness audit: sources x confounders x p x splits."""
+    from rich.console import Console
+
+    from confounders.audit import AuditConfig, run_audit
+
+    cfg = AuditConfig.from_yaml(config).to_dict() if config else AuditConfig().to_dict()
+    if source:
+        cfg["sources"] = [s if ":" not in s else {"name": s.split(":", 1)[0], "arch": s.split(":", 1)[1],
+                                                  "label": s} for s in source]
+    if confounder:
+        cfg["confounders"] = list(confounder)
+    if p:
+        cfg["ps"] = list(p)
+    if splits is not None:
+        cfg["splits"] = splits
+    d = dict(cfg["data"])
+    if data is not None and data != d.get("kind"):
+        d = {"kind": data}
+    for key, val in (("n", n), ("size", size), ("manifest", manifest), ("labels", labels),
+                     ("csv_dir", csv_dir), ("image_root", image_root), ("positive", positive)):
+        if val is not None:
+            d[key] = str(val) if isinstance(val, Path) else val
+    cfg["data"] = d
+    train = dict(cfg.get("train") or {})
+    if epochs is not None:
+        train["epochs"] = epochs
+    if device is not None:
+        train["device"] = device
+    cfg["train"] = train
+    if n_boot is not None:
+        cfg["n_boot"] = n_boot
+    result = run_audit(AuditConfig.from_dict(cfg), out)
+    console = Console()
+    cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
+    console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    console.print(f"results: {out / 'results.csv'}  report: {result.report_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``confounders`` and ``audit`` to the medbench CLI."""
+    app.command("confounders")(confounders_command)
+    app.command("audit")(audit_command)
