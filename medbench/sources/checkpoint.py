@@ -6,6 +6,8 @@ Also the ``checkpoint`` source: a local ``.pth``/``.safetensors`` state dict sav
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import pickle
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
-from medbench.sources.card import SourceCard
+from medbench.sources.card import Preprocessing, SourceCard
 from medbench.sources.registry import model_channels, register_source
 from medbench.utils.files import atomic_path
 
@@ -186,7 +188,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             meta: dict[str, str] = {}
             card = getattr(model, "card", None)
             if card is not None:
-                meta[_META_PREPROCESSING] = card.preprocessing.name
+                meta[_META_PREPROCESSING] = preprocessing_to_json(card.preprocessing)
                 backbone = getattr(model, "backbone", None)
                 arch = (getattr(backbone, "pretrained_cfg", None) or {}).get("architecture")
                 if arch:
@@ -195,6 +197,31 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         else:
             torch.save(sd, tmp)
     return p
+
+
+def preprocessing_to_json(p: Preprocessing) -> str:
+    """Serialise a preprocessing preset for a weights file's metadata."""
+    return json.dumps(dataclasses.asdict(p))
+
+
+def preprocessing_from_file(path: str | os.PathLike[str]) -> Preprocessing | None:
+    """The preprocessing recorded by :func:`save_checkpoint` in a ``.safetensors`` file, if any."""
+    raw = read_metadata(path).get(_META_PREPROCESSING)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        return Preprocessing(
+            name=str(d["name"]),
+            input_range=tuple(float(v) for v in d["input_range"]),  # type: ignore[arg-type]
+            channel_order=str(d["channel_order"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            note=str(d.get("note", "")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("%s: ignoring unreadable preprocessing metadata (%s)", path, exc)
+        return None
 
 
 def _first_conv_chans(sd: Mapping[str, torch.Tensor]) -> int | None:

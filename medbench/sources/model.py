@@ -69,7 +69,7 @@ class SourceModel(nn.Module):
     @property
     def num_features(self) -> int:
         """Dimension ``D`` of :meth:`features`."""
-        return int(getattr(self.backbone, "num_features"))
+        return int(self.backbone.num_features)
 
     @property
     def num_classes(self) -> int:

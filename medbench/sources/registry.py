@@ -129,6 +129,12 @@ def create_source(
     )
     # A loader may refine the card (e.g. mean/std read from the weights' own config).
     backbone, card = built if isinstance(built, tuple) else (built, card)
+    if preprocessing is None and weights is not None:
+        from medbench.sources.checkpoint import preprocessing_from_file
+
+        recorded = preprocessing_from_file(weights)  # written by save_checkpoint
+        if recorded is not None:
+            card = card.with_options(preprocessing=recorded)
     model_chans = first_conv_in_channels(backbone)
     model = SourceModel(backbone, card, in_chans=in_chans, model_chans=model_chans)
     logger.debug("created source %s: %s", name, model.extra_repr())

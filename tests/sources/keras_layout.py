@@ -82,7 +82,7 @@ def write_keras2_h5(path: Path, weights: dict[str, dict[str, np.ndarray]], *, sl
                 g.create_dataset(wn, data=arr)
                 wnames.append(wn.encode())
             g.attrs["weight_names"] = wnames
-        root.attrs["layer_names"] = ["input_1".encode()] + names
+        root.attrs["layer_names"] = [b"input_1"] + names
         root.create_group("input_1").attrs["weight_names"] = []
     return path
 

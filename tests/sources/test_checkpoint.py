@@ -45,7 +45,7 @@ class _Evil:
 def test_pickled_object_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.pth"
     with open(path, "wb") as f:
-        pickle.dump({"conv1.weight": _Evil()}, f)
+        pickle.dump({"conv1.weight": _Evil()}, f, protocol=2)
     with pytest.raises(InputError, match="weights_only=True") as err:
         create_source("checkpoint", arch="resnet10t", weights=path)
     assert "bad.pth" in str(err.value)

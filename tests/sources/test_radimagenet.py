@@ -14,7 +14,12 @@ from medbench.sources import create_source
 from medbench.sources.card import PREPROCESSING
 from medbench.sources.radimagenet import convert_radimagenet
 
-from .keras_layout import keras_resnet50_features, random_weights, resnet50_keras_shapes, write_keras2_h5
+from .keras_layout import (
+    keras_resnet50_features,
+    random_weights,
+    resnet50_keras_shapes,
+    write_keras2_h5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +140,18 @@ def test_unsupported_and_bad_files(tmp_path: Path) -> None:
         create_source("radimagenet", weights=tmp_path / "junk.h5")
     with pytest.raises(InputError, match="weights=PATH"):
         create_source("radimagenet")
+
+
+def test_fine_tuned_radimagenet_checkpoint_round_trip(keras2_resnet50: tuple[Path, dict], tmp_path: Path) -> None:
+    """A saved RadImageNet SourceModel (conv biases) reloads through ``checkpoint`` as Keras-v1."""
+    from medbench.sources.checkpoint import save_checkpoint
+
+    path, _ = keras2_resnet50
+    src = create_source("radimagenet", weights=path, num_classes=2)
+    saved = save_checkpoint(src, tmp_path / "ft.safetensors")
+    back = create_source("checkpoint", arch="resnet50", weights=saved, num_classes=2)  # preprocessing from metadata
+    assert back.card.preprocessing == src.card.preprocessing
+    assert back.backbone.layer2[0].conv1.stride == (2, 2) and back.backbone.layer2[0].conv2.stride == (1, 1)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(src(x), back(x))
