@@ -1,0 +1,115 @@
+"""Radial spectra, gradient spectra, alignment and the frequency-shortcut experiment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medbench.errors import InputError
+from transferability.spectral import (BANDS, artifact_spectrum, band_limited_pattern, input_gradient_spectrum,
+                                      input_gradients, plot_spectra, power_spectrum_2d, radial_psd,
+                                      spectral_alignment, weight_gradient_spectrum)
+
+
+def test_radial_psd_peaks_at_the_frequency_of_a_cosine() -> None:
+    n = 64
+    yy, xx = np.mgrid[:n, :n]
+    for k in (3, 10, 25):
+        img = np.cos(2 * np.pi * k * xx / n)
+        s = radial_psd(img)
+        assert s.freqs[np.argmax(s.power)] == pytest.approx(k / n)
+        assert len(s.freqs) == n // 2 + 1 and s.freqs[-1] == 0.5
+
+
+def test_power_spectrum_obeys_parseval() -> None:
+    x = np.random.default_rng(0).standard_normal((3, 20, 24))
+    assert power_spectrum_2d(x).sum() == pytest.approx(np.mean(np.sum(x**2, axis=(1, 2))), rel=1e-10)
+
+
+@pytest.mark.parametrize("band", list(BANDS))
+def test_band_pattern_energy_lies_in_its_band(band: str) -> None:
+    p = band_limited_pattern(64, band, seed=1)
+    assert np.abs(p).max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(p, band_limited_pattern(64, band, seed=1))
+    s = radial_psd(p)
+    lo, hi = BANDS[band]
+    inside = (s.freqs >= lo - 1 / 64) & (s.freqs <= hi + 1 / 64)
+    assert s.normalised()[inside].sum() > 0.99
+
+
+def test_alignment_is_one_for_same_shape_and_small_across_bands() -> None:
+    low, high = (radial_psd(band_limited_pattern(64, b)) for b in ("low", "high"))
+    assert spectral_alignment(low, low) == pytest.approx(1.0)
+    assert spectral_alignment(low, high) < 0.05
+    assert spectral_alignment(low, high) == pytest.approx(spectral_alignment(high, low))
+    # a different image size is put on the same frequency grid
+    low32 = radial_psd(band_limited_pattern(128, "low"))
+    assert spectral_alignment(low, low32) > 0.8
+
+
+def test_artifact_spectrum_of_confounded_minus_clean() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.random((4, 32, 32))
+    pat = band_limited_pattern(32, "mid")
+    s = artifact_spectrum(clean + 0.1 * pat, clean)
+    np.testing.assert_allclose(s.power, radial_psd(0.1 * pat).power, rtol=1e-9, atol=1e-15)
+    with pytest.raises(InputError):
+        artifact_spectrum(clean, clean[:, :16])
+
+
+def test_input_gradients_of_a_linear_softmax_model_match_the_closed_form() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 3)).double()
+    x = torch.rand(5, 2, 8, 8, dtype=torch.float64)
+    y = np.array([0, 1, 2, 1, 0])
+    g = input_gradients(model, x, y)
+    w = model[1].weight.detach()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    delta = p - torch.nn.functional.one_hot(torch.as_tensor(y), 3).double()
+    expected = (delta @ w).reshape(5, 2, 8, 8).sum(1).numpy()  # d CE / d x = W^T (p - onehot)
+    np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_gradient_spectra_pretrained_differ_from_random(lite0_pair) -> None:
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = np.arange(8) % 2
+    spec = {name: input_gradient_spectrum(m, x, y, objective="norm") for name, m in lite0_pair.items()}
+    for s in spec.values():
+        assert np.all(np.isfinite(s.power)) and s.power[1:].sum() > 0
+    assert spectral_alignment(spec["pretrained"], spec["random"]) < 0.99
+    assert abs(spec["pretrained"].centroid() - spec["random"].centroid()) > 0.005
+    w = {name: weight_gradient_spectrum(m, x, y, objective="norm", pad=16) for name, m in lite0_pair.items()}
+    assert len(w["random"].freqs) == 9
+    assert not np.allclose(w["pretrained"].normalised(), w["random"].normalised(), rtol=0.05)
+    fig = plot_spectra({**spec, "low band": radial_psd(band_limited_pattern(32, "low"))}, title="lite0")
+    assert len(fig.axes[0].lines) == 3
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=2),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+
+@pytest.mark.slow
+def test_frequency_shortcut_experiment_detects_the_shortcut() -> None:
+    from transferability.shortcut import frequency_shortcut_experiment
+
+    kw = dict(bands=("low", "high"), n_train=64, n_test=48, size=32, epochs=5, amplitude=0.5, lr=1e-2,
+              loss_threshold=0.66, seed=0)
+    res = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
+    t = res.table.set_index("band")
+    assert list(t.index) == ["low", "high"]
+    assert len(res.curves) == 2 * 5 * 4  # bands x epochs x steps per epoch
+    # the pattern marks the positives: moving it to the negatives must hurt
+    assert (t["auc_drop"] > 0.3).all()
+    assert (t["ood_auc"] < 0.5).all()
+    assert np.isfinite(t.loc["high", "steps_to_loss"])
+    # training pulls the gradient spectrum towards the low-band pattern
+    assert t.loc["low", "align_after"] > t.loc["low", "align_before"]
+    assert set(res.spectra) == {("tiny", b, s) for b in ("low", "high") for s in ("before", "after")}
+    # deterministic
+    again = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
+    np.testing.assert_array_equal(again.table["iid_auc"], res.table["iid_auc"])

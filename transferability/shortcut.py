@@ -1,0 +1,194 @@
+"""Frequency-shortcut experiment: how fast and how strongly does each source latch on to a
+band-limited pattern that marks one class?
+
+Protocol (after Source Matters / Lu et al. 2024, kept CPU-sized): synthetic chest radiographs
+(``medbench.data.synthetic.make_cxr``, label = lesion) at ``size`` px; a band-limited pattern
+(low / mid / high band, :func:`transferability.spectral.band_limited_pattern`) is added with
+amplitude ``amplitude`` to every positive training and i.i.d.-test image; in the o.o.d. test it
+is added to every negative and to no positive. Each source is fine-tuned (Adam, cross-entropy,
+fixed seeds) for ``epochs`` epochs, one fresh model per band.
+
+Reported per (source, band): ``steps_to_loss`` / ``epochs_to_loss`` (first step at which the
+mean training loss over the last ``window`` steps is below ``loss_threshold``; NaN if never),
+``steps_to_acc`` (same for the running training accuracy reaching ``acc_threshold``), i.i.d. and
+o.o.d. AUC and their difference ``auc_drop`` (how strongly the pattern is used), and the
+alignment of the model's input-gradient spectrum (before and after training) with the
+pattern's spectrum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medbench.errors import InputError
+from medbench.utils.rng import derive_seed, numpy_rng
+from transferability.spectral import (BANDS, Spectrum, band_limited_pattern, input_gradient_spectrum,
+                                      radial_psd, spectral_alignment)
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[[], nn.Module]
+
+
+@dataclass
+class ShortcutResult:
+    """Outputs of :func:`frequency_shortcut_experiment`.
+
+    Attributes:
+        table: One row per (source, band) with the speed/strength figures.
+        curves: Per-step training loss and accuracy (source, band, step, loss, acc).
+        spectra: (source, band, "before"|"after") -> input-gradient spectrum.
+        pattern_spectra: band -> spectrum of the pattern.
+    """
+
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    spectra: dict[tuple[str, str, str], Spectrum] = field(default_factory=dict)
+    pattern_spectra: dict[str, Spectrum] = field(default_factory=dict)
+
+
+def _factories(sources: Mapping[str, ModelFactory] | Sequence[str], arch: str) -> dict[str, ModelFactory]:
+    if isinstance(sources, Mapping):
+        return dict(sources)
+    from medbench.sources import create_source
+
+    def make(name: str) -> ModelFactory:
+        kw: dict[str, Any] = {"num_classes": 2, "in_chans": 1}
+        if name in ("random", "imagenet"):
+            kw["arch"] = arch
+        return lambda: create_source(name, **kw)
+
+    return {name: make(name) for name in sources}
+
+
+def _first_below(values: np.ndarray, threshold: float, window: int, above: bool = False) -> float:
+    if len(values) < window:
+        return float("nan")
+    run = np.convolve(values, np.ones(window) / window, mode="valid")
+    hit = np.flatnonzero(run >= threshold if above else run < threshold)
+    return float(hit[0] + window) if hit.size else float("nan")
+
+
+def _auc(model: nn.Module, x: torch.Tensor, y: np.ndarray, device: Any, batch_size: int) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    with torch.no_grad():
+        p = torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1)[:, 1].cpu()
+                       for i in range(0, len(x), batch_size)])
+    return float(roc_auc_score(y, p.numpy()))
+
+
+def frequency_shortcut_experiment(
+    sources: Mapping[str, ModelFactory] | Sequence[str],
+    *,
+    bands: Sequence[str] = ("low", "mid", "high"),
+    n_train: int = 96,
+    n_test: int = 64,
+    size: int = 64,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    amplitude: float = 0.15,
+    loss_threshold: float = 0.3,
+    acc_threshold: float = 0.9,
+    window: int = 5,
+    arch: str = "resnet18",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> ShortcutResult:
+    """Run the experiment for every source and band (see the module docstring).
+
+    Args:
+        sources: Source names for ``medbench.sources.create_source`` (2-class head, grey input;
+            "random"/"imagenet" use ``arch``) or a mapping name -> zero-argument model factory.
+        bands: Bands of :data:`transferability.spectral.BANDS`.
+        n_train: Training images; ``n_test`` images in each test set.
+        size: Image size in pixels.
+        epochs: Training epochs.
+        batch_size: Batch size.
+        lr: Adam learning rate.
+        amplitude: Pattern amplitude added to the [0, 1] images (then clipped).
+        loss_threshold: Training-loss level that counts as "latched on".
+        acc_threshold: Training-accuracy level for ``steps_to_acc``.
+        window: Steps in the running mean of loss/accuracy.
+        arch: Architecture for "random"/"imagenet" sources.
+        seed: Seeds data, model initialisation (locally, via ``torch.random.fork_rng``) and order.
+        device: Where to train.
+    """
+    from medbench.data.synthetic import make_cxr
+
+    for b in bands:
+        if b not in BANDS:
+            raise InputError(f"bands: {b!r} is not one of {list(BANDS)}")
+    factories = _factories(sources, arch)
+    images, meta = make_cxr(n_train + 2 * n_test, size=size, seed=seed)
+    y_all = meta["label"].to_numpy().astype(np.int64)
+    if len(np.unique(y_all[:n_train])) < 2 or len(np.unique(y_all[n_train:])) < 2:
+        raise InputError("the synthetic data drew a single class; raise n_train/n_test")
+    tr, iid, ood = slice(0, n_train), slice(n_train, n_train + n_test), slice(n_train + n_test, None)
+    rows, curves = [], []
+    result = ShortcutResult(pd.DataFrame(), pd.DataFrame())
+    for band in bands:
+        pattern = band_limited_pattern(size, band, seed=seed)
+        result.pattern_spectra[band] = radial_psd(pattern)
+
+        def with_pattern(sl: slice, mark: np.ndarray) -> torch.Tensor:
+            x = images[sl] + amplitude * pattern[None] * mark[:, None, None]
+            return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))[:, None]
+
+        x_tr = with_pattern(tr, y_all[tr] == 1)
+        x_iid = with_pattern(iid, y_all[iid] == 1)
+        x_ood = with_pattern(ood, y_all[ood] == 0)
+        y_tr = torch.from_numpy(y_all[tr])
+        for name, factory in factories.items():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "shortcut-init", name))
+                model = factory()
+            model.to(device)
+            before = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            losses, accs = [], []
+            for epoch in range(epochs):
+                model.train()
+                order = numpy_rng(seed, "shortcut-order", epoch).permutation(n_train)
+                for i in range(0, n_train, batch_size):
+                    idx = torch.as_tensor(order[i:i + batch_size])
+                    xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
+                    out = model(xb)
+                    loss = nn.functional.cross_entropy(out, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                    accs.append(float((out.argmax(1) == yb).float().mean()))
+            after = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)
+            result.spectra[(name, band, "before")] = before
+            result.spectra[(name, band, "after")] = after
+            steps_per_epoch = -(-n_train // batch_size)
+            s_loss = _first_below(np.array(losses), loss_threshold, window)
+            auc_iid = _auc(model, x_iid, y_all[iid], device, 2 * batch_size)
+            auc_ood = _auc(model, x_ood, y_all[ood], device, 2 * batch_size)
+            rows.append({
+                "source": name, "band": band, "steps_to_loss": s_loss,
+                "epochs_to_loss": s_loss / steps_per_epoch,
+                "steps_to_acc": _first_below(np.array(accs), acc_threshold, window, above=True),
+                "final_loss": float(np.mean(losses[-window:])), "iid_auc": auc_iid, "ood_auc": auc_ood,
+                "auc_drop": auc_iid - auc_ood,
+                "align_before": spectral_alignment(before, result.pattern_spectra[band]),
+                "align_after": spectral_alignment(after, result.pattern_spectra[band]),
+            })
+            curves += [{"source": name, "band": band, "step": k + 1, "loss": lo_, "acc": ac}
+                       for k, (lo_, ac) in enumerate(zip(losses, accs))]
+            log.info("shortcut %s/%s: iid AUC %.3f, ood AUC %.3f", name, band, auc_iid, auc_ood)
+    result.table = pd.DataFrame(rows)
+    result.curves = pd.DataFrame(curves)
+    return result
