@@ -82,7 +82,11 @@ class DicomImage:
 
 
 def read_header(
-    path: str | os.PathLike[str], *, defer_size: int | str | None = "1 KB", keywords: list[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    defer_size: int | str | None = "1 KB",
+    keywords: list[str] | None = None,
+    fmt: str | None = None,
 ) -> Dataset:
     """Read a DICOM header without loading large values (pixel data stays on disk).
 
@@ -93,6 +97,7 @@ def read_header(
         defer_size: Values larger than this stay on disk (pydicom ``defer_size``).
         keywords: Keep only these elements (plus the image-module and pixel elements that
             :func:`check_pixel_data` needs); ``None`` keeps all.
+        fmt: The file's :func:`medbench.io.sniff.sniff` result when already known.
 
     Raises:
         DicomReadError: ``not_dicom``, ``truncated`` (file ends inside the header) or
@@ -102,13 +107,17 @@ def read_header(
     if keywords is not None:
         wanted = {*keywords, *_REQUIRED_IMAGE_TAGS, *_CHECK_KEYWORDS}
         tags = sorted({int(pydicom.datadict.tag_for_keyword(k)) for k in wanted} | set(_PIXEL_TAGS))
-    return _read(path, defer_size=defer_size, specific_tags=tags)
+    return _read(path, defer_size=defer_size, specific_tags=tags, fmt=fmt)
 
 
 def _read(
-    path: str | os.PathLike[str], *, defer_size: int | str | None = None, specific_tags: list[int] | None = None
+    path: str | os.PathLike[str],
+    *,
+    defer_size: int | str | None = None,
+    specific_tags: list[int] | None = None,
+    fmt: str | None = None,
 ) -> Dataset:
-    fmt = sniff(path)
+    fmt = fmt or sniff(path)
     if fmt not in ("dicom", "dicom_raw"):
         raise DicomReadError(path, "not_dicom", f"not a DICOM file (looks like {fmt})")
     with warnings.catch_warnings(record=True) as caught:

@@ -116,8 +116,8 @@ def _spacing(ds: Any) -> tuple[float, float]:
     return math.nan, math.nan
 
 
-def _dicom_row(path: str, decode: bool) -> dict[str, Any]:
-    ds = read_header(path, keywords=_HEADER_KEYWORDS)
+def _dicom_row(path: str, decode: bool, fmt: str) -> dict[str, Any]:
+    ds = read_header(path, keywords=_HEADER_KEYWORDS, fmt=fmt)
     ts = check_pixel_data(ds, path)
     frames = 1
     try:
@@ -193,7 +193,7 @@ def scan_file(path: str, decode: bool = False) -> dict[str, Any]:
             if fmt in RASTER_FORMATS:
                 return _raster_row(path, fmt, decode)
             if fmt in ("dicom", "dicom_raw"):
-                return _dicom_row(path, decode)
+                return _dicom_row(path, decode, fmt)
             raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
     except DicomReadError as exc:
         return _quarantine(path, exc.reason, exc.detail, fmt)

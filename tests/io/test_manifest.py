@@ -173,3 +173,19 @@ def test_parse_age() -> None:
     assert parse_age("014D") == pytest.approx(14 / 365.25)
     assert parse_age("58") == 58.0
     assert np.isnan(parse_age("")) and np.isnan(parse_age(None)) and np.isnan(parse_age("abcY"))
+
+
+def test_executor_and_scheduler_reach_map_items(messy_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medbench.io.manifest as manifest_module
+
+    seen: dict[str, object] = {}
+    real = manifest_module.map_items
+
+    def spy(fn, items, **kwargs):
+        seen.update(kwargs)
+        return real(fn, items, workers=1, progress=False)
+
+    monkeypatch.setattr(manifest_module, "map_items", spy)
+    result = scan(messy_folder, workers=3, executor="dask", scheduler="tcp://10.0.0.1:8786", progress=False)
+    assert seen["executor"] == "dask" and seen["scheduler"] == "tcp://10.0.0.1:8786" and seen["workers"] == 3
+    assert len(result.manifest) == 2
