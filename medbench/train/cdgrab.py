@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from medbench.errors import InputError
-from medbench.train.grab import BALANCE_DTYPE, SlotOrder, gradient_rows, pair_balance
+from medbench.train.grab import BALANCE_DTYPE, GradientSource, SlotOrder, pair_balance
 from medbench.train.hooks import ORDERINGS
 from medbench.train.sketch import CountSketch
 from medbench.utils.rng import torch_generator
@@ -132,6 +132,7 @@ class CDGraBSampler(Sampler[int]):
         sketch_dim: Count-sketch dimension (None: exact gradients); also bounds all_gather traffic.
         grad_params: fnmatch patterns of the parameters to balance on (None: all).
         chunk_size: vmap chunk size for per-example gradients.
+        method: "auto", "vmap" or "tap" (see :class:`~medbench.train.grab.GraBSampler`).
         group: torch.distributed process group (None: the default group).
     """
 
@@ -140,7 +141,8 @@ class CDGraBSampler(Sampler[int]):
     def __init__(
         self, dataset_size: int, seed: int = 0, *, rank: int | None = None,
         world_size: int | None = None, sketch_dim: int | None = 1024,
-        grad_params: Sequence[str] | None = None, chunk_size: int | None = None, group: Any = None,
+        grad_params: Sequence[str] | None = None, chunk_size: int | None = None,
+        method: str = "auto", group: Any = None,
     ) -> None:
         ready = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = int(rank if rank is not None else (torch.distributed.get_rank(group) if ready else 0))
@@ -153,6 +155,8 @@ class CDGraBSampler(Sampler[int]):
         self.grad_params = list(grad_params) if grad_params is not None else None
         self.chunk_size = chunk_size
         self.sketch = CountSketch(sketch_dim, seed) if sketch_dim else None
+        self.source = GradientSource(sketch=self.sketch, grad_params=self.grad_params,
+                                     chunk_size=chunk_size, method=method)
         self.shard = shard_indices(int(dataset_size), self.world_size, self.seed)[self.rank]
         self._pos = {i: q for q, i in enumerate(self.shard)}
         self.local = first_local_order(len(self.shard), self.seed, self.rank)
@@ -178,9 +182,7 @@ class CDGraBSampler(Sampler[int]):
         inputs: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | Sequence[int],
     ) -> None:
         t0 = time.perf_counter()
-        rows = gradient_rows(model, loss_fn, inputs, targets, sketch=self.sketch,
-                             grad_params=self.grad_params, chunk_size=self.chunk_size)
-        self.step(rows, indices)
+        self.step(self.source.rows(model, loss_fn, inputs, targets), indices)
         self._observe_seconds += time.perf_counter() - t0
 
     def step(self, rows: torch.Tensor, indices: torch.Tensor | Sequence[int]) -> None:
@@ -216,4 +218,5 @@ class CDGraBSampler(Sampler[int]):
         return {"order": self.name, "world_size": self.world_size,
                 "sketch_dim": self.sketch.k if self.sketch else None,
                 "epochs_balanced": self.epochs_balanced,
+                "batches_by_method": dict(self.source.batches_by_method),
                 "observe_seconds": round(self._observe_seconds, 3)}

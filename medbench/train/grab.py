@@ -115,6 +115,52 @@ def to_rows(grads: dict[str, torch.Tensor], sketch: CountSketch | None) -> torch
     return flatten_grads(grads)
 
 
+class GradientSource:
+    """Per-example gradient rows for ``observe``: tap or vmap, then count-sketch (see GraBSampler)."""
+
+    def __init__(
+        self, *, sketch: CountSketch | None, grad_params: Sequence[str] | None,
+        chunk_size: int | None, method: str = "auto",
+    ) -> None:
+        if method not in ("auto", "vmap", "tap"):
+            raise InputError(f"method={method!r} is not known: use 'auto', 'vmap' or 'tap'")
+        self.sketch, self.grad_params, self.chunk_size, self.method = sketch, grad_params, chunk_size, method
+        self._tap: GradTap | None = None
+        self._tap_model: int | None = None
+        self.batches_by_method = {"vmap": 0, "tap": 0}
+
+    def rows(
+        self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        inputs: torch.Tensor, targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, d)`` rows of the batch just trained on (parameters as in its forward)."""
+        if self.method != "vmap" and self._tap_model != id(model):
+            self.close()
+            self._tap, self._tap_model = GradTap(model, self.grad_params), id(model)
+            if self._tap.supported:
+                self._tap.attach()
+            elif self.method == "tap":
+                raise InputError(
+                    "method='tap' covers Linear/Conv2d parameters only: restrict grad_params to "
+                    "them or use method='vmap'"
+                )
+            else:
+                logger.info("balanced parameters outside Linear/Conv2d layers: using vmap")
+                self._tap = None
+        if self._tap is not None and self._tap.ready(inputs):
+            self.batches_by_method["tap"] += 1
+            return to_rows(self._tap.grads(), self.sketch)
+        self.batches_by_method["vmap"] += 1
+        return gradient_rows(model, loss_fn, inputs, targets, sketch=self.sketch,
+                             grad_params=self.grad_params, chunk_size=self.chunk_size)
+
+    def close(self) -> None:
+        """Remove the hooks from the model."""
+        if self._tap is not None:
+            self._tap.detach()
+        self._tap, self._tap_model = None, None
+
+
 @ORDERINGS.register("grab")
 class GraBSampler(Sampler[int]):
     """Online gradient balancing sampler (mean balance with the stale mean).
@@ -153,8 +199,6 @@ class GraBSampler(Sampler[int]):
         chunk_size: int | None = None,
         method: str = "auto",
     ) -> None:
-        if method not in ("auto", "vmap", "tap"):
-            raise InputError(f"method={method!r} is not known: use 'auto', 'vmap' or 'tap'")
         if int(dataset_size) < 1:
             raise InputError(f"dataset_size must be >= 1, got {dataset_size!r}")
         balance = balance or self.default_balance
@@ -168,11 +212,9 @@ class GraBSampler(Sampler[int]):
         self.granularity = int(granularity)
         self.grad_params = list(grad_params) if grad_params is not None else None
         self.chunk_size = chunk_size
-        self.method = method
-        self._tap: GradTap | None = None
-        self._tap_model: int | None = None
-        self.batches_by_method = {"vmap": 0, "tap": 0}
         self.sketch = CountSketch(sketch_dim, seed) if sketch_dim else None
+        self.source = GradientSource(sketch=self.sketch, grad_params=self.grad_params,
+                                     chunk_size=chunk_size, method=method)
         self._make_units()
         self.epoch = 0
         self._order: list[int] = self._random_order(0)
@@ -241,36 +283,9 @@ class GraBSampler(Sampler[int]):
     ) -> None:
         """Compute (sketched) per-example gradients of a visited batch and balance them."""
         t0 = time.perf_counter()
-        self.step(self._rows(model, loss_fn, inputs, targets), indices)
+        self.step(self.source.rows(model, loss_fn, inputs, targets), indices)
         self._observe_seconds += time.perf_counter() - t0
         self._observe_calls += 1
-
-    def _rows(
-        self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        inputs: torch.Tensor, targets: torch.Tensor,
-    ) -> torch.Tensor:
-        if self.method != "vmap" and self._tap_model != id(model):
-            if self._tap is not None:
-                self._tap.detach()
-            self._tap, self._tap_model = GradTap(model, self.grad_params), id(model)
-            if self._tap.supported:
-                self._tap.attach()
-            elif self.method == "tap":
-                raise InputError(
-                    "method='tap' covers Linear/Conv2d parameters only: restrict grad_params to "
-                    "them or use method='vmap'"
-                )
-            else:
-                logger.info("GraB: balanced parameters outside Linear/Conv2d; using vmap")
-                self._tap = None
-        if self._tap is not None and self._tap.ready(inputs.shape[0]):
-            self.batches_by_method["tap"] += 1
-            return to_rows(self._tap.grads(), self.sketch)
-        self.batches_by_method["vmap"] += 1
-        return gradient_rows(
-            model, loss_fn, inputs, targets,
-            sketch=self.sketch, grad_params=self.grad_params, chunk_size=self.chunk_size,
-        )
 
     def step(self, grads: torch.Tensor, indices: torch.Tensor | Sequence[int]) -> None:
         """Balance gradient rows ``(B, d)`` of the examples ``indices`` (in visit order)."""
@@ -378,8 +393,8 @@ class GraBSampler(Sampler[int]):
             "balanced_dim": self.grad_dim,
             "granularity": self.granularity,
             "grad_params": self.grad_params,
-            "method": self.method,
-            "batches_by_method": dict(self.batches_by_method),
+            "method": self.source.method,
+            "batches_by_method": dict(self.source.batches_by_method),
             "epochs_balanced": self.epochs_balanced,
             "observe_seconds": round(self._observe_seconds, 3),
             "observe_calls": self._observe_calls,

@@ -123,6 +123,7 @@ class GradTap:
         self.supported = covered == set(chosen)
         self._store: dict[str, list[torch.Tensor | None]] = {}
         self._handles: list[Any] = []
+        self._root_input: torch.Tensor | None = None
 
     @staticmethod
     def _supported(mod: nn.Module) -> bool:
@@ -135,6 +136,7 @@ class GradTap:
         """Register the hooks (idempotent)."""
         if self._handles:
             return
+        self._handles.append(self.model.register_forward_pre_hook(self._root_hook))
         for name, mod in self.layers.items():
             self._handles.append(mod.register_forward_hook(self._forward_hook(name)))
 
@@ -143,6 +145,12 @@ class GradTap:
             h.remove()
         self._handles = []
         self._store = {}
+        self._root_input = None
+
+    def _root_hook(self, mod: nn.Module, args: tuple[Any, ...]) -> None:
+        if torch.is_grad_enabled() and mod.training and args:
+            self._root_input = args[0]
+            self._store = {}
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
@@ -158,8 +166,11 @@ class GradTap:
 
         return hook
 
-    def ready(self, batch: int) -> bool:
-        """True when every tapped layer saw a forward and backward of a ``batch``-example batch."""
+    def ready(self, inputs: torch.Tensor) -> bool:
+        """True when the last training forward (and its backward) was on exactly ``inputs``."""
+        if self._root_input is not inputs:
+            return False
+        batch = inputs.shape[0]
         for name in self.layers:
             slot = self._store.get(name)
             if slot is None or slot[1] is None or slot[0] is None or slot[0].shape[0] != batch:
@@ -189,4 +200,5 @@ class GradTap:
             if b_name is not None:
                 out[b_name] = gb * batch
         self._store = {}
+        self._root_input = None
         return out

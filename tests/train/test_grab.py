@@ -231,7 +231,7 @@ def test_grad_tap_equals_vmap_per_example_grads() -> None:
     with torch.no_grad():
         net(x[:2])  # an evaluation pass is ignored
     nn.CrossEntropyLoss()(net(x), y).backward()
-    assert tap.ready(5)
+    assert tap.ready(x) and not tap.ready(x.clone())  # only the batch that was trained on
     got = tap.grads()
     ref = per_example_grads(net, nn.CrossEntropyLoss(), x, y)
     assert set(got) == set(ref)
@@ -253,13 +253,17 @@ def test_sampler_uses_tap_after_first_batch() -> None:
         order = list(s)
         for k in range(0, 12, 4):
             idx = torch.tensor(order[k : k + 4])
+            xb, yb = x[idx], y[idx]
             net.zero_grad()
-            loss_fn(net(x[idx]), y[idx]).backward()
-            s.observe(net, loss_fn, x[idx], y[idx], idx)
+            loss_fn(net(xb), yb).backward()
+            s.observe(net, loss_fn, xb, yb, idx)
         s.end_epoch()
         rows[method] = (list(s), s.summary()["batches_by_method"], s.m_prev)
-        if s._tap is not None:
-            s._tap.detach()
+        if method == "tap":  # a batch other than the one just trained on falls back to vmap
+            s.set_epoch(1)
+            s.observe(net, loss_fn, x[:4], y[:4], torch.arange(4))
+            assert s.summary()["batches_by_method"] == {"vmap": 2, "tap": 2}
+        s.source.close()
     assert rows["tap"][1] == {"vmap": 1, "tap": 2} and rows["vmap"][1] == {"vmap": 3, "tap": 0}
     assert rows["tap"][0] == rows["vmap"][0]  # same gradients -> same next order
     assert torch.allclose(rows["tap"][2], rows["vmap"][2], atol=1e-5)

@@ -12,7 +12,13 @@ from torch import nn
 
 from medbench.errors import InputError
 from medbench.train.hooks import SPARSITY, load_builtin_entries
-from medbench.train.nm_mask import eligible_layers, group_nonzeros, nm_mask, parse_pattern, satisfies_nm
+from medbench.train.nm_mask import (
+    eligible_layers,
+    group_nonzeros,
+    nm_mask,
+    parse_pattern,
+    satisfies_nm,
+)
 from medbench.train.sparsity import (
     ASPHook,
     SRSTEHook,
