@@ -245,6 +245,12 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
             imgs = inject(conf, imgs, [uids_all[i] for i in rows], mask)
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
 
+    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
+    idx = dict(idx)
+    if len(idx["train"]) % tcfg.batch_size == 1 and len(idx["train"]) > 1:
+        # a last batch of one image breaks BatchNorm in training mode: leave one image out
+        logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(idx["train"]))
+        idx["train"] = idx["train"][:-1]
     sets = {}
     masks = {}
     for s in ("train", "val", "test"):
@@ -259,7 +265,6 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     name, kw = _spec_kw(unit.source)
     torch.manual_seed(cfg.seed + unit.split)  # head init; fit re-seeds its own training RNG
     model = create_source(name, num_classes=2, in_chans=1, drop_rate=cfg.drop_rate, **kw)
-    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
     res = fit(model, sets["train"], sets["val"], tcfg, run_dir,
               run_info={"audit_unit": unit.uid, "p": unit.p})
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
@@ -294,7 +299,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     metrics = ["auc_iid", "auc_ood", "auc_clean", "gap"]
     g = results.groupby(["source", "confounder", "p"], sort=True)[metrics]
     mean, sd = g.mean(), g.std(ddof=1)
-    out = mean.join(sd, rsuffix="_sd").join(g.size().rename("n_splits"))
+    out = mean.join(sd.add_suffix("_sd")).join(g.size().rename("n_splits"))
     return out.reset_index()
 
 

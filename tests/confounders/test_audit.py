@@ -1,0 +1,244 @@
+"""The robustness audit: artifact selection, splits, loaders, statistics, resume, CLI, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from confounders import audit as audit_mod
+from confounders.audit import (
+    AuditConfig,
+    compare_sources,
+    inject,
+    run_audit,
+    select_confounded,
+    summarise,
+)
+from confounders.audit_data import AuditData, find_split_csvs, load_nih_splits, patient_kfold
+from confounders.audit_report import plain_summary
+from confounders.base import create_confounder
+from medbench.errors import InputError, UnknownNameError
+
+TINY_SOURCE = {"name": "random", "arch": "test_resnet", "label": "tiny"}
+
+
+def _meta(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"uid": [f"u{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                         "label": rng.integers(0, 2, n)})
+
+
+def test_select_confounded_exact_nested_and_positive_only() -> None:
+    meta = _meta()
+    n_pos = int(meta.label.sum())
+    prev = np.zeros(len(meta), bool)
+    for p in (0.0, 0.1, 0.2, 0.5, 0.8, 1.0):
+        m = select_confounded(meta, p, key="tag", seed=0)
+        assert m.sum() == round(p * n_pos)
+        assert (meta.label[m] == 1).all()
+        assert (m | ~prev).all(), "the set at a larger p contains the one at a smaller p"
+        prev = m
+        assert np.array_equal(m, select_confounded(meta.sample(frac=1, random_state=1).sort_index(), p, key="tag", seed=0))
+    assert not np.array_equal(select_confounded(meta, 0.5, key="tag", seed=0),
+                              select_confounded(meta, 0.5, key="tag", seed=1))
+
+
+def test_inject_touches_only_masked_rows() -> None:
+    imgs = torch.full((6, 1, 32, 32), 0.3)
+    mask = np.array([1, 0, 1, 0, 0, 1], bool)
+    out = inject(create_confounder("tag", size=300), imgs, [f"u{i}" for i in range(6)], mask)
+    changed = (out != imgs).flatten(1).any(1).numpy()
+    assert np.array_equal(changed, mask)
+
+
+def test_patient_kfold_is_grouped_and_covers_everything() -> None:
+    meta = _meta(101)
+    folds = patient_kfold(meta, k=5, val_fraction=0.2, seed=3)
+    tests = np.concatenate([f["test"] for f in folds])
+    assert sorted(tests) == list(range(101))
+    for f in folds:
+        pats = {s: set(meta.patient_id.iloc[f[s]]) for s in ("train", "val", "test")}
+        assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"]) and not (pats["val"] & pats["test"])
+        assert len(f["train"]) + len(f["val"]) + len(f["test"]) == 101
+
+
+def test_config_validation_and_yaml(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="p must"):
+        AuditConfig(ps=[0.5, 1.2])
+    with pytest.raises(UnknownNameError, match="did you mean 'paper-tag'"):
+        AuditConfig(confounders=["paper-tog"])
+    with pytest.raises(InputError, match="did you mean 'splits'"):
+        AuditConfig.from_dict({"split": 3})
+    with pytest.raises(InputError, match="data kind"):
+        AuditConfig(data={"kind": "nhi"})
+    cfg_file = tmp_path / "audit.yaml"
+    cfg_file.write_text("sources: [random, {name: random, arch: resnet18, label: r18}]\n"
+                        "confounders: [paper-lowpass, {name: tag, size: 128}]\nps: [1, 0, 0.5]\nsplits: 2\n")
+    cfg = AuditConfig.from_yaml(cfg_file)
+    assert cfg.ps == [0.0, 0.5, 1.0] and cfg.splits == 2
+    assert [u.uid for u in audit_mod.units(cfg, 1)][:3] == [
+        "random__paper-lowpass__p0.000__s0", "random__paper-lowpass__p0.500__s0", "random__paper-lowpass__p1.000__s0"]
+    assert len(audit_mod.units(cfg, 2)) == 2 * 2 * 3 * 2
+
+
+def _fake_results() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for src, base in (("A", 0.3), ("B", 0.6)):
+        for p in (0.0, 0.5, 1.0):
+            for s in range(4):
+                ood = base + 0.5 * (1 - p) * (1 - base) + rng.normal(0, 0.02)
+                rows.append({"source": src, "confounder": "tag", "p": p, "split": s, "auc_iid": 0.8 + 0.2 * p,
+                             "auc_ood": ood, "auc_clean": 0.75 + rng.normal(0, 0.01), "gap": 0.8 + 0.2 * p - ood})
+    return pd.DataFrame(rows)
+
+
+def test_summary_and_source_comparison_match_scipy() -> None:
+    res = _fake_results()
+    summ = summarise(res)
+    g = res[(res.source == "A") & (res.p == 0.5)]
+    row = summ[(summ.source == "A") & (summ.p == 0.5)].iloc[0]
+    assert row.auc_ood == pytest.approx(g.auc_ood.mean()) and row.auc_ood_sd == pytest.approx(g.auc_ood.std(ddof=1))
+    assert row.n_splits == 4
+    comp = compare_sources(res)
+    c = comp[comp.p == 0.5].iloc[0]
+    a = res[(res.source == "A") & (res.p == 0.5)].sort_values("split").auc_ood.to_numpy()
+    b = res[(res.source == "B") & (res.p == 0.5)].sort_values("split").auc_ood.to_numpy()
+    assert c.p_ttest == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert c.mean_diff == pytest.approx((a - b).mean())
+    # exact sign-flip permutation over 4 splits: all 16 flips
+    d = a - b
+    t_obs = d.mean() / (d.std(ddof=1) / 2)
+    flips = np.array([[1 - 2 * ((k >> j) & 1) for j in range(4)] for k in range(16)])
+    tn = (flips * d).mean(1) / ((flips * d).std(1, ddof=1) / 2)
+    assert c.p_perm == pytest.approx(np.mean(np.abs(tn) >= abs(t_obs) - 1e-12))
+    lines = plain_summary(summ)
+    assert any(line.startswith("A's o.o.d. AUC goes from") and "learned the tag" in line for line in lines)
+
+
+def test_nih_split_csv_loader(tmp_path: Path) -> None:
+    from PIL import Image
+
+    imgdir = tmp_path / "images"
+    imgdir.mkdir()
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(12):
+        arr = (rng.random((40, 40)) * 255).astype(np.uint8)
+        name = f"{i:08d}_000.png"
+        Image.fromarray(arr).save(imgdir / name)
+        names.append(name)
+    for k in range(2):
+        d = tmp_path / "csv" / f"split_{k}"
+        d.mkdir(parents=True)
+        order = np.roll(np.arange(12), 4 * k)
+        for s, rows in (("train", order[:6]), ("val", order[6:8]), ("test", order[8:])):
+            pd.DataFrame({"path": [f"images/{names[i]}" for i in rows], "pid": [f"P{i // 2}" for i in rows],
+                          "class": [i % 2 for i in rows]}).to_csv(d / f"{s}.csv")
+    assert (tmp_path / "csv" / "split_0" / "train.csv").read_text().startswith(",path,pid,class")
+    assert len(find_split_csvs(tmp_path / "csv")) == 2
+    data = load_nih_splits(tmp_path / "csv", tmp_path, size=20)
+    assert data.images.shape == (12, 1, 20, 20)
+    assert list(data.meta.label) == [int(n[:8]) % 2 for n in data.meta.uid]
+    for k, sp in enumerate(data.splits):
+        test_uids = set(data.meta.uid.iloc[sp["test"]])
+        assert test_uids == {names[i] for i in np.roll(np.arange(12), 4 * k)[8:]}
+    # pixel values: the resized mean equals the original's mean (antialiased bilinear keeps it)
+    i0 = int(data.meta.index[data.meta.uid == names[0]][0])
+    orig = np.asarray(Image.open(imgdir / names[0]), dtype=np.float32) / 255
+    assert abs(float(data.images[i0].mean()) - orig.mean()) < 0.01
+    with pytest.raises(InputError, match="no complete split"):
+        find_split_csvs(imgdir)
+
+
+def test_dicom_folder_loader(tmp_path: Path) -> None:
+    from confounders.audit_data import load_dicom_folder
+    from medbench.data.synthetic import write_cxr_dataset
+    from medbench.io.manifest import scan
+
+    labels = write_cxr_dataset(tmp_path / "ds", 10, size=32, progress=False)
+    res = scan(tmp_path / "ds", workers=1, progress=False)
+    res.manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    data = load_dicom_folder(tmp_path / "manifest.csv", tmp_path / "ds" / "labels.csv", size=24, splits=5)
+    assert data.images.shape == (10, 1, 24, 24) and float(data.images.max()) <= 1
+    merged = data.meta.set_index("uid")["label"].sort_index()
+    ref = labels.set_index("uid")["label"].astype(int).sort_index()
+    assert merged.to_dict() == ref.to_dict()
+    assert len(data.splits) == 5
+
+
+def _tiny_cfg(**kw) -> AuditConfig:
+    base = dict(sources=[TINY_SOURCE], confounders=[{"name": "tag", "size": 300, "font": "sans-bold"}],
+                ps=[0.0, 1.0], splits=1, data={"kind": "synthetic", "n": 60, "size": 32},
+                train={"epochs": 1, "batch_size": 16, "device": "cpu"}, n_boot=20)
+    base.update(kw)
+    return AuditConfig(**base)
+
+
+def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _tiny_cfg()
+    res = run_audit(cfg, tmp_path)
+    assert len(res.results) == 2 and set(res.results.p) == {0.0, 1.0}
+    row = json.loads((tmp_path / "units" / "tiny__tag__p1.000__s0.json").read_text())
+    assert row["gap"] == pytest.approx(row["auc_iid"] - row["auc_ood"])
+    assert row["auc_iid_lo"] <= row["auc_iid"] <= row["auc_iid_hi"]
+    assert row["n_confounded_train"] == int(row["n_confounded_train"]) > 0
+    assert (tmp_path / "report.html").read_text().count("<img") == 2
+    assert pd.read_csv(tmp_path / "results.csv").shape[0] == 2
+    # a rerun skips finished units; a missing unit is the only one recomputed
+    calls: list[str] = []
+    real = audit_mod.run_unit
+    monkeypatch.setattr(audit_mod, "run_unit", lambda u, *a, **k: calls.append(u.uid) or real(u, *a, **k))
+    run_audit(cfg, tmp_path, report=False)
+    assert calls == []
+    (tmp_path / "units" / "tiny__tag__p0.000__s0.json").unlink()
+    again = run_audit(cfg, tmp_path, report=False)
+    assert calls == ["tiny__tag__p0.000__s0"]
+    assert again.results.loc[again.results.p == 1.0, "auc_ood"].item() == row["auc_ood"]
+
+
+def test_cli_confounders_and_audit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medbench.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["confounders"])
+    assert out.exit_code == 0, out.output
+    for word in ("MICCAT", "environment", "tags", "paper-tag", "lowpass", "sex"):
+        assert word in out.output
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("confounders: [{name: laterality, size: 200}]\nn_boot: 10\n")
+    out = runner.invoke(app, ["audit", "-c", str(cfg), "-o", str(tmp_path / "run"), "-s", "random:test_resnet",
+                              "--p", "0", "--p", "1", "--splits", "1", "--n", "50", "--size", "32",
+                              "--epochs", "1", "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    res = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(res.source) == ["random:test_resnet"] * 2 and list(res.confounder) == ["laterality"] * 2
+    assert "auc_ood" in out.output or "0." in out.output
+
+
+@pytest.mark.slow
+def test_perfect_tag_is_learned_and_ood_auc_falls_with_p(tmp_path: Path) -> None:
+    """End to end on the embedded data: a tag on a fraction p of positives becomes a shortcut."""
+    torch.set_num_threads(1)
+    cfg = AuditConfig(sources=[TINY_SOURCE],
+                      confounders=[{"name": "tag", "size": 256, "position": [120, 120], "font": "sans-bold"}],
+                      ps=[0.0, 0.5, 1.0], splits=1, data={"kind": "synthetic", "n": 300, "size": 64},
+                      train={"epochs": 6, "batch_size": 16, "device": "cpu"}, n_boot=100)
+    res = run_audit(cfg, tmp_path, report=False).results.set_index("p")
+    assert res.loc[1.0, "auc_iid"] > 0.95
+    assert res.loc[1.0, "auc_ood"] < 0.2
+    # monotone fall within CI: each o.o.d. AUC is at most the previous one's upper CI bound
+    ood = res["auc_ood"].to_numpy()
+    hi = res["auc_ood_hi"].to_numpy()
+    assert all(ood[i + 1] <= hi[i] for i in range(len(ood) - 1))
+    assert ood[0] - ood[-1] > 0.25
+    # the clean test set has no artifact: its AUC does not collapse like the o.o.d. one
+    assert res.loc[1.0, "auc_clean"] > res.loc[1.0, "auc_ood"] + 0.25
