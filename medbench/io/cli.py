@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (with --executor dask)."),  # noqa: UP045
         decode: bool = typer.Option(False, "--decode/--no-decode", help="Also decode every image (slower, catches corrupt compressed data)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse rows of an earlier scan in --out for unchanged files."),
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
 
@@ -28,7 +29,10 @@ def register(app: typer.Typer) -> None:
         from medbench.io.manifest import scan
 
         # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
-        result = scan(folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode)
+        result = scan(
+            folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
+            resume_from=out if resume else None,
+        )
         paths = result.save(out)
         _print_summary(result.summary())
         typer.echo(f"manifest: {paths['manifest']} ({len(result.manifest)} files)")

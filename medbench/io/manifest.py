@@ -42,6 +42,7 @@ MANIFEST_COLUMNS = [
 QUARANTINE_COLUMNS = ["path", "reason", "message", "format", "status"]
 #: Quarantine reasons: the DICOM reasons plus "error" (an unexpected failure while scanning).
 QUARANTINE_REASONS = (*REASONS, "error")
+STATE_FILE = "scan_state.parquet"
 _INT_COLUMNS = ("rows", "columns", "frames")
 _HEADER_KEYWORDS = [
     "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "Manufacturer",
@@ -212,9 +213,12 @@ class ScanResult:
 
     manifest: pd.DataFrame
     quarantine: pd.DataFrame
+    #: path, size, mtime_ns and decode flag of every scanned file (lets a re-scan resume).
+    state: pd.DataFrame | None = None
 
     def save(self, run_dir: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``manifest.parquet``, ``quarantine.parquet`` and ``quarantine.csv`` atomically."""
+        """Write ``manifest.parquet``, ``quarantine.parquet``, ``quarantine.csv`` (and
+        ``scan_state.parquet``) atomically."""
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
         out = {
@@ -222,6 +226,10 @@ class ScanResult:
             "quarantine": run / "quarantine.parquet",
             "quarantine_csv": run / "quarantine.csv",
         }
+        if self.state is not None:
+            out["state"] = run / STATE_FILE
+            with atomic_path(out["state"]) as tmp:
+                self.state.to_parquet(tmp, index=False)
         with atomic_path(out["manifest"]) as tmp:
             self.manifest.to_parquet(tmp, index=False)
         with atomic_path(out["quarantine"]) as tmp:
@@ -235,7 +243,8 @@ class ScanResult:
         """Read a saved scan back."""
         run = Path(run_dir)
         try:
-            return cls(pd.read_parquet(run / "manifest.parquet"), pd.read_parquet(run / "quarantine.parquet"))
+            state = pd.read_parquet(run / STATE_FILE) if (run / STATE_FILE).exists() else None
+            return cls(pd.read_parquet(run / "manifest.parquet"), pd.read_parquet(run / "quarantine.parquet"), state)
         except FileNotFoundError:
             raise InputError(f"{run}: no manifest.parquet/quarantine.parquet; run `medbench ingest` first") from None
 
@@ -280,6 +289,7 @@ def scan(
     scheduler: str | None = None,
     progress: bool = True,
     decode: bool = False,
+    resume_from: str | os.PathLike[str] | None = None,
 ) -> ScanResult:
     """Scan ``folder`` (recursively) into a manifest and a quarantine table.
 
@@ -290,19 +300,63 @@ def scan(
         scheduler: Dask scheduler address.
         progress: Show a progress bar.
         decode: Also decode every image (slower; catches corrupt compressed data).
+        resume_from: A run folder of an earlier scan: files whose size and modification time are
+            unchanged (and were scanned with at least the same ``decode``) keep their rows.
 
     Raises:
         InputError: Missing or empty folder.
     """
     files = list_files(folder)
+    stats = [os.stat(p) for p in files]
+    state = pd.DataFrame({
+        "path": files,
+        "size": [st.st_size for st in stats],
+        "mtime_ns": [st.st_mtime_ns for st in stats],
+        "decode": [bool(decode)] * len(files),
+    })
+    reused = _previous_rows(resume_from, state)
+    todo = [p for p in files if p not in reused]
     fn = functools.partial(scan_file, decode=decode)
-    results = map_items(fn, files, workers=workers, executor=executor, scheduler=scheduler, desc="scan", progress=progress)
-    rows: list[dict[str, Any]] = []
-    for path, res in zip(files, results):
+    results = map_items(fn, todo, workers=workers, executor=executor, scheduler=scheduler, desc="scan", progress=progress)
+    fresh: dict[str, dict[str, Any]] = {}
+    for path, res in zip(todo, results):
         if isinstance(res, Failure):  # scan_file does not raise, but a worker can still die
-            rows.append(_quarantine(path, "error", f"{res.error}: {res.message}", "unknown"))
+            fresh[path] = _quarantine(path, "error", f"{res.error}: {res.message}", "unknown")
         else:
-            rows.append(res)
+            fresh[path] = res
+    rows = [reused[p] if p in reused else fresh[p] for p in files]
     manifest, quarantine = _tables(rows)
-    logger.info("scanned %d files: %d ok, %d quarantined", len(files), len(manifest), len(quarantine))
-    return ScanResult(manifest, quarantine)
+    if reused:
+        state.loc[state["path"].isin(list(reused)), "decode"] = [reused[p]["_decode"] for p in files if p in reused]
+    logger.info(
+        "scanned %d files (%d reused from %s): %d ok, %d quarantined",
+        len(files), len(reused), resume_from, len(manifest), len(quarantine),
+    )
+    return ScanResult(manifest, quarantine, state)
+
+
+def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier scan for files that have not changed since (path -> row)."""
+    if run_dir is None or not (Path(run_dir) / STATE_FILE).exists():
+        return {}
+    try:
+        old = ScanResult.load(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a damaged earlier run just means a full scan
+        logger.warning("%s: earlier scan unreadable (%s); scanning everything", run_dir, exc)
+        return {}
+    if old.state is None:
+        return {}
+    merged = state.merge(old.state, on="path", suffixes=("", "_old"))
+    same = merged[
+        (merged["size"] == merged["size_old"]) & (merged["mtime_ns"] == merged["mtime_ns_old"])
+        & (merged["decode_old"] | ~merged["decode"])
+    ]
+    keep = dict(zip(same["path"], same["decode_old"]))
+    rows: dict[str, dict[str, Any]] = {}
+    for table in (old.manifest, old.quarantine):
+        for row in table.to_dict("records"):
+            if row["path"] in keep:
+                row = {k: (math.nan if v is pd.NA else v) for k, v in row.items()}
+                row["_decode"] = bool(keep[row["path"]])
+                rows[row["path"]] = row
+    return rows

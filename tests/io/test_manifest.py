@@ -189,3 +189,30 @@ def test_executor_and_scheduler_reach_map_items(messy_folder: Path, monkeypatch:
     result = scan(messy_folder, workers=3, executor="dask", scheduler="tcp://10.0.0.1:8786", progress=False)
     assert seen["executor"] == "dask" and seen["scheduler"] == "tcp://10.0.0.1:8786" and seen["workers"] == 3
     assert len(result.manifest) == 2
+
+
+def test_resume_rescans_only_changed_files(messy_folder: Path, tmp_path: Path, ct_small_path: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import medbench.io.manifest as manifest_module
+
+    run = tmp_path / "run"
+    scan(messy_folder, workers=1, progress=False).save(run)
+    (messy_folder / "random.dcm").unlink()
+    shutil.copy(ct_small_path, messy_folder / "random.dcm")  # was junk, now a good file
+    shutil.copy(ct_small_path, messy_folder / "sub" / "new.dcm")
+    scanned: list[str] = []
+    real = manifest_module.map_items
+
+    def spy(fn, items, **kwargs):
+        scanned.extend(items)
+        return real(fn, items, **kwargs)
+
+    monkeypatch.setattr(manifest_module, "map_items", spy)
+    resumed = scan(messy_folder, workers=1, progress=False, resume_from=run)
+    assert sorted(Path(p).name for p in scanned) == ["new.dcm", "random.dcm"]
+    fresh = scan(messy_folder, workers=1, progress=False)
+    pd.testing.assert_frame_equal(resumed.manifest, fresh.manifest)
+    pd.testing.assert_frame_equal(resumed.quarantine, fresh.quarantine)
+    scanned.clear()
+    scan(messy_folder, workers=1, progress=False, resume_from=run, decode=True)  # header rows not enough
+    assert len(scanned) == len(fresh.manifest) + len(fresh.quarantine)
