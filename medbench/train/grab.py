@@ -127,6 +127,7 @@ class GradientSource:
         self.sketch, self.grad_params, self.chunk_size, self.method = sketch, grad_params, chunk_size, method
         self._tap: GradTap | None = None
         self._tap_model: int | None = None
+        self._params = grad_params
         self.batches_by_method = {"vmap": 0, "tap": 0}
 
     def rows(
@@ -137,22 +138,27 @@ class GradientSource:
         if self.method != "vmap" and self._tap_model != id(model):
             self.close()
             self._tap, self._tap_model = GradTap(model, self.grad_params), id(model)
-            if self._tap.supported:
-                self._tap.attach()
-            elif self.method == "tap":
+            self._params = self.grad_params
+            if not self._tap.supported and self.method == "tap":
                 raise InputError(
                     "method='tap' covers Linear/Conv2d parameters only: restrict grad_params to "
                     "them or use method='vmap'"
                 )
-            else:
-                logger.info("balanced parameters outside Linear/Conv2d layers: using vmap")
+            if not self._tap.covered:
+                logger.info("no Linear/Conv2d parameter to tap: using vmap")
                 self._tap = None
+            else:
+                if not self._tap.supported:
+                    logger.info("balancing on the %d Linear/Conv2d parameter tensors only (norm "
+                                "layers and others left out)", len(self._tap.covered))
+                    self._params = self._tap.covered
+                self._tap.attach()
         if self._tap is not None and self._tap.ready(inputs):
             self.batches_by_method["tap"] += 1
             return to_rows(self._tap.grads(), self.sketch)
         self.batches_by_method["vmap"] += 1
         return gradient_rows(model, loss_fn, inputs, targets, sketch=self.sketch,
-                             grad_params=self.grad_params, chunk_size=self.chunk_size)
+                             grad_params=self._params, chunk_size=self.chunk_size)
 
     def close(self) -> None:
         """Remove the hooks from the model."""
@@ -180,8 +186,10 @@ class GraBSampler(Sampler[int]):
         method: How ``observe`` gets per-example gradients. "vmap": a second, eval-mode forward
             and ``vmap(grad)`` (any layer type). "tap": hooks capture the inputs and output
             gradients of the Linear/Conv2d layers during the training step itself, so no extra
-            forward is needed (the first batch still uses vmap). "auto": "tap" when every balanced
-            parameter belongs to a Linear/Conv2d layer, else "vmap".
+            forward is needed (the first batch still uses vmap); every balanced parameter must
+            belong to a Linear/Conv2d layer. "auto": tap the Linear/Conv2d parameters among
+            ``grad_params`` and leave the others (BatchNorm/LayerNorm affine terms) out of the
+            balanced vector; vmap only when there is no Linear/Conv2d parameter.
     """
 
     name = "grab"

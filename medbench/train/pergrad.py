@@ -120,6 +120,7 @@ class GradTap:
                 self.layers[mod_name] = mod
                 self.param_names[mod_name] = (w, b)
                 covered.update(x for x in (w, b) if x)
+        self.covered = sorted(covered)
         self.supported = covered == set(chosen)
         self._store: dict[str, list[torch.Tensor | None]] = {}
         self._handles: list[Any] = []

@@ -267,6 +267,17 @@ def test_sampler_uses_tap_after_first_batch() -> None:
     assert rows["tap"][1] == {"vmap": 1, "tap": 2} and rows["vmap"][1] == {"vmap": 3, "tap": 0}
     assert rows["tap"][0] == rows["vmap"][0]  # same gradients -> same next order
     assert torch.allclose(rows["tap"][2], rows["vmap"][2], atol=1e-5)
+    # auto with a norm layer: balance on the Linear parameters only, same rows from vmap and tap
+    ln = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    s = GraBSampler(6, seed=0, sketch_dim=None)
+    xs, ys = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    for k in (0, 3):
+        xb, yb = xs[k : k + 3], ys[k : k + 3]
+        nn.CrossEntropyLoss()(ln(xb), yb).backward()
+        s.observe(ln, nn.CrossEntropyLoss(), xb, yb, torch.arange(k, k + 3))
+    assert s.summary()["batches_by_method"] == {"vmap": 1, "tap": 1}
+    assert s.grad_dim == 3 * 4 + 4 + 4 * 2 + 2
+    s.source.close()
     with pytest.raises(InputError, match="tap"):
         GraBSampler(4, method="tap").observe(
             nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), nn.MSELoss(),
