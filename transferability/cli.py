@@ -1,0 +1,48 @@
+"""``medbench transfer``: score candidate sources on a target dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``transfer`` command to ``app``."""
+
+    @app.command("transfer")
+    def transfer(
+        manifest: Path = typer.Option(..., "--manifest", "-m", help="Target table: manifest.parquet or labels.csv (a folder holding one works too)."),
+        sources: str = typer.Option(..., "--sources", "-s", help="Comma-separated sources, 'name' or 'name:arch', e.g. efficientnet-lite0-imagenet,random:resnet18."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder (features are cached in OUT/features and reused)."),
+        label: str = typer.Option("label", "--label", help="Label column (class ids 0, 1, ...)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV joined onto the manifest on path, sop_uid or uid."),  # noqa: UP045
+        metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all feature metrics; also fu, lp_x_fu)."),  # noqa: UP045
+        target: Optional[str] = typer.Option(None, "--target", help="Target name in the tables (default: the manifest's folder name)."),  # noqa: UP045
+        size: int = typer.Option(224, "--size", help="Images are resized to SIZE x SIZE."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Batch size of feature extraction and fine-tuning."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+        backend: str = typer.Option("numpy", "--backend", help="numpy or torch (on DEVICE) for the heavy metrics."),
+        finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune every source for its test AUC (ground truth)."),
+        epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs."),
+        seed: int = typer.Option(0, "--seed", help="Seed of fine-tuning and FU triplets."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Local weights file for sources that need one."),  # noqa: UP045
+    ) -> None:
+        """Extract features of each source on the target images, compute transferability metrics,
+        optionally fine-tune for ground truth; writes scores.csv, table.csv, metrics.json, report.html."""
+        from medbench.train.experiment import join_labels, read_table
+        from transferability.pipeline import run_transfer
+
+        table = read_table(manifest)
+        if labels is not None:
+            table = join_labels(table, read_table(labels))
+        srcs = [s.strip() for s in sources.split(",") if s.strip()]
+        mets = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        name = target or (manifest.name if manifest.is_dir() else manifest.parent.name) or "target"
+        res = run_transfer(table, out, sources=srcs, metrics=mets, label=label, target=name, size=size,
+                           batch_size=batch_size, device=device, backend=backend, finetune=finetune,
+                           epochs=epochs, seed=seed, weights=weights)
+        typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        typer.echo(f"table: {res.out_dir / 'table.csv'}")
+        typer.echo(f"report: {res.report}")

@@ -1,0 +1,247 @@
+"""The ``medbench transfer`` workflow: features per source (cached), scores, optional ground truth.
+
+One run folder holds ``features/<source>.npz`` (features, source logits where the source has a
+head, labels and uids; reused when the same images, labels and size come again), ``scores.csv``
+(long: target, source, metric, score, auc), ``table.csv`` (wide: one row per source),
+``metrics.json`` and ``report.html``; with fine-tuning, ``finetune/<source>/`` is each
+``medbench train``-style run (resumed when present).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medbench.errors import InputError
+from medbench.utils.files import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+GRADIENT_METRICS = ("fu", "lp_x_fu")
+
+
+@dataclass
+class TransferResult:
+    """Outcome of :func:`run_transfer`."""
+
+    out_dir: Path
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    report: Path
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """"name" or "name:arch" (e.g. "random:resnet18") -> (name, arch)."""
+    name, _, arch = spec.strip().partition(":")
+    if not name:
+        raise InputError(f"empty source name in {spec!r}; use e.g. --sources random:resnet18,imagenet:resnet18")
+    return name, (arch or None)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _load_model(name: str, arch: str | None, weights: str | None, with_head: bool) -> tuple[Any, bool]:
+    from medbench.sources import create_source
+
+    if with_head:
+        try:
+            return create_source(name, arch=arch, num_classes=None, in_chans=1, weights=weights), True
+        except Exception as exc:  # noqa: BLE001 - a source without a pretrained head is fine
+            log.info("source %s has no pretrained head (%s): no logits", name, exc)
+    return create_source(name, arch=arch, num_classes=0, in_chans=1, weights=weights), False
+
+
+def extract_features(model: Any, dataset: Any, *, batch_size: int = 32, device: str = "cpu",
+                     logits: bool = False) -> dict[str, np.ndarray]:
+    """Pooled features (and logits) of ``model`` over an ``(image, label, meta)`` dataset."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    model.to(device).eval()
+    feats, outs, labels, uids = [], [], [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=lambda items: items)
+    with torch.no_grad():
+        for items in loader:
+            x = torch.stack([it[0] for it in items]).to(device)
+            f = model.features(x)
+            feats.append(f.float().cpu().numpy())
+            if logits:  # the head applied to the pooled features (eval mode: no dropout)
+                outs.append(model.classifier(f).float().cpu().numpy())
+            labels += [int(it[1]) for it in items]
+            uids += [str(it[2].get("uid", "")) for it in items]
+    out = {"features": np.concatenate(feats), "labels": np.asarray(labels, dtype=np.int64),
+           "uids": np.asarray(uids)}
+    if logits:
+        out["logits"] = np.concatenate(outs)
+    return out
+
+
+def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weights: str | None = None,
+                    batch_size: int = 32, device: str = "cpu", fu: bool = False,
+                    fu_triplets: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches."""
+    path = run_dir / "features" / f"{_slug(spec)}.npz"
+    uids = np.asarray([str(m.get("uid", "")) for m in dataset.meta.to_dict("records")])
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            cached = {k: z[k] for k in z.files}
+        same = (int(cached.get("size", -1)) == size and np.array_equal(cached["uids"], uids)
+                and np.array_equal(cached["labels"], np.asarray(dataset.labels)))
+        if same and (not fu or "fu" in cached):
+            log.info("features of %s: reusing %s", spec, path)
+            return cached
+    name, arch = parse_source(spec)
+    model, has_head = _load_model(name, arch, weights, with_head=True)
+    out = extract_features(model, dataset, batch_size=batch_size, device=device, logits=has_head)
+    out["size"] = np.asarray(size)
+    if fu:
+        import torch
+
+        from transferability.gradient import fu as fu_score
+
+        n = min(len(dataset), 4 * fu_triplets)
+        x = torch.stack([dataset[i][0] for i in range(n)])
+        out["fu"] = np.asarray(fu_score(model, x, out["labels"][:n], n_triplets=fu_triplets, seed=seed,
+                                        device=device))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **out)
+    return out
+
+
+def _finetune_auc(table: pd.DataFrame, run_dir: Path, spec: str, *, label: str, size: int, epochs: int,
+                  batch_size: int, device: str, seed: int, weights: str | None) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    from medbench.train.config import TrainConfig
+    from medbench.train.experiment import run_experiment
+
+    name, arch = parse_source(spec)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, seed=seed, progress=False)
+    res = run_experiment(table, run_dir / "finetune" / _slug(spec), label=label, source=name, arch=arch,
+                         size=size, cfg=cfg, weights=weights)
+    pred = res.fit.predictions
+    test = pred[pred["split"] == "test"]
+    if "prob" in test.columns:
+        return float(roc_auc_score(test["label"], test["prob"]))
+    probs = test[[c for c in test.columns if c.startswith("prob_")]].to_numpy()
+    return float(roc_auc_score(test["label"], probs, multi_class="ovr"))
+
+
+def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[str],
+                 metrics: Sequence[str] | None = None, label: str = "label", target: str = "target",
+                 size: int = 224, batch_size: int = 32, device: str = "cpu", backend: str = "numpy",
+                 finetune: bool = False, epochs: int = 5, seed: int = 0,
+                 weights: str | None = None) -> TransferResult:
+    """Score every source on the target table; optionally fine-tune each for its test AUC.
+
+    Args:
+        table: Rows with ``path`` and ``label`` (a manifest joined with labels, or labels.csv).
+        out_dir: Run folder.
+        sources: Source specs "name" or "name:arch".
+        metrics: Metric names (feature metrics, plus "fu" and "lp_x_fu"); None = all feature metrics.
+        label: Label column.
+        target: Name of the target dataset in the tables.
+        size: Image size fed to the sources.
+        batch_size: Feature-extraction (and fine-tuning) batch size.
+        device: Torch device.
+        backend: "numpy" or "torch" for the metrics that support it.
+        finetune: Fine-tune every source (``medbench.train``) for ground-truth AUC.
+        epochs: Fine-tuning epochs.
+        seed: Seed of the fine-tuning runs and FU triplets.
+        weights: Local weights file for sources that need one.
+    """
+    from medbench.data.dataset import ImageDataset
+    from medbench.eval.report import HtmlReport
+    from medbench.train.experiment import prepare_table
+    from transferability.features import METRICS, compute_metric, list_metrics
+    from transferability.gradient import combined_score
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not sources:
+        raise InputError("no sources: pass --sources a,b,c")
+    names = list(metrics) if metrics else list_metrics()
+    for m in names:
+        if m not in GRADIENT_METRICS:
+            METRICS.get(m)  # unknown names raise with "did you mean"
+    want_fu = any(m in GRADIENT_METRICS for m in names)
+    df = prepare_table(table, label)
+    ds = ImageDataset(df, label_column=label, size=size, channels=1)
+    rows: list[dict[str, Any]] = []
+    fu_vals: dict[str, float] = {}
+    lp_vals: dict[str, float] = {}
+    for spec in sources:
+        data = cached_features(out, spec, ds, size=size, weights=weights, batch_size=batch_size,
+                               device=device, fu=want_fu, seed=seed)
+        logits = data.get("logits")
+        for m in names:
+            if m in GRADIENT_METRICS:
+                continue
+            if METRICS.get(m).needs_logits and logits is None:
+                log.warning("%s needs source logits; %s has no pretrained head: skipped", m, spec)
+                continue
+            score = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend, device=device)
+            rows.append({"target": target, "source": spec, "metric": m, "score": score})
+        if want_fu:
+            fu_vals[spec] = float(data["fu"])
+            if "fu" in names:
+                rows.append({"target": target, "source": spec, "metric": "fu", "score": fu_vals[spec]})
+            if "lp_x_fu" in names:
+                lp_row = [r["score"] for r in rows if r["source"] == spec and r["metric"] == "lp"]
+                lp_vals[spec] = lp_row[0] if lp_row else compute_metric("lp", data["features"], data["labels"])
+    if "lp_x_fu" in names:
+        for spec, v in combined_score(lp_vals, fu_vals).items():
+            rows.append({"target": target, "source": spec, "metric": "lp_x_fu", "score": v})
+    scores = pd.DataFrame(rows)
+    if finetune:
+        aucs = {spec: _finetune_auc(df, out, spec, label=label, size=size, epochs=epochs,
+                                    batch_size=batch_size, device=device, seed=seed, weights=weights)
+                for spec in sources}
+        scores["auc"] = scores["source"].map(aucs)
+    else:
+        scores["auc"] = np.nan
+    scores.to_csv(out / "scores.csv", index=False)
+    wide = scores.pivot(index="source", columns="metric", values="score").reindex(list(sources))
+    wide.insert(0, "auc", scores.groupby("source")["auc"].first().reindex(wide.index))
+    wide = wide.reset_index()
+    wide.to_csv(out / "table.csv", index=False)
+    report = _report(out, scores, wide, target, finetune, HtmlReport)
+    return TransferResult(out, scores, wide, report)
+
+
+def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, finetune: bool,
+            report_cls: Any) -> Path:
+    import matplotlib.pyplot as plt
+
+    from transferability.ranking import rank_correlations
+
+    rep = report_cls(f"Transferability to {target}", subtitle=f"{len(wide)} sources")
+    rep.heading("Scores").table(wide, caption="higher is better for every metric; auc = fine-tuned test AUC")
+    metrics_json: dict[str, Any] = {"target": target, "sources": wide["source"].tolist()}
+    if finetune and len(wide) >= 2:
+        corr = rank_correlations(scores)
+        rep.heading("Rank correlation with fine-tuned AUC").table(corr)
+        metrics_json["rank_correlations"] = corr.to_dict("records")
+    norm = scores.groupby("metric")["score"].transform(lambda s: (s - s.min()) / (s.max() - s.min())
+                                                       if s.max() > s.min() else s * 0 + 1)
+    piv = scores.assign(norm=norm).pivot(index="metric", columns="source", values="norm")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(piv) + 2), 3.5))
+    piv.plot.bar(ax=ax)
+    ax.set_ylabel("min-max scaled score")
+    ax.set_title("Scores per metric, scaled across sources")
+    fig.tight_layout()
+    rep.figure(fig, caption="1 = best source for that metric")
+    metrics_json["scores"] = scores.to_dict("records")
+    write_json_atomic(out / "metrics.json", metrics_json)
+    return rep.save(out / "report.html")
