@@ -29,6 +29,7 @@ _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 _PREFIXES = ("module.", "backbone.", "model.")
 _META_PREPROCESSING = "medbench.preprocessing"
 _META_ARCH = "medbench.arch"
+_META_VARIANT = "medbench.variant"
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -193,6 +194,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
                 arch = (getattr(backbone, "pretrained_cfg", None) or {}).get("architecture")
                 if arch:
                     meta[_META_ARCH] = str(arch)
+                variant = (getattr(backbone, "pretrained_cfg", None) or {}).get("variant")
+                if variant:
+                    meta[_META_VARIANT] = str(variant)
             save_file(sd, str(tmp), metadata=meta)
         else:
             torch.save(sd, tmp)
@@ -253,6 +257,10 @@ def _load_checkpoint(
 
     if arch == "resnet50" and is_keras_v1_state_dict(sd):  # e.g. a fine-tuned RadImageNet model
         model = keras_v1_resnet50(num_classes=n, in_chans=chans, drop_rate=drop_rate)
+    elif read_metadata(weights).get(_META_VARIANT) == "keras" and arch in ("densenet121", "inception_v3"):
+        from medbench.sources.radimagenet import build_backbone
+
+        model = build_backbone(arch, "keras", num_classes=n, in_chans=chans, drop_rate=drop_rate)
     else:
         model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
     load_into(model, sd, source=str(weights), keep_head=True)

@@ -1,9 +1,10 @@
 """``radimagenet``: RadImageNet weights from the official Keras ``.h5`` files or a PyTorch port.
 
 Accepted ``weights=`` files:
-- the official Keras files (``RadImageNet-ResNet50_notop.h5``, ``RadImageNet-DenseNet121_notop.h5``),
-  converted on load (see :mod:`keras_resnet`, :mod:`keras_densenet`): the ResNet50 becomes the
-  Keras-v1 variant so it computes what Keras computes;
+- the official Keras files (``RadImageNet-ResNet50_notop.h5``, ``RadImageNet-DenseNet121_notop.h5``,
+  ``RadImageNet-InceptionV3_notop.h5``), converted on load (see :mod:`keras_resnet`,
+  :mod:`keras_densenet`, :mod:`keras_inception`): each becomes a timm network changed where Keras
+  differs (ResNet50: the Keras-v1 variant) so it computes what Keras computes;
 - a converted file written by :func:`convert_radimagenet` (``.pt``/``.safetensors``, timm names);
 - community PyTorch ports as plain state dicts read with ``weights_only=True``: the RadImageNet
   ``RadImageNet_pytorch/ResNet50.pt``/``DenseNet121.pt`` layout (a torchvision backbone wrapped
@@ -16,7 +17,7 @@ Preprocessing is not agreed upstream. The default, ``caffe-rescaled``, is what R
 training scripts and the Source-Matters paper's code do (Keras ``preprocess_input`` in "caffe" mode,
 BGR minus the ImageNet BGR mean, then ``rescale=1/255``); ``preprocessing="caffe"`` (no rescale) and
 ``"tf"`` ([-1, 1]) are the alternatives seen in ports.
-InceptionV3 and InceptionResNetV2 files are recognised but not converted.
+InceptionResNetV2 files are recognised but not converted.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from medbench.sources.registry import model_channels, register_source, resolve_n
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = ("resnet50", "densenet121")
+SUPPORTED = ("resnet50", "densenet121", "inception_v3")
 _KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")
 _RESNET_SEQ = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 _TV_DENSE_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
@@ -62,6 +63,8 @@ def _torch_layout_to_timm(sd: dict[str, torch.Tensor], *, source: str) -> tuple[
         return "resnet50", _sequential_resnet_to_timm(sd)
     if "layer1.0.conv1.weight" in sd and "conv1.weight" in sd:
         return "resnet50", sd
+    if "Conv2d_1a_3x3.conv.weight" in sd:  # torchvision/timm inception_v3 names
+        return "inception_v3", {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}
     if any(k.startswith("0.denseblock1.") for k in sd):
         sd = {"features." + k[2:]: v for k, v in sd.items() if k.startswith("0.")}
     elif any(k.startswith("denseblock1.") for k in sd):
@@ -100,10 +103,14 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
             return arch, "keras", resnet50_state_dict(weights, source=str(p))
         if arch == "densenet121":
             return arch, "keras", densenet121_state_dict(weights, source=str(p))
-        if arch in ("inception_v3", "inception_resnet_v2"):
+        if arch == "inception_v3":
+            from medbench.sources.keras_inception import inception_v3_state_dict
+
+            return arch, "keras", inception_v3_state_dict(weights, source=str(p))
+        if arch == "inception_resnet_v2":
             raise InputError(
-                f"{str(p)!r} holds a Keras {arch} model: medbench converts RadImageNet ResNet50 and "
-                f"DenseNet121 only; use one of those files"
+                f"{str(p)!r} holds a Keras InceptionResNetV2 model: medbench converts RadImageNet "
+                f"ResNet50, DenseNet121 and InceptionV3 only; use one of those files"
             )
         raise InputError(f"{str(p)!r}: no Keras ResNet50/DenseNet121 layers found (first: {list(weights)[:4]})")
     sd = read_state_dict(p)
@@ -111,6 +118,8 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
     arch, sd = _torch_layout_to_timm(sd, source=str(p))
     if arch == "resnet50":
         variant = "keras" if is_keras_v1_state_dict(sd) else "torchvision"
+    elif arch == "inception_v3":
+        variant = meta.get("medbench.variant", "torchvision")
     else:
         variant = meta.get("medbench.variant", "torchvision")
     return arch, variant, sd
@@ -123,6 +132,10 @@ def build_backbone(arch: str, variant: str, **kwargs: Any) -> nn.Module:
     from medbench.sources.keras_resnet import keras_v1_resnet50
 
     if variant == "keras":
+        if arch == "inception_v3":
+            from medbench.sources.keras_inception import keras_inception_v3
+
+            return keras_inception_v3(**kwargs)
         return keras_v1_resnet50(**kwargs) if arch == "resnet50" else keras_densenet121(**kwargs)
     return build_timm(arch, pretrained=False, **kwargs)
 
@@ -185,6 +198,6 @@ RADIMAGENET = register_source(
         default_num_classes=None,
         licence="RadImageNet terms of use (non-commercial research)",
         citation="Mei et al., RadImageNet, Radiology: Artificial Intelligence 2022",
-        description="RadImageNet ResNet50/DenseNet121 (official Keras .h5, converted) or a PyTorch port",
+        description="RadImageNet ResNet50/DenseNet121/InceptionV3 (Keras .h5, converted) or a PyTorch port",
     )
 )

@@ -132,9 +132,12 @@ def test_keras2_densenet_slash_names(tmp_path: Path) -> None:
 
 
 def test_unsupported_and_bad_files(tmp_path: Path) -> None:
-    inception = {f"conv2d_{i}": {"kernel": np.zeros((1, 1, 1, 1), np.float32)} for i in range(94)}
-    with pytest.raises(InputError, match="inception_v3"):
-        create_source("radimagenet", weights=write_keras2_h5(tmp_path / "iv3.h5", inception))
+    irv2 = {"conv_7b": {"kernel": np.zeros((1, 1, 1, 1), np.float32)}}
+    with pytest.raises(InputError, match="InceptionResNetV2"):
+        create_source("radimagenet", weights=write_keras2_h5(tmp_path / "irv2.h5", irv2))
+    broken = {f"conv2d_{i}": {"kernel": np.zeros((1, 1, 1, 1), np.float32)} for i in range(94)}
+    with pytest.raises(InputError, match="0 batch_normalization"):
+        create_source("radimagenet", arch="inception_v3", weights=write_keras2_h5(tmp_path / "iv3.h5", broken))
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="junk.h5"):
         create_source("radimagenet", weights=tmp_path / "junk.h5")
@@ -155,3 +158,16 @@ def test_fine_tuned_radimagenet_checkpoint_round_trip(keras2_resnet50: tuple[Pat
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(src(x), back(x))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 5), (7, 9)])
+def test_inception_pool_hook_excludes_padding(hw: tuple[int, int]) -> None:
+    """The branch-pool rescaling turns timm's zero-counting 3x3 average into Keras/TF's."""
+    import torch.nn.functional as F
+
+    from medbench.sources.keras_inception import _valid_count_scale
+
+    x = torch.rand(2, 3, *hw)
+    counted = F.avg_pool2d(x, 3, 1, 1)  # what timm's InceptionA/C/E compute
+    want = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(counted * _valid_count_scale(counted), want)

@@ -17,7 +17,7 @@ from medbench.sources import create_source  # noqa: E402
 from medbench.sources.radimagenet import convert_radimagenet  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-SIZE = 64
+SIZES = {"resnet50": 64, "densenet121": 64, "inception_v3": 96}  # InceptionV3 needs >= 75 px
 
 
 def _randomise(model, seed: int) -> None:
@@ -28,8 +28,13 @@ def _randomise(model, seed: int) -> None:
         if not ws:
             continue
         if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = ws
-            new = [rng.uniform(0.2, 0.5, g.shape), rng.normal(0, 0.1, b.shape), rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)]
+            draw = {
+                "gamma": lambda s: rng.uniform(0.2, 0.5, s),
+                "beta": lambda s: rng.normal(0, 0.1, s),
+                "moving_mean": lambda s: rng.normal(0, 0.1, s),
+                "moving_variance": lambda s: rng.uniform(0.5, 1.5, s),
+            }
+            new = [draw[v.path.split("/")[-1]](w.shape) for v, w in zip(layer.weights, ws)]
         else:
             new = [rng.normal(0, np.sqrt(1.0 / np.prod(w.shape[:3])), w.shape) if w.ndim == 4 else rng.normal(0, 0.1, w.shape) for w in ws]
         layer.set_weights([a.astype(np.float32) for a in new])
@@ -52,10 +57,12 @@ def _to_keras2_layout(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module", params=["resnet50", "densenet121"])
+@pytest.fixture(scope="module", params=list(SIZES))
 def keras_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    build = {"resnet50": keras.applications.ResNet50, "densenet121": keras.applications.DenseNet121}[request.param]
-    model = build(weights=None, include_top=False, pooling="avg", input_shape=(SIZE, SIZE, 3))
+    apps = keras.applications
+    build = {"resnet50": apps.ResNet50, "densenet121": apps.DenseNet121, "inception_v3": apps.InceptionV3}[request.param]
+    size = SIZES[request.param]
+    model = build(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     _randomise(model, 0)
     folder = tmp_path_factory.mktemp("keras")
     path = folder / f"{request.param}.h5"
@@ -79,12 +86,19 @@ def test_converted_features_equal_keras(keras_model, layout: str, tmp_path: Path
     if layout == "keras2":
         path = _to_keras2_layout(path, tmp_path / "k2.h5")
     ours = create_source("radimagenet", arch=arch, weights=path, num_classes=None, in_chans=3)
-    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(2, 3, SIZES[arch], SIZES[arch], generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats = ours.features(x).numpy()
     ref = _keras_features(model, x, rescale=True)  # default preset: caffe then 1/255
     assert np.abs(ref).max() > 0.05
     assert np.abs(feats - ref).max() < 1e-4
+    if arch == "inception_v3":  # timm's own pooling (padding counted) is measurably different
+        import timm
+
+        plain = timm.create_model("inception_v3", num_classes=0).eval()
+        plain.load_state_dict(ours.backbone.state_dict())
+        with torch.no_grad():
+            assert np.abs(plain(ours.preprocess(x)).numpy() - ref).max() > 1e-3
     caffe = create_source("radimagenet", arch=arch, weights=path, num_classes=0, in_chans=3, preprocessing="caffe")
     with torch.no_grad():
         np.testing.assert_allclose(caffe.features(x).numpy(), _keras_features(model, x, rescale=False), atol=1e-4, rtol=1e-4)
@@ -94,7 +108,14 @@ def test_grey_input_and_converted_file(keras_model, tmp_path: Path) -> None:
     arch, model, path = keras_model
     out = convert_radimagenet(path, tmp_path / f"{arch}.safetensors")
     grey = create_source("radimagenet", arch=arch, weights=out, num_classes=0, in_chans=1)
-    g = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    g = torch.rand(2, 1, SIZES[arch], SIZES[arch], generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         feats = grey.features(g).numpy()
     np.testing.assert_allclose(feats, _keras_features(model, g.repeat(1, 3, 1, 1), rescale=True), atol=1e-4, rtol=1e-4)
+    # a fine-tuned model saved with save_checkpoint comes back as the same (Keras-semantics) network
+    from medbench.sources.checkpoint import save_checkpoint
+
+    saved = save_checkpoint(grey, tmp_path / "ft.safetensors")
+    back = create_source("checkpoint", arch=arch, weights=saved, num_classes=0, in_chans=1)
+    with torch.no_grad():
+        assert torch.equal(back.features(g), grey.features(g))
