@@ -160,6 +160,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.p = _Progress()
         self._ran_nothing = False  # set when the folder holds a finished run
+        self.run_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- set-up and resume
     @torch.no_grad()
@@ -185,7 +186,7 @@ class _Trainer:
             if self.cfg.seed is not None:
                 torch.manual_seed(self.cfg.seed)
         if dist.is_main():
-            write_config(self.out, self.cfg, self._resolved())
+            write_config(self.out, self.cfg, self._resolved(), self.run_info)
 
     def _resolved(self) -> dict[str, Any]:
         return {
@@ -425,6 +426,7 @@ def fit(
     hooks: Sequence[TrainHook] = (),
     test_ds: Dataset | None = None,
     keep_meta: Sequence[str] = (),
+    run_info: dict[str, Any] | None = None,
 ) -> FitResult:
     """Fine-tune ``model`` on ``train_ds``, keep the best validation-loss weights, resume from ``out_dir``.
 
@@ -438,6 +440,7 @@ def fit(
         hooks: Extra :class:`TrainHook` objects (after the sparsity hook of ``cfg.sparsity``).
         test_ds: Also predict this set (split "test") with the best weights.
         keep_meta: Meta keys copied into the predictions table (e.g. "sex", "vendor").
+        run_info: Extra facts recorded under ``run`` in config.yaml (data, source, image size, ...).
 
     Returns:
         FitResult with the best weights loaded into ``model`` (or the model a hook returned).
@@ -448,6 +451,7 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     with run_log(out / "train.log"), frozen_backbone(model, cfg.linear_probe) as head:
         trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head)
+        trainer.run_info = dict(run_info or {})
         trainer.start()
         trainer._ran_nothing = trainer.p.finished
         t0 = time.perf_counter()

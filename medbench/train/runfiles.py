@@ -15,9 +15,13 @@ from medbench.train.config import TrainConfig
 from medbench.utils.files import atomic_path, write_json_atomic, write_text_atomic
 
 
-def write_config(out_dir: Path, cfg: TrainConfig, resolved: dict[str, Any]) -> Path:
-    """``config.yaml``: the configuration plus what was resolved at run time (device, sizes, ...)."""
-    data = {**cfg.to_dict(), "resolved": resolved}
+def write_config(out_dir: Path, cfg: TrainConfig, resolved: dict[str, Any],
+                 run_info: dict[str, Any] | None = None) -> Path:
+    """``config.yaml``: the configuration, what was resolved at run time (device, sizes, ...) and
+    the caller's ``run`` facts (data, source, ...)."""
+    data: dict[str, Any] = {**cfg.to_dict(), "resolved": resolved}
+    if run_info:
+        data["run"] = run_info
     return write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
@@ -25,6 +29,7 @@ def read_config(out_dir: Path) -> dict[str, Any]:
     """Load ``config.yaml`` of a run folder (without its ``resolved`` part)."""
     data = yaml.safe_load((Path(out_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
     data.pop("resolved", None)
+    data.pop("run", None)
     return data
 
 

@@ -1,0 +1,239 @@
+"""A whole supervised experiment from a table of images: join labels, split by patient, fine-tune a
+source, predict the test split, evaluate. Used by ``medbench train`` and ``medbench demo``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medbench.errors import InputError
+from medbench.train.config import TrainConfig
+from medbench.train.engine import FitResult, fit
+from medbench.utils.files import atomic_path, hash_id, write_json_atomic
+from medbench.utils.rng import derive_seed
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+META_KEEP = ("patient_hash", "sex", "age", "vendor")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a manifest/label table (.parquet or .csv; a folder means its manifest.parquet or labels.csv).
+
+    Relative ``path`` entries are taken relative to the table's folder.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for name in ("manifest.parquet", "labels.csv"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise InputError(f"{path} holds neither manifest.parquet nor labels.csv: pass the table file")
+    if not p.is_file():
+        raise InputError(f"table {path} does not exist: pass RUN_DIR/manifest.parquet or labels.csv")
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    elif p.suffix in (".csv", ".tsv"):
+        df = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
+    else:
+        raise InputError(f"table {p} must be .parquet or .csv")
+    if "path" in df.columns:
+        base = p.parent
+        df["path"] = [str(q) if Path(str(q)).is_absolute() else str((base / str(q)).resolve()) for q in df["path"]]
+    return df
+
+
+def join_labels(table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Inner-join a label table onto a manifest on ``path``, else ``sop_uid``, else ``uid``.
+
+    Raises:
+        InputError: no shared key column, or no row matches.
+    """
+    for key in ("path", "sop_uid", "uid"):
+        if key in table.columns and key in labels.columns:
+            left = table.assign(_k=table[key].astype(str))
+            right = labels.assign(_k=labels[key].astype(str)).drop(columns=[key])
+            if key == "path":
+                left["_k"] = [str(Path(q).resolve()) for q in left["_k"]]
+                right["_k"] = [str(Path(q).resolve()) for q in right["_k"]]
+            joined = left.merge(right, on="_k", how="inner", suffixes=("", "_labels")).drop(columns="_k")
+            if len(joined):
+                dropped = len(table) - len(joined)
+                if dropped:
+                    logger.warning("%d manifest rows have no label (joined on %s) and are left out", dropped, key)
+                return joined
+    raise InputError(
+        "cannot join the label table onto the manifest: they share no matching path, sop_uid or uid "
+        f"values (manifest columns {list(table.columns)[:8]}..., labels columns {list(labels.columns)})"
+    )
+
+
+def prepare_table(table: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Check the label column and add ``uid``, ``patient_hash`` and ``vendor`` where missing."""
+    if "path" not in table.columns:
+        raise InputError("the table has no `path` column: pass a manifest from `medbench ingest` or labels.csv")
+    if label not in table.columns:
+        raise InputError(f"label column {label!r} is not in the table (columns: {list(table.columns)}); "
+                         "pass --label COLUMN or join a label table with --labels CSV")
+    df = table.copy()
+    if df[label].isna().any():
+        n = int(df[label].isna().sum())
+        logger.warning("%d rows have no %r label and are left out", n, label)
+        df = df[df[label].notna()]
+    values = pd.to_numeric(df[label], errors="coerce")
+    if values.isna().any() or (values % 1 != 0).any() or (values < 0).any():
+        raise InputError(f"label column {label!r} must hold class ids 0, 1, ... (found {df[label].unique()[:5]})")
+    df[label] = values.astype("int64")
+    if "uid" not in df.columns:
+        df["uid"] = df["sop_uid"].astype(str) if "sop_uid" in df.columns else df["path"].astype(str)
+    if "patient_hash" not in df.columns:
+        if "patient_id" in df.columns:
+            df["patient_hash"] = [hash_id(v) for v in df["patient_id"]]
+        else:
+            logger.warning("no patient_id/patient_hash column: splitting by image, not by patient")
+            df["patient_hash"] = [hash_id(v) for v in df["uid"]]
+    if "vendor" not in df.columns and "manufacturer" in df.columns:
+        df["vendor"] = df["manufacturer"]
+    return df.reset_index(drop=True)
+
+
+def assign_splits(
+    df: pd.DataFrame, *, split_column: str | None = None, val_frac: float = 0.15,
+    test_frac: float = 0.2, seed: int = 0, label: str = "label",
+) -> pd.Series:
+    """"train"/"val"/"test" per row: from ``split_column``, else patient-grouped from medbench.data.splits."""
+    if split_column:
+        if split_column not in df.columns:
+            raise InputError(f"split column {split_column!r} is not in the table (columns: {list(df.columns)})")
+        s = df[split_column].astype(str).str.lower().replace({"valid": "val", "validation": "val"})
+        bad = sorted(set(s) - set(SPLITS))
+        if bad:
+            raise InputError(f"split column {split_column!r} has values {bad}: use train/val/test")
+        return s
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise InputError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in (0, 1) and sum below 1")
+    try:
+        from medbench.data.splits import train_val_test
+    except ModuleNotFoundError:
+        return _hash_split(df["patient_hash"], val_frac, test_frac, seed)
+    return pd.Series(
+        np.asarray(train_val_test(df, group="patient_hash", val=val_frac, test=test_frac, seed=seed)),
+        index=df.index, name="split",
+    )
+
+
+def _hash_split(groups: pd.Series, val: float, test: float, seed: int) -> pd.Series:
+    """Patient-grouped split by a seeded hash of the group (used until medbench.data.splits exists)."""
+    u = np.array([derive_seed(seed, "split", g) / 2.0**63 for g in groups])
+    return pd.Series(np.where(u < test, "test", np.where(u < test + val, "val", "train")), index=groups.index)
+
+
+@dataclass
+class ExperimentResult:
+    """Outcome of :func:`run_experiment`."""
+
+    out_dir: Path
+    fit: FitResult
+    metrics: dict[str, Any]
+    report: Path | None
+
+
+def run_experiment(
+    table: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    label: str = "label",
+    source: str = "random",
+    arch: str | None = None,
+    size: int = 224,
+    cfg: TrainConfig | None = None,
+    split_column: str | None = None,
+    val_frac: float = 0.15,
+    test_frac: float = 0.2,
+    drop_rate: float = 0.0,
+    weights: str | None = None,
+    title: str | None = None,
+) -> ExperimentResult:
+    """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
+
+    Args:
+        table: Rows with ``path`` and the ``label`` column (see :func:`prepare_table`).
+        out_dir: The run folder (resumed when it holds a run).
+        label: Label column (class ids).
+        source: A name in ``medbench.sources`` ("random", "imagenet", "efficientnet-lite0-imagenet", ...).
+        arch: Architecture for sources that take one.
+        size: Images are resized to ``size`` x ``size``.
+        cfg: Engine settings (default :class:`TrainConfig`).
+        split_column: Use this column's train/val/test instead of a patient-grouped split.
+        val_frac: Validation share of patients.
+        test_frac: Test share of patients.
+        drop_rate: Dropout before the head.
+        weights: Local weights file for sources that need one.
+        title: Report title.
+    """
+    import torch
+
+    from medbench.data.dataset import ImageDataset
+    from medbench.sources import create_source
+
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    df = prepare_table(table, label)
+    df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
+                                seed=cfg.seed, label=label).to_numpy()
+    _save_splits(df, out)
+    counts = df["split"].value_counts().to_dict()
+    if not counts.get("train") or not counts.get("test"):
+        raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
+    keep = [c for c in META_KEEP if c in df.columns]
+    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1) for s in SPLITS}
+    n_classes = max(2, int(df[label].max()) + 1)
+    torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
+    model = create_source(source, arch=arch, num_classes=n_classes, in_chans=1, drop_rate=drop_rate, weights=weights)
+    info = {"source": source, "arch": arch or model.card.arch, "size": size, "label": label,
+            "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
+    logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
+    res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
+              test_ds=ds["test"], keep_meta=keep, run_info=info)
+    pred = res.predictions.assign(source=source)
+    metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+    return ExperimentResult(out, res, metrics, report)
+
+
+def _save_splits(df: pd.DataFrame, out: Path) -> None:
+    path = out / "splits.csv"
+    cols = ["uid", "patient_hash", "split"]
+    if path.exists():
+        old = pd.read_csv(path, dtype=str)
+        if old["uid"].tolist() != df["uid"].astype(str).tolist() or old["split"].tolist() != df["split"].tolist():
+            raise InputError(f"{out} holds a run on other data or splits; use a new --out folder")
+        return
+    with atomic_path(path) as tmp:
+        df[cols].to_csv(tmp, index=False)
+
+
+def evaluate_run(pred: pd.DataFrame, out: Path, *, title: str) -> tuple[dict[str, Any], Path | None]:
+    """metrics.json (+ report.html for binary tasks) from a predictions table's test rows."""
+    import json
+
+    test = pred[pred["split"] == "test"]
+    if "prob" in pred.columns:
+        from medbench.eval.evaluate import write_evaluation
+
+        report = write_evaluation(pred, out, title=title, split="test")
+        return json.loads((out / "metrics.json").read_text()), report
+    from medbench.eval.metrics import auc
+
+    probs = test[[c for c in test.columns if c.startswith("prob_")]].to_numpy()
+    metrics = {"split": "test", "n": len(test), "accuracy": float((test["pred"] == test["label"]).mean()),
+               "auc_macro_ovr": auc(test["label"].to_numpy(), probs)}
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics, None
