@@ -81,11 +81,11 @@ def _patient(seed: int, prefix: str, j: int, lesion_prob: float) -> dict[str, An
     }
     kind = anatomy["lesion_kind"]
     if kind == "nodule":
-        anatomy["lesion_radius"] = anatomy["lesion_u"] * 0.025 + 0.035
-        anatomy["lesion_amp"] = anatomy["lesion_v"] * 0.04 + 0.07
+        anatomy["lesion_radius"] = anatomy["lesion_u"] * 0.04 + 0.08
+        anatomy["lesion_amp"] = anatomy["lesion_v"] * 0.08 + 0.2
     else:
-        anatomy["lesion_radius"] = anatomy["lesion_u"] * 0.05 + 0.07
-        anatomy["lesion_amp"] = anatomy["lesion_v"] * 0.02 + 0.045
+        anatomy["lesion_radius"] = anatomy["lesion_u"] * 0.08 + 0.14
+        anatomy["lesion_amp"] = anatomy["lesion_v"] * 0.06 + 0.12
     return {"count": count, "sex": sex, "age": age, "label": label, "anatomy": anatomy}
 
 
@@ -173,9 +173,9 @@ def render_cxr_linear(record: CxrRecord, *, size: int = 256, seed: int = 0) -> n
     body = _soft(dbody, edge)
     # lungs: ellipses widening towards the base
     lungs = np.zeros_like(x)
+    widen = _widen(y, a)
     for s in (-1.0, 1.0):
-        widen = 0.8 + 0.2 * np.clip((y - a["lung_cy"]) / a["lung_ay"] + 1.0, 0.0, 2.0)
-        d = _ellipse(x / widen, y, s * a["lung_cx"] / 1.0, a["lung_cy"], a["lung_ax"], a["lung_ay"])
+        d = _ellipse(x / widen, y, s * a["lung_cx"], a["lung_cy"], a["lung_ax"], a["lung_ay"])
         lungs = np.maximum(lungs, _soft(d, edge))
     heart = _soft(_ellipse(x, y, a["heart_cx"], a["heart_cy"], a["heart_ax"], a["heart_ay"]), edge)
     lungs_eff = lungs * (1.0 - 0.8 * heart)
@@ -193,7 +193,7 @@ def render_cxr_linear(record: CxrRecord, *, size: int = 256, seed: int = 0) -> n
     cage = _soft(_ellipse(x, y, 0.0, a["lung_cy"] + 0.02, 0.82, a["lung_ay"] + 0.05), 0.08)
     cage = cage * np.clip((phase + 0.5) * 2.0, 0.0, 1.0) * _soft(u / 0.85, 0.1)
     cage = cage * np.clip((u - 0.06) / 0.06, 0.0, 1.0)
-    img = img + 0.09 * a["bone"] * ribs * cage
+    img = img + 0.06 * a["bone"] * ribs * cage
     # clavicles
     for s in (-1.0, 1.0):
         yc = -0.62 + 0.25 * (s * x - 0.1)
@@ -209,17 +209,32 @@ def render_cxr_linear(record: CxrRecord, *, size: int = 256, seed: int = 0) -> n
     tex = np.fft.irfft2(np.fft.rfft2(white) * filt, s=(size, size)).astype(np.float32)
     img = img + tex * (0.006 + 0.018 * lungs_eff)
 
+    jitter = r.uniform(0.85, 1.15)  # drawn for every image so noise never depends on the label
     if record.label:
-        img = img + _lesion(x, y, a, r.uniform(0.85, 1.15), lungs)
+        img = img + _lesion(x, y, a, jitter, lungs)
     img = img * np.float32(gain)
     img = img + r.standard_normal((size, size), dtype=np.float32) * np.float32(0.008)
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def _lesion(x: np.ndarray, y: np.ndarray, a: dict[str, Any], jitter: float, lungs: np.ndarray) -> np.ndarray:
+def _widen(y: np.ndarray | float, a: dict[str, Any]) -> np.ndarray | float:
+    """Horizontal stretch of the lungs at height ``y`` (0.8 at the apex, 1.2 at the base)."""
+    return 0.8 + 0.2 * np.clip((y - a["lung_cy"]) / a["lung_ay"] + 1.0, 0.0, 2.0)
+
+
+def lesion_center(a: dict[str, Any]) -> tuple[float, float]:
+    """Lesion centre ``(x, y)`` in normalised coordinates, inside a lung and clear of the heart."""
     side = a["lesion_side"]
-    cx = side * a["lung_cx"] + a["lesion_r"] * a["lung_ax"] * np.cos(a["lesion_theta"])
-    cy = a["lung_cy"] + a["lesion_r"] * a["lung_ay"] * np.sin(a["lesion_theta"])
+    theta = a["lesion_theta"]
+    if side > 0:  # the heart side: keep to the upper half of the lung
+        theta = np.pi + np.mod(theta, np.pi)
+    cy = a["lung_cy"] + a["lesion_r"] * a["lung_ay"] * np.sin(theta)
+    cx = (side * a["lung_cx"] + a["lesion_r"] * a["lung_ax"] * np.cos(theta)) * _widen(cy, a)
+    return float(cx), float(cy)
+
+
+def _lesion(x: np.ndarray, y: np.ndarray, a: dict[str, Any], jitter: float, lungs: np.ndarray) -> np.ndarray:
+    cx, cy = lesion_center(a)
     rad = a["lesion_radius"]
     d2 = ((x - cx) ** 2 + (y - cy) ** 2) / (rad * rad)
     if a["lesion_kind"] == "nodule":
