@@ -93,7 +93,8 @@ class AuditConfig:
         if len(set(labels)) != len(labels):
             raise InputError(f"source labels must be unique; got {labels} (give dict entries a 'label')")
         for c in self.confounders:  # fail early on unknown names/bad params
-            build_confounder(c, seed=self.seed)
+            if not is_sampled(c):
+                build_confounder(c, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
@@ -221,6 +222,53 @@ def _auc_block(prefix: str, df: pd.DataFrame, n_boot: int, seed: int) -> dict[st
     return out
 
 
+def is_sampled(spec: Any) -> bool:
+    """True for a sampled (patient-level) confounder such as "sex" (see :mod:`confounders.sampled`)."""
+    from confounders.base import CONFOUNDERS, PRESETS, load_builtin_confounders
+    from confounders.sampled import SAMPLED
+
+    load_builtin_confounders()
+    name = _spec_kw(spec)[0]
+    return name in SAMPLED and name not in CONFOUNDERS and name not in PRESETS
+
+
+def unit_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Row positions of the unit's train/val/test(i.i.d.)/ood/clean sets and, per set, which rows
+    carry the artifact (all False for sampled confounders, whose association comes from sampling)."""
+    if is_sampled(unit.confounder):
+        return _sampled_sets(unit, cfg, data)
+    idx = data.splits[unit.split]
+    key = spec_label(unit.confounder)
+    rows = {"train": idx["train"], "val": idx["val"], "test": idx["test"], "ood": idx["test"], "clean": idx["test"]}
+    masks = {s: select_confounded(data.meta.iloc[idx[s]], unit.p, key=key, seed=cfg.seed)
+             for s in ("train", "val", "test")}
+    masks["ood"] = data.meta["label"].to_numpy()[idx["test"]] == 0
+    masks["clean"] = np.zeros(len(idx["test"]), dtype=bool)
+    return rows, masks
+
+
+def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from confounders.sampled import SAMPLED, add_age_band, build_prevalence_splits
+
+    name, kw = _spec_kw(unit.confounder)
+    sc = SAMPLED.get(name)
+    column, group = kw.pop("column", sc.column), kw.pop("group", sc.group)
+    if group is None:
+        raise InputError(f"sampled confounder {name!r} needs group= (the value of {column!r} that carries p)")
+    meta = data.meta
+    if column == "age_band" and column not in meta.columns:
+        meta = add_age_band(meta)
+    k = max(5, int(cfg.splits))
+    common = dict(column=column, group=group, label_column="label", positive=1, negative=0,
+                  n_splits=k, seed=cfg.seed, **kw)
+    sp = build_prevalence_splits(meta, p=unit.p, **common)[unit.split]
+    clean = build_prevalence_splits(meta, p=0.5, **common)[unit.split].test_iid
+    rows = {"train": sp.train.index.to_numpy(), "val": sp.val.index.to_numpy(),
+            "test": sp.test_iid.index.to_numpy(), "ood": sp.test_ood.index.to_numpy(),
+            "clean": clean.index.to_numpy()}
+    return rows, {s: np.zeros(len(r), dtype=bool) for s, r in rows.items()}
+
+
 def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
     """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
     from medbench.data.dataset import ArrayDataset
@@ -230,41 +278,32 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     from medbench.train.predict import predict
 
     t0 = time.perf_counter()
-    conf = build_confounder(unit.confounder, seed=cfg.seed)
     key = spec_label(unit.confounder)
-    idx = data.splits[unit.split]
+    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
+    rows, masks = unit_sets(unit, cfg, data)
+    if len(rows["train"]) % tcfg.batch_size == 1 and len(rows["train"]) > 1:
+        # a last batch of one image breaks BatchNorm in training mode: leave one image out
+        logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(rows["train"]))
+        rows["train"], masks["train"] = rows["train"][:-1], masks["train"][:-1]
+    conf = None if is_sampled(unit.confounder) else build_confounder(unit.confounder, seed=cfg.seed)
     uids_all = data.meta["uid"].astype(str).tolist()
     cols = ["uid", "patient_id", "label"]
 
-    def subset(rows: np.ndarray, mask: np.ndarray | None) -> ArrayDataset:
-        meta = data.meta.iloc[rows][cols].reset_index(drop=True)
+    def subset(pos: np.ndarray, mask: np.ndarray) -> ArrayDataset:
+        meta = data.meta.iloc[pos][cols].reset_index(drop=True)
         meta["uid"] = meta["uid"].astype(str)
         meta["patient_id"] = meta["patient_id"].astype(str)
-        imgs = data.images[rows]
-        if mask is not None:
-            imgs = inject(conf, imgs, [uids_all[i] for i in rows], mask)
+        imgs = data.images[torch.as_tensor(np.array(pos, dtype=np.int64))]
+        if conf is not None and mask.any():
+            imgs = inject(conf, imgs, [uids_all[i] for i in pos], mask)
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
 
-    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
-    idx = dict(idx)
-    if len(idx["train"]) % tcfg.batch_size == 1 and len(idx["train"]) > 1:
-        # a last batch of one image breaks BatchNorm in training mode: leave one image out
-        logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(idx["train"]))
-        idx["train"] = idx["train"][:-1]
-    sets = {}
-    masks = {}
-    for s in ("train", "val", "test"):
-        m = data.meta.iloc[idx[s]]
-        masks[s] = select_confounded(m, unit.p, key=key, seed=cfg.seed)
-        sets[s] = subset(idx[s], masks[s])
-    test_meta = data.meta.iloc[idx["test"]]
-    ood_mask = test_meta["label"].to_numpy() == 0
-    sets["ood"] = subset(idx["test"], ood_mask)
-    sets["clean"] = subset(idx["test"], None)
+    sets = {s: subset(rows[s], masks[s]) for s in rows}
 
     name, kw = _spec_kw(unit.source)
-    torch.manual_seed(cfg.seed + unit.split)  # head init; fit re-seeds its own training RNG
-    model = create_source(name, num_classes=2, in_chans=1, drop_rate=cfg.drop_rate, **kw)
+    with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
+        torch.manual_seed(cfg.seed + unit.split)
+        model = create_source(name, num_classes=2, in_chans=1, drop_rate=cfg.drop_rate, **kw)
     res = fit(model, sets["train"], sets["val"], tcfg, run_dir,
               run_info={"audit_unit": unit.uid, "p": unit.p})
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
@@ -277,7 +316,7 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     row["gap"] = row["auc_iid"] - row["auc_ood"]
     hist = getattr(res, "history", None)
     row.update({"n_train": len(sets["train"]), "n_val": len(sets["val"]), "n_test": len(sets["test"]),
-                "n_confounded_train": int(masks["train"].sum()),
+                "n_confounded_train": int(masks["train"].sum()) if conf is not None else -1,
                 "epochs_run": int(len(hist)) if hist is not None else -1,
                 "seconds": round(time.perf_counter() - t0, 2)})
     return row
@@ -391,14 +430,26 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     return result
 
 
-def run_demo_audit(out_dir: str | Path, *, n: int = 240, size: int = 64, ps: tuple[float, ...] = (0.0, 0.5, 1.0),
-                   sources: tuple[Any, ...] = ("random", "efficientnet-lite0-imagenet"), splits: int = 2,
-                   epochs: int = 3, confounder: Any = None, device: str = "auto") -> AuditResult:
-    """A small audit for the demo: one confounder (an enlarged "R" tag, readable at ``size`` px),
-    a few p values, two sources, ``splits`` patient-grouped splits on the embedded synthetic data."""
-    conf = confounder or {"name": "tag", "label": "tag-R", "text": "R", "size": 256.0,
-                          "position": [120.0, 120.0]}
-    cfg = AuditConfig(sources=list(sources), confounders=[conf], ps=list(ps), splits=splits,
+DEMO_SOURCES: tuple[Any, ...] = (
+    {"name": "random", "arch": "tf_efficientnet_lite0", "label": "random-init"},
+    {"name": "efficientnet-lite0-imagenet", "label": "imagenet-lite0"},
+)
+DEMO_TAG: dict[str, Any] = {"name": "tag", "label": "tag-R", "text": "R", "size": 256.0,
+                            "position": [120.0, 120.0], "font": "sans-bold"}
+
+
+def run_demo_audit(out_dir: str | Path, *, n: int = 200, size: int = 64,
+                   ps: tuple[float, ...] = (0.0, 0.5, 1.0), sources: tuple[Any, ...] = DEMO_SOURCES,
+                   splits: int = 1, epochs: int = 3, confounder: Any = None, device: str = "auto",
+                   report: bool = True) -> AuditResult:
+    """A small audit for the demo on the embedded synthetic data.
+
+    One confounder (an enlarged bold "R" tag, legible at ``size`` px; the paper's preset would be a
+    4-px glyph at 64 px), a few p values, two sources with the same architecture (EfficientNet-Lite0
+    random init vs genuine ImageNet weights, both offline), ``splits`` patient-grouped split(s).
+    Resumable like any audit: a rerun into the same folder only reports.
+    """
+    cfg = AuditConfig(sources=list(sources), confounders=[confounder or DEMO_TAG], ps=list(ps), splits=splits,
                       data={"kind": "synthetic", "n": n, "size": size, "seed": 0},
                       train={"epochs": epochs, "batch_size": 32, "device": device}, n_boot=100)
-    return run_audit(cfg, out_dir)
+    return run_audit(cfg, out_dir, report=report)

@@ -55,7 +55,7 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
     """Example images without and with each confounder (same images, first positives of the data)."""
     import matplotlib.pyplot as plt
 
-    from confounders.audit import build_confounder, spec_label
+    from confounders.audit import build_confounder, is_sampled, spec_label
 
     pos = np.flatnonzero(data.meta["label"].to_numpy() == 1)[:n]
     if len(pos) == 0:
@@ -63,7 +63,7 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
     imgs = data.images[pos]
     uids = data.meta["uid"].astype(str).iloc[pos].tolist()
     cols = [("clean", imgs)] + [(spec_label(c), build_confounder(c, seed=cfg.seed)(imgs, uids))
-                                for c in cfg.confounders]
+                                for c in cfg.confounders if not is_sampled(c)]
     fig, axes = plt.subplots(len(pos), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pos)), squeeze=False)
     for j, (title, batch) in enumerate(cols):
         for i in range(len(pos)):

@@ -242,3 +242,33 @@ def test_perfect_tag_is_learned_and_ood_auc_falls_with_p(tmp_path: Path) -> None
     assert ood[0] - ood[-1] > 0.25
     # the clean test set has no artifact: its AUC does not collapse like the o.o.d. one
     assert res.loc[1.0, "auc_clean"] > res.loc[1.0, "auc_ood"] + 0.25
+
+
+def test_sampled_confounder_units_follow_the_sex_protocol() -> None:
+    from confounders.audit import Unit, unit_sets
+    from confounders.sampled import build_prevalence_splits
+
+    meta = _meta(400, seed=5)
+    meta["sex"] = np.where(np.random.default_rng(1).random(400) < 0.5, "F", "M")
+    data = AuditData(torch.zeros(400, 1, 8, 8), meta, [])
+    cfg = AuditConfig(confounders=["sex"], ps=[0.8], splits=5)
+    rows, masks = unit_sets(Unit(TINY_SOURCE, "sex", 0.8, 2), cfg, data)
+    ref = build_prevalence_splits(meta, p=0.8, column="sex", group="F", n_splits=5, seed=0)[2]
+    assert np.array_equal(rows["train"], ref.train.index.to_numpy())
+    ood = meta.iloc[rows["ood"]]
+    assert set(zip(ood.label, ood.sex)) == {(1, "M"), (0, "F")}
+    pos = meta.iloc[rows["train"]].query("label == 1")
+    assert (pos.sex == "F").sum() == round(0.8 * len(pos))
+    assert not any(m.any() for m in masks.values())  # no pixel artifact for a sampled confounder
+
+
+def test_demo_audit_small(tmp_path: Path) -> None:
+    from confounders.audit import run_demo_audit
+
+    two = (TINY_SOURCE, {"name": "random", "arch": "test_resnet", "label": "tiny-b"})
+    res = run_demo_audit(tmp_path, n=60, size=32, ps=(0.0, 1.0), sources=two, splits=2, epochs=1, device="cpu")
+    assert len(res.results) == 2 * 2 * 2
+    assert set(res.comparisons.columns) >= {"p_perm", "p_ttest", "mean_diff"}
+    assert len(res.comparisons) == 2 and res.comparisons.n_splits.eq(2).all()
+    html = res.report_path.read_text()
+    assert "tag-R" in html and "o.o.d. AUC goes from" in html
