@@ -107,8 +107,17 @@ def to_chw(image: np.ndarray | torch.Tensor, *, size: int | tuple[int, int] | No
     return t.clamp(0.0, 1.0).contiguous()
 
 
-def load_image01(path: str | Path, *, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Read a DICOM (via ``medbench.io``) or PNG/JPEG/TIFF file as float32 in [0, 1]."""
+Window = tuple[float, float] | str | None
+
+
+def load_image01(path: str | Path, *, window: Window = None) -> np.ndarray:
+    """Read a DICOM (via ``medbench.io``) or PNG/JPEG/TIFF file as float32 in [0, 1].
+
+    Args:
+        path: Image file.
+        window: ``(center, width)``; ``None`` = min-max per image; ``"bits"`` = the full stored
+            range ``[0, 2**BitsStored - 1]`` of a DICOM (keeps a vendor's look intact).
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image file {str(p)!r} does not exist: check the table's `path` column")
@@ -127,26 +136,37 @@ def load_image01(path: str | Path, *, window: tuple[float, float] | None = None)
     return _read_dicom01(p, window)
 
 
-def _read_dicom01(path: Path, window: tuple[float, float] | None) -> np.ndarray:
+def _bits_window(ds: Any) -> tuple[float, float]:
+    top = float(2 ** int(ds.get("BitsStored", 16)) - 1)
+    return (top / 2.0, top)
+
+
+def _read_dicom01(path: Path, window: Window) -> np.ndarray:
+    if window is not None and isinstance(window, str) and window != "bits":
+        raise InputError(f"window must be (center, width), None or 'bits' (got {window!r})")
     try:
         from medbench.io.dicom import read_dicom, to_unit
     except ImportError:  # medbench.io not available: minimal pydicom fallback
         return _fallback_dicom01(path, window)
     img = read_dicom(path)
+    if window == "bits":
+        window = _bits_window(img.dataset)
     pix = img.pixels
     if pix.ndim == 3 and pix.shape[-1] not in (3, 4):  # multi-frame: first frame
         pix = pix[0]
     return np.asarray(to_unit(pix, window=window), dtype=np.float32)
 
 
-def _fallback_dicom01(path: Path, window: tuple[float, float] | None) -> np.ndarray:
+def _fallback_dicom01(path: Path, window: Window) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
     ds = pydicom.dcmread(path)
     arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        arr = arr.max() + arr.min() - arr
+        arr = float(2 ** int(ds.get("BitsStored", 16)) - 1) - arr
+    if window == "bits":
+        window = _bits_window(ds)
     if window is not None:
         c, w = window
         return np.clip((arr - (c - w / 2)) / w, 0.0, 1.0)
@@ -164,7 +184,8 @@ class ImageDataset(Dataset):
         channels: 1 or 3 (grey replicated).
         transform: Optional ``f(image (C, H, W)) -> image`` applied after preprocessing.
         cache: Keep preprocessed images in memory (per worker process).
-        window: (center, width) for ``to_unit``; ``None`` = min-max per image.
+        window: (center, width) for ``to_unit``; ``None`` = min-max per image; ``"bits"`` = the
+            full stored range of each DICOM (exact for files written by ``write_cxr_dataset``).
     """
 
     def __init__(
@@ -176,7 +197,7 @@ class ImageDataset(Dataset):
         channels: int = 1,
         transform: Transform | None = None,
         cache: bool = False,
-        window: tuple[float, float] | None = None,
+        window: Window = None,
     ) -> None:
         if not isinstance(table, pd.DataFrame):
             raise InputError(f"table must be a pandas DataFrame (got {type(table).__name__})")
