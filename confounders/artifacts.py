@@ -166,6 +166,12 @@ def _dct_matrix(device: str) -> torch.Tensor:
     return m.to(device)
 
 
+@functools.lru_cache(maxsize=8)
+def _dct2_matrix(device: str) -> torch.Tensor:
+    d = _dct_matrix(device)
+    return torch.kron(d, d)
+
+
 @register_confounder("jpeg")
 class JpegCompression(Confounder):
     """Baseline JPEG compression of each channel at IJG ``quality`` (8-bit, 8x8 block DCT,
@@ -187,10 +193,11 @@ class JpegCompression(Confounder):
         if ph or pw:
             x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
         Hp, Wp = x.shape[-2:]
-        blocks = (x - 128).view(B, C, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5)
-        D = _dct_matrix(str(dev))
-        Q = jpeg_quant_table(self.quality).to(dev)
-        coef = D @ blocks @ D.T
-        rec = D.T @ (torch.round(coef / Q) * Q) @ D
-        y = (torch.round(rec + 128).clamp(0, 255) / 255).permute(0, 1, 2, 4, 3, 5).reshape(B, C, Hp, Wp)
+        blocks = (x - 128).view(B, C, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(-1, 64)
+        K = _dct2_matrix(str(dev))  # 2-D DCT of a flattened 8x8 block as one 64x64 matrix
+        Q = jpeg_quant_table(self.quality).to(dev).reshape(64)
+        coef = blocks @ K.T
+        rec = (torch.round(coef / Q) * Q) @ K
+        y = torch.round(rec + 128).clamp(0, 255) / 255
+        y = y.view(B, C, Hp // 8, Wp // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(B, C, Hp, Wp)
         return y[..., :H, :W].to(images.dtype)
