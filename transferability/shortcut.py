@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,14 +60,16 @@ def _factories(sources: Mapping[str, ModelFactory] | Sequence[str], arch: str) -
     if isinstance(sources, Mapping):
         return dict(sources)
     from medbench.sources import create_source
+    from transferability.pipeline import parse_source
 
-    def make(name: str) -> ModelFactory:
+    def make(spec: str) -> ModelFactory:
+        name, spec_arch = parse_source(spec)
         kw: dict[str, Any] = {"num_classes": 2, "in_chans": 1}
-        if name in ("random", "imagenet"):
-            kw["arch"] = arch
+        if spec_arch or name in ("random", "imagenet"):
+            kw["arch"] = spec_arch or arch
         return lambda: create_source(name, **kw)
 
-    return {name: make(name) for name in sources}
+    return {spec: make(spec) for spec in sources}
 
 
 def _first_below(values: np.ndarray, threshold: float, window: int, above: bool = False) -> float:
@@ -108,8 +111,9 @@ def frequency_shortcut_experiment(
     """Run the experiment for every source and band (see the module docstring).
 
     Args:
-        sources: Source names for ``medbench.sources.create_source`` (2-class head, grey input;
-            "random"/"imagenet" use ``arch``) or a mapping name -> zero-argument model factory.
+        sources: Source specs "name" or "name:arch" for ``medbench.sources.create_source``
+            (2-class head, grey input; "random"/"imagenet" default to ``arch``) or a mapping
+            name -> zero-argument model factory.
         bands: Bands of :data:`transferability.spectral.BANDS`.
         n_train: Training images; ``n_test`` images in each test set.
         size: Image size in pixels.
@@ -192,3 +196,41 @@ def frequency_shortcut_experiment(
     result.table = pd.DataFrame(rows)
     result.curves = pd.DataFrame(curves)
     return result
+
+
+def shortcut_report(result: ShortcutResult, out_dir: str | Path, *, title: str = "Frequency shortcuts") -> Path:
+    """Write table.csv, curves.csv and report.html (tables, loss curves, spectra per source)."""
+    import matplotlib.pyplot as plt
+
+    from medbench.eval.report import HtmlReport
+    from transferability.spectral import plot_spectra
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "table.csv", index=False)
+    result.curves.to_csv(out / "curves.csv", index=False)
+    rep = HtmlReport(title, subtitle="band-limited pattern on the positives; o.o.d. test moves it to the negatives")
+    rep.heading("Speed and strength").table(result.table, caption="steps_to_loss: first step with running "
+                                            "training loss below the threshold; auc_drop = iid_auc - ood_auc")
+    for band, g in result.curves.groupby("band", sort=False):
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        for src, h in g.groupby("source", sort=False):
+            ax.plot(h["step"], h["loss"].rolling(5, min_periods=1).mean(), label=str(src))
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss (running mean)")
+        ax.set_title(f"{band} band")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        rep.figure(fig, caption=f"training loss, {band}-band shortcut")
+    sources = list(dict.fromkeys(k[0] for k in result.spectra))
+    for src in sources:
+        spectra: dict[str, Spectrum] = {}
+        for (s_, band, stage), spec in result.spectra.items():
+            if s_ == src and (stage == "before" and band == next(iter(result.pattern_spectra))):
+                spectra["gradients, pre-trained"] = spec
+            elif s_ == src and stage == "after":
+                spectra[f"gradients after {band}-band fine-tuning"] = spec
+        spectra.update({f"{b}-band pattern": s for b, s in result.pattern_spectra.items()})
+        rep.figure(plot_spectra(spectra, title=f"{src}: input-gradient spectra"),
+                   caption="radially averaged power, each curve scaled to unit sum (DC omitted)")
+    return rep.save(out / "report.html")

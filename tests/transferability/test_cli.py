@@ -91,3 +91,16 @@ def test_transfer_rejects_unknown_metric(target, tmp_path) -> None:
     with pytest.raises(UnknownNameError, match="logme"):
         CliRunner().invoke(app, ["transfer", "--manifest", str(target), "--sources", "random:resnet18",
                                  "--metrics", "logmee", "--out", str(tmp_path / "r")], catch_exceptions=False)
+
+
+@pytest.mark.slow
+def test_transfer_shortcut_command_writes_report(tmp_path) -> None:
+    out = tmp_path / "sc"
+    res = _invoke(["transfer-shortcut", "--sources", "random:resnet18", "--bands", "low,high", "--n-train", "32",
+                   "--n-test", "32", "--size", "32", "--epochs", "1", "--out", str(out)])
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["band"]) == ["low", "high"] and list(table["source"]) == ["random:resnet18"] * 2
+    assert table[["iid_auc", "ood_auc"]].stack().between(0, 1).all()
+    assert len(pd.read_csv(out / "curves.csv")) == 2 * 2  # bands x (1 epoch of 2 steps)
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == 3 and "report:" in res.output
