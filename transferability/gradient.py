@@ -20,6 +20,10 @@ VGG            features.0            the second convolution
 
 Any other model falls back to its first and second convolutions; pass ``layers=(first, early)``
 to choose explicitly.
+
+Note: timm initialises the last BatchNorm of every residual branch to zero (``zero_init_last``),
+so on a *randomly initialised* timm ResNet no gradient reaches ``layer1.0.conv1`` and FU is
+exactly 0; that is the true value for that initialisation, not a failure.
 """
 
 from __future__ import annotations
