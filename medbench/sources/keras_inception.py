@@ -104,3 +104,52 @@ def inception_v3_state_dict(weights: KerasWeights, *, source: str = "") -> dict[
         out["fc.weight"] = dense_weight(weights["predictions"]["kernel"])
         out["fc.bias"] = weights["predictions"]["bias"]
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+
+
+_UP_CONV = {"repeat": "block35", "repeat_1": "block17", "repeat_2": "block8"}
+
+
+def _keras_irv2_name(timm_name: str) -> str | None:
+    """Keras name of an InceptionResNetV2 residual "up" conv (with bias), else ``None``."""
+    if timm_name == "block8.conv2d":
+        return "block8_10_conv"
+    parts = timm_name.split(".")
+    if len(parts) == 3 and parts[0] in _UP_CONV and parts[2] == "conv2d":
+        return f"{_UP_CONV[parts[0]]}_{int(parts[1]) + 1}_conv"
+    return None
+
+
+def inception_resnet_v2_state_dict(weights: KerasWeights, *, source: str = "") -> dict[str, torch.Tensor]:
+    """Map Keras InceptionResNetV2 weights to timm ``inception_resnet_v2`` names.
+
+    timm's network is a port of the TensorFlow one (its stem average pool already excludes the
+    padding), so only names differ: ``conv2d_bn`` units pair in creation order (numeric suffix),
+    the residual up-convs are named ``block35_i_conv``/``block17_i_conv``/``block8_i_conv`` and the
+    last unit ``conv_7b``. BatchNorm has no gamma (scale=False).
+    """
+    import timm
+
+    reference = timm.create_model("inception_resnet_v2", pretrained=False, num_classes=0)
+    target = reference.state_dict()
+    convs, bns = iter(_numbered(weights, "conv2d")), iter(_numbered(weights, "batch_normalization"))
+    out: dict[str, np.ndarray] = {}
+    try:
+        for name, module in reference.named_modules():
+            if type(module).__name__ == "ConvNormAct":
+                conv, bn = ("conv_7b", "conv_7b_bn") if name == "conv2d_7b" else (next(convs), next(bns))
+                w = conv_weight(weights[conv]["kernel"])
+                if w.shape != tuple(target[f"{name}.conv.weight"].shape):
+                    raise InputError(f"{source!r}: Keras layer {conv!r} {w.shape} does not line up with {name}")
+                out[f"{name}.conv.weight"] = w
+                out.update(bn_params(weights[bn], f"{name}.bn"))
+            elif (keras_name := _keras_irv2_name(name)) is not None:
+                out[f"{name}.weight"] = conv_weight(weights[keras_name]["kernel"])
+                out[f"{name}.bias"] = weights[keras_name]["bias"]
+    except (StopIteration, KeyError) as exc:
+        raise InputError(f"{source!r}: not a complete Keras InceptionResNetV2 ({exc!r} missing)") from exc
+    if next(convs, None) is not None:
+        raise InputError(f"{source!r}: more conv2d layers than Keras InceptionResNetV2 has")
+    if "predictions" in weights:
+        out["classif.weight"] = dense_weight(weights["predictions"]["kernel"])
+        out["classif.bias"] = weights["predictions"]["bias"]
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -2,7 +2,7 @@
 
 Accepted ``weights=`` files:
 - the official Keras files (``RadImageNet-ResNet50_notop.h5``, ``RadImageNet-DenseNet121_notop.h5``,
-  ``RadImageNet-InceptionV3_notop.h5``), converted on load (see :mod:`keras_resnet`,
+  ``RadImageNet-InceptionV3_notop.h5``, ``RadImageNet-IRV2_notop.h5``), converted on load (see :mod:`keras_resnet`,
   :mod:`keras_densenet`, :mod:`keras_inception`): each becomes a timm network changed where Keras
   differs (ResNet50: the Keras-v1 variant) so it computes what Keras computes;
 - a converted file written by :func:`convert_radimagenet` (``.pt``/``.safetensors``, timm names);
@@ -17,7 +17,7 @@ Preprocessing is not agreed upstream. The default, ``caffe-rescaled``, is what R
 training scripts and the Source-Matters paper's code do (Keras ``preprocess_input`` in "caffe" mode,
 BGR minus the ImageNet BGR mean, then ``rescale=1/255``); ``preprocessing="caffe"`` (no rescale) and
 ``"tf"`` ([-1, 1]) are the alternatives seen in ports.
-InceptionResNetV2 files are recognised but not converted.
+InceptionResNetV2 maps onto timm's ``inception_resnet_v2`` unchanged (timm's is a TensorFlow port).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from medbench.sources.registry import model_channels, register_source, resolve_n
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = ("resnet50", "densenet121", "inception_v3")
+SUPPORTED = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 _KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")
 _RESNET_SEQ = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 _TV_DENSE_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
@@ -63,6 +63,8 @@ def _torch_layout_to_timm(sd: dict[str, torch.Tensor], *, source: str) -> tuple[
         return "resnet50", _sequential_resnet_to_timm(sd)
     if "layer1.0.conv1.weight" in sd and "conv1.weight" in sd:
         return "resnet50", sd
+    if "conv2d_1a.conv.weight" in sd and "conv2d_7b.conv.weight" in sd:  # timm inception_resnet_v2
+        return "inception_resnet_v2", sd
     if "Conv2d_1a_3x3.conv.weight" in sd:  # torchvision/timm inception_v3 names
         return "inception_v3", {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}
     if any(k.startswith("0.denseblock1.") for k in sd):
@@ -108,17 +110,17 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
 
             return arch, "keras", inception_v3_state_dict(weights, source=str(p))
         if arch == "inception_resnet_v2":
-            raise InputError(
-                f"{str(p)!r} holds a Keras InceptionResNetV2 model: medbench converts RadImageNet "
-                f"ResNet50, DenseNet121 and InceptionV3 only; use one of those files"
-            )
+            from medbench.sources.keras_inception import inception_resnet_v2_state_dict
+
+            # timm's network is already TF-faithful: the "torchvision" variant is the plain timm model
+            return arch, "torchvision", inception_resnet_v2_state_dict(weights, source=str(p))
         raise InputError(f"{str(p)!r}: no Keras ResNet50/DenseNet121 layers found (first: {list(weights)[:4]})")
     sd = read_state_dict(p)
     meta = read_metadata(p)
     arch, sd = _torch_layout_to_timm(sd, source=str(p))
     if arch == "resnet50":
         variant = "keras" if is_keras_v1_state_dict(sd) else "torchvision"
-    elif arch == "inception_v3":
+    elif arch in ("inception_v3", "inception_resnet_v2"):
         variant = meta.get("medbench.variant", "torchvision")
     else:
         variant = meta.get("medbench.variant", "torchvision")
@@ -198,6 +200,6 @@ RADIMAGENET = register_source(
         default_num_classes=None,
         licence="RadImageNet terms of use (non-commercial research)",
         citation="Mei et al., RadImageNet, Radiology: Artificial Intelligence 2022",
-        description="RadImageNet ResNet50/DenseNet121/InceptionV3 (Keras .h5, converted) or a PyTorch port",
+        description="RadImageNet ResNet50/DenseNet121/InceptionV3/InceptionResNetV2 (Keras .h5) or a PyTorch port",
     )
 )

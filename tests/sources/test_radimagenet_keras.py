@@ -17,7 +17,7 @@ from medbench.sources import create_source  # noqa: E402
 from medbench.sources.radimagenet import convert_radimagenet  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-SIZES = {"resnet50": 64, "densenet121": 64, "inception_v3": 96}  # InceptionV3 needs >= 75 px
+SIZES = {"resnet50": 64, "densenet121": 64, "inception_v3": 96, "inception_resnet_v2": 96}  # Inceptions need >= 75 px
 
 
 def _randomise(model, seed: int) -> None:
@@ -60,7 +60,12 @@ def _to_keras2_layout(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="module", params=list(SIZES))
 def keras_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     apps = keras.applications
-    build = {"resnet50": apps.ResNet50, "densenet121": apps.DenseNet121, "inception_v3": apps.InceptionV3}[request.param]
+    build = {
+        "resnet50": apps.ResNet50,
+        "densenet121": apps.DenseNet121,
+        "inception_v3": apps.InceptionV3,
+        "inception_resnet_v2": apps.InceptionResNetV2,
+    }[request.param]
     size = SIZES[request.param]
     model = build(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
     _randomise(model, 0)
