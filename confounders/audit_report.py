@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 CURVES = (("auc_iid", "i.i.d.", "-", "o"), ("auc_ood", "o.o.d.", "--", "s"), ("auc_clean", "clean", ":", "^"))
 #: o.o.d. AUC drop (lowest-p to highest-p) above which the summary says the source learned the artifact.
 LEARNED_DROP = 0.1
+#: i.i.d. AUC below which a level o.o.d. curve is reported as "learned little", not as robustness.
+WEAK_IID = 0.7
 
 
 def auc_vs_p_figure(summary: pd.DataFrame) -> Any:
@@ -95,6 +97,9 @@ def plain_summary(summary: pd.DataFrame) -> list[str]:
                 verdict += " (below chance: the artifact now points to the wrong class)"
         elif drop < -LEARNED_DROP:
             verdict = "it rises, so the artifact did not act as a shortcut here"
+        elif hi.auc_iid < WEAK_IID:
+            verdict = (f"it stays about level, but its i.i.d. AUC at p = {hi.p:g} is only {hi.auc_iid:.2f}: "
+                       "it learned little of anything with this training budget, so this says nothing about robustness")
         else:
             verdict = "it stays about level, so it did not rely on the artifact"
         lines.append(

@@ -120,6 +120,10 @@ def test_summary_and_source_comparison_match_scipy() -> None:
     assert c.p_perm == pytest.approx(np.mean(np.abs(tn) >= abs(t_obs) - 1e-12))
     lines = plain_summary(summ)
     assert any(line.startswith("A's o.o.d. AUC goes from") and "learned the tag" in line for line in lines)
+    flat = summ.assign(auc_ood=0.5)
+    assert all("did not rely on the artifact" in line for line in plain_summary(flat))
+    weak = flat.assign(auc_iid=0.55)
+    assert all("learned little" in line for line in plain_summary(weak))
 
 
 def test_nih_split_csv_loader(tmp_path: Path) -> None:

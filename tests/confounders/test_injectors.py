@@ -287,3 +287,4 @@ def test_injection_identical_across_runs_and_worker_counts() -> None:
     for n in names:
         batched = create_confounder(n, seed=7)(batched, uids)
     assert torch.allclose(runs[0], batched, atol=1e-6)
+
