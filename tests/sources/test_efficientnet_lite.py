@@ -22,10 +22,11 @@ def _centre_crop_224(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1).float()
 
 
-def test_lite0_classifies_chelsea_and_coffee() -> None:
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite0", "efficientnet_lite0"])
+def test_lite0_classifies_chelsea_and_coffee(arch: str) -> None:
     from skimage import data
 
-    model = create_source("efficientnet-lite0-imagenet", num_classes=None, in_chans=3)
+    model = create_source("efficientnet-lite0-imagenet", arch=arch, num_classes=None, in_chans=3)
     x = torch.stack([_centre_crop_224(data.chelsea()), _centre_crop_224(data.coffee())])
     with torch.no_grad():
         probs = model(x).softmax(1)

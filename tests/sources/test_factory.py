@@ -81,7 +81,7 @@ def test_drop_rate_applies_dropout_before_head() -> None:
 
 
 def test_fixed_arch_card_rejects_override() -> None:
-    with pytest.raises(InputError, match="fixed architecture"):
+    with pytest.raises(InputError, match="supports arch in"):
         create_source("efficientnet-lite0-imagenet", arch="resnet18")
 
 
