@@ -18,12 +18,12 @@ from pathlib import Path
 # this file shares its name with the ``confounders`` package: keep its folder off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from confounders.synthetic import create_confounder
-from confounders.tags import font_path
+from confounders.synthetic import create_confounder  # noqa: E402
+from confounders.tags import font_path  # noqa: E402
 
 
 def _per_image_tag(size: int) -> Callable[[np.ndarray, str], np.ndarray]:
@@ -120,10 +120,10 @@ def main() -> None:
         conf = create_confounder(preset, **kw)
         conf(x[:2], uids[:2])  # warm caches (glyph, masks)
         ref_fn = make_ref(args.size)
-        t_batch = _best_time(lambda: conf(x, uids), args.repeats)
+        t_batch = _best_time(lambda c=conf: c(x, uids), args.repeats)
         work = x.clone()
-        t_inpl = _best_time(lambda: conf(work, uids, inplace=True), args.repeats)
-        t_ref = _best_time(lambda: [ref_fn(im, u) for im, u in zip(imgs, uids)], max(1, args.repeats - 2))
+        t_inpl = _best_time(lambda c=conf, w=work: c(w, uids, inplace=True), args.repeats)
+        t_ref = _best_time(lambda f=ref_fn: [f(im, u) for im, u in zip(imgs, uids)], max(1, args.repeats - 2))
         out = conf(x, uids)[:, 0].cpu().numpy()
         ref = np.stack([ref_fn(im, u) for im, u in zip(imgs[:8], uids[:8])])
         diff = float(np.abs(out[:8] - ref).max()) if name not in ("poisson",) else float("nan")

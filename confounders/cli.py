@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -48,23 +48,23 @@ def confounders_command() -> None:
 
 
 def audit_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML audit config (flags override it)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML audit config (flags override it)."),
     out: Path = typer.Option(Path("runs/audit"), "--out", "-o", help="Audit folder (reruns resume)."),
-    source: Optional[list[str]] = typer.Option(None, "--source", "-s", help="Source name (repeat). 'name:arch' sets the arch."),
-    confounder: Optional[list[str]] = typer.Option(None, "--confounder", help="Confounder or preset name (repeat)."),
-    p: Optional[list[float]] = typer.Option(None, "--p", help="Strength p in [0, 1] (repeat)."),
-    splits: Optional[int] = typer.Option(None, "--splits", help="Number of splits to run."),
-    data: Optional[str] = typer.Option(None, "--data", help="synthetic | dicom | nih"),
-    n: Optional[int] = typer.Option(None, "--n", help="Synthetic images."),
-    size: Optional[int] = typer.Option(None, "--size", help="Working image size (px)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="DICOM manifest (medbench ingest)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Label table for --data dicom."),
-    csv_dir: Optional[Path] = typer.Option(None, "--csv-dir", help="NIH split CSV folder (,path,pid,class)."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Root of relative NIH image paths."),
-    positive: Optional[str] = typer.Option(None, "--positive", help="Label/class value that is positive."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs per unit."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    n_boot: Optional[int] = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
+    source: list[str] | None = typer.Option(None, "--source", "-s", help="Source name (repeat). 'name:arch' sets the arch."),
+    confounder: list[str] | None = typer.Option(None, "--confounder", help="Confounder or preset name (repeat)."),
+    p: list[float] | None = typer.Option(None, "--p", help="Strength p in [0, 1] (repeat)."),
+    splits: int | None = typer.Option(None, "--splits", help="Number of splits to run."),
+    data: str | None = typer.Option(None, "--data", help="synthetic | dicom | nih"),
+    n: int | None = typer.Option(None, "--n", help="Synthetic images."),
+    size: int | None = typer.Option(None, "--size", help="Working image size (px)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="DICOM manifest (medbench ingest)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label table for --data dicom."),
+    csv_dir: Path | None = typer.Option(None, "--csv-dir", help="NIH split CSV folder (,path,pid,class)."),
+    image_root: Path | None = typer.Option(None, "--image-root", help="Root of relative NIH image paths."),
+    positive: str | None = typer.Option(None, "--positive", help="Label/class value that is positive."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per unit."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console

@@ -31,7 +31,7 @@ _FONT_FILES = {
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_path(font: str) -> str:
     """Resolve a font name ("sans-light", "sans", "sans-bold", "mono") or a .ttf path to a file.
 
