@@ -81,12 +81,15 @@ def _ds_float(value: float) -> float:
     return float(format_number_as_ds(float(value)))
 
 
+_GRID_STEPS = (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 1000)
+
+
 def choose_rescale(values: np.ndarray) -> Rescale:
     """Pick the 16-bit storage that keeps ``values`` to the best precision.
 
-    Integer values that fit int16 are stored as they are (slope 1, intercept 0); integer values
-    spanning at most 65535 use uint16 with the minimum as intercept; anything else spreads
-    ``[floor(min), max]`` over 0..65535.
+    Values on a grid (integers, halves, tenths, ... 1/1000) are stored exactly with slope
+    ``1/steps``: as int16 with intercept 0 when they fit, else uint16 with the minimum as
+    intercept. Anything else spreads ``[floor(min), max]`` over 0..65535 (error <= slope / 2).
 
     Raises:
         InputError: Non-finite values.
@@ -95,18 +98,33 @@ def choose_rescale(values: np.ndarray) -> Rescale:
     if v.size == 0 or not np.isfinite(v).all():
         raise InputError("pixel values to write must be finite and non-empty (got NaN/inf or an empty array)")
     lo, hi = float(v.min()), float(v.max())
-    if np.array_equal(v, np.round(v)):
-        if lo >= -32768 and hi <= 32767:
-            return Rescale(1.0, 0.0, True)
-        if hi - lo <= 65535 and abs(lo) < 1e15:
-            return Rescale(1.0, float(int(lo)), False)
+    sample = v.reshape(-1)[:: max(1, v.size // 4096)]
+    for steps in _GRID_STEPS:  # values on a grid of 1/steps (integers first): store them exactly
+        if (hi - lo) * steps > 65535:
+            break
+        probe = sample * steps  # cheap rejection on a sample before touching every value
+        if not np.allclose(probe, np.rint(probe), rtol=0.0, atol=1e-6):
+            continue
+        scaled = v * steps
+        n = np.rint(scaled)
+        if not np.allclose(scaled, n, rtol=0.0, atol=1e-6):
+            continue
+        slope = 1.0 / steps
+        if n.min() >= -32768 and n.max() <= 32767:
+            return Rescale(slope, 0.0, True)
+        intercept = float(n.min()) / steps
+        if _ds_float(intercept) == intercept:
+            return Rescale(slope, intercept, False)
     intercept = float(np.floor(lo)) if abs(lo) < 1e15 else _ds_float(lo)
     span = hi - intercept
     if span <= 0:
         return Rescale(1.0, intercept, False)
-    slope = _ds_float(span / 65535.0)
-    while slope * 65535.0 < span:
-        slope = _ds_float(slope * (1.0 + 1e-12) + np.spacing(slope))
+    exact = span / 65535.0
+    slope = _ds_float(exact)
+    bump = 1e-15
+    while slope * 65535.0 < span:  # DS formatting rounded down: nudge up until it no longer does
+        bump *= 10.0
+        slope = _ds_float(exact * (1.0 + bump))
     return Rescale(slope, intercept, False)
 
 
@@ -387,8 +405,8 @@ def write_ct_series(
     Args:
         hu: ``(Z, H, W)`` HU values.
         out_dir: Folder for ``{prefix}_{k:04d}.dcm`` files.
-        reference: A ``CTSeries`` (per-slice headers reused when it has Z slices), a DICOM path or
-            Dataset, or ``None`` for a fresh minimal CT header.
+        reference: A ``CTSeries`` or a folder holding one series (per-slice headers reused when
+            it has Z slices), a DICOM file or Dataset, or ``None`` for a fresh minimal CT header.
         spacing: ``(dz, dy, dx)`` mm; default the reference's (in-plane scaled if H/W changed) or 1 mm.
         description: DerivationDescription.
         origin: Position of the first slice's first pixel (x, y, z); default the reference's or 0.
@@ -407,6 +425,10 @@ def write_ct_series(
     if vol.ndim != 3 or min(vol.shape) < 1:
         raise InputError(f"write_ct_series needs a (Z, H, W) volume, got shape {vol.shape}")
     chosen = _resolve_rescale(vol, rescale)
+    if isinstance(reference, (str, os.PathLike)) and Path(reference).is_dir():
+        from medbench.io.series import read_series
+
+        reference = read_series(reference)
     ref_datasets = list(getattr(reference, "datasets", None) or [])
     base = _load_reference(reference)
     ref_spacing = getattr(reference, "spacing", None)

@@ -92,7 +92,7 @@ def test_choose_rescale_bounds() -> None:
     assert wide.signed is False and wide.intercept == 0.0
     tricky = np.array([-1.0 / 3.0, 1e4 / 7.0])
     r = choose_rescale(tricky)
-    assert (tricky.max() - r.intercept) / r.slope <= 65535
+    assert np.rint((tricky.max() - r.intercept) / r.slope) <= 65535
     assert r.quantize(tricky).max() <= 65535
     with pytest.raises(InputError):
         choose_rescale(np.array([0.0, np.nan]))
@@ -162,3 +162,23 @@ def test_enhanced_multiframe_series(pydicom_data_dir: Path) -> None:
     z = [float(f.PlanePositionSequence[0].ImagePositionPatient[2]) for f in ds.PerFrameFunctionalGroupsSequence]
     assert series.hu.shape == (2, 512, 512)
     assert series.spacing[0] == pytest.approx(abs(z[1] - z[0]))
+
+
+def test_series_to_series_keeps_geometry_and_study(tmp_path: Path) -> None:
+    rot = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    vol = np.arange(4 * 6 * 5, dtype=np.float64).reshape(4, 6, 5) * 3 - 500
+    write_ct_series(vol, tmp_path / "orig", spacing=(1.25, 0.7, 0.7), origin=(1, 2, 3), direction=rot,
+                    description="original", tags={"PatientID": "anon-7"})
+    original = read_series(tmp_path / "orig")
+    for reference in (original, tmp_path / "orig"):
+        out = write_ct_series(original.hu / 2, tmp_path / "den", reference=reference, description="denoised")
+        derived = read_series(tmp_path / "den")
+        np.testing.assert_array_equal(derived.hu, vol / 2)
+        assert derived.spacing == pytest.approx(original.spacing)
+        assert derived.origin == pytest.approx(original.origin)
+        np.testing.assert_allclose(derived.direction, original.direction, atol=1e-9)
+        for a, b in zip(original.datasets, derived.datasets):
+            assert b.StudyInstanceUID == a.StudyInstanceUID and b.FrameOfReferenceUID == a.FrameOfReferenceUID
+            assert b.SOPInstanceUID != a.SOPInstanceUID and b.SeriesInstanceUID != a.SeriesInstanceUID
+            assert b.PatientID == "anon-7" and b.DerivationDescription == "denoised"
+        assert len(out) == 4
