@@ -19,57 +19,31 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import UID
 
 from medbench.errors import InputError
 from medbench.io import lut
-from medbench.io.fastheader import header_value
+from medbench.io.checks import (
+    _CHECK_KEYWORDS,
+    _PIXEL_TAGS,
+    _REQUIRED_IMAGE_TAGS,
+    DICOM_EXTRA,
+    REASONS,
+    DicomReadError,
+    _frames,
+    check_pixel_data,
+    pixel_keyword,
+    transfer_syntax,
+)
 from medbench.io.lut import to_unit
 from medbench.io.sniff import sniff
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomImage", "DicomReadError", "REASONS", "check_pixel_data", "read_dicom", "read_header", "to_unit"]
-
-#: Reason codes carried by :class:`DicomReadError` (and the quarantine table).
-REASONS = (
-    "not_dicom",
-    "no_pixel_data",
-    "missing_decoder",
-    "unsupported_syntax",
-    "undecodable",
-    "truncated",
-    "inconsistent",
-)
-
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
-_NATIVE_SYNTAXES = {
-    ImplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    UID("1.2.840.10008.1.2.1.99"),  # Deflated Explicit VR Little Endian
-}
-_REQUIRED_IMAGE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
-_CHECK_KEYWORDS = ("SpecificCharacterSet", "SOPClassUID", "BitsStored", "NumberOfFrames", "PixelRepresentation")
-DICOM_EXTRA = "pip install 'medbench[dicom]'"
-
-
-class DicomReadError(InputError):
-    """A file that cannot be used as an image; ``reason`` is one of :data:`REASONS`."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, message: str) -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown reason {reason!r}")
-        self.path = str(path)
-        self.reason = reason
-        self.detail = message
-        super().__init__(f"{self.path}: {message} [{reason}]")
+__all__ = [
+    "DICOM_EXTRA", "DicomImage", "DicomReadError", "REASONS", "check_pixel_data", "pixel_keyword", "read_dicom",
+    "read_header", "to_unit", "transfer_syntax",
+]
 
 
 @dataclass
@@ -141,159 +115,6 @@ def _read(
     if len(ds) == 0:
         raise DicomReadError(path, "not_dicom", "no DICOM data elements after the file meta header")
     return ds
-
-
-def pixel_keyword(ds: Dataset) -> str | None:
-    """Which pixel data element the dataset holds, without loading its value."""
-    for tag, keyword in _PIXEL_TAGS.items():
-        if tag in ds._dict:  # noqa: SLF001 - membership without triggering a deferred read
-            return keyword
-    return None
-
-
-def transfer_syntax(ds: Dataset) -> UID:
-    """The dataset's transfer syntax; inferred from the encoding when the file meta lacks one."""
-    meta = getattr(ds, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if ts:
-        return UID(str(ts))
-    implicit, little = getattr(ds, "original_encoding", (None, None))
-    if implicit is None:
-        implicit, little = True, True
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
-    """Cheap checks that the pixel data can be decoded, without decoding it.
-
-    Checks the pixel element exists, the image module is complete, a decoder for the transfer
-    syntax is installed, and the pixel bytes are all present (native: declared length and file
-    size; encapsulated: fragment items up to the sequence delimiter).
-
-    Returns:
-        The transfer syntax UID.
-
-    Raises:
-        DicomReadError: ``no_pixel_data``, ``inconsistent``, ``unsupported_syntax``,
-            ``missing_decoder`` or ``truncated``.
-    """
-    keyword = pixel_keyword(ds)
-    if keyword is None:
-        meta = getattr(ds, "file_meta", None)
-        kind = str(header_value(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
-        name = UID(kind).name if kind else "unknown SOP class"
-        raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
-    values = {k: header_value(ds, k) for k in _REQUIRED_IMAGE_TAGS}
-    missing = [k for k, v in values.items() if v is None]
-    if missing:
-        raise DicomReadError(path, "inconsistent", f"image module incomplete: missing {', '.join(missing)}")
-    try:
-        bits_alloc = int(values["BitsAllocated"])
-        bits_stored = int(header_value(ds, "BitsStored") or bits_alloc)
-        rows, columns = int(values["Rows"]), int(values["Columns"])
-    except (TypeError, ValueError) as exc:
-        raise DicomReadError(path, "inconsistent", f"image module has invalid values ({exc})") from None
-    if bits_stored > bits_alloc or bits_alloc not in (1, 8, 16, 32, 64):
-        raise DicomReadError(path, "inconsistent", f"BitsStored {bits_stored} / BitsAllocated {bits_alloc} are invalid")
-    if rows <= 0 or columns <= 0:
-        raise DicomReadError(path, "inconsistent", f"image size {rows}x{columns} is empty")
-    ts = transfer_syntax(ds)
-    _check_decoder(ts, path)
-    raw = ds._dict[_keyword_tag(keyword)]  # noqa: SLF001
-    length = getattr(raw, "length", None)
-    tell = getattr(raw, "value_tell", None)
-    size = os.path.getsize(path)
-    if ts in _NATIVE_SYNTAXES or keyword != "PixelData":
-        if length is None:  # already loaded (small element)
-            length = len(ds[keyword].value or b"")
-        expected = _expected_native_length(ds, keyword)
-        if length == 0xFFFFFFFF:
-            raise DicomReadError(path, "inconsistent", f"native transfer syntax {ts.name} but pixel data is encapsulated")
-        if length < expected:
-            raise DicomReadError(path, "truncated", f"pixel data has {length} bytes, expected {expected}")
-        if tell is not None and ts != "1.2.840.10008.1.2.1.99" and tell + length > size:
-            raise DicomReadError(path, "truncated", f"file ends {tell + length - size} bytes before the pixel data does")
-    elif length is not None and length != 0xFFFFFFFF:
-        raise DicomReadError(
-            path, "inconsistent",
-            f"transfer syntax {ts.name} is compressed but the pixel data is not encapsulated (wrong transfer syntax)",
-        )
-    elif tell is not None:
-        _check_fragments(path, tell, size, _frames(ds), little=ts != ExplicitVRBigEndian)
-    return ts
-
-
-def _keyword_tag(keyword: str) -> int:
-    return next(t for t, k in _PIXEL_TAGS.items() if k == keyword)
-
-
-def _frames(ds: Dataset) -> int:
-    try:
-        return max(1, int(header_value(ds, "NumberOfFrames") or 1))
-    except (TypeError, ValueError):
-        return 1
-
-
-def _expected_native_length(ds: Dataset, keyword: str) -> int:
-    rows, columns = int(header_value(ds, "Rows")), int(header_value(ds, "Columns"))
-    pixels = rows * columns * _frames(ds)
-    if keyword == "FloatPixelData":
-        return pixels * 4
-    if keyword == "DoubleFloatPixelData":
-        return pixels * 8
-    samples = int(header_value(ds, "SamplesPerPixel"))
-    bits = int(header_value(ds, "BitsAllocated"))
-    photometric = str(header_value(ds, "PhotometricInterpretation"))
-    if photometric == "YBR_FULL_422":  # 2 luminance + 2 chroma values per 2 pixels
-        return (rows * ((columns + 1) // 2) * 4 * _frames(ds) * bits) // 8
-    if bits == 1:
-        return (pixels * samples + 7) // 8
-    return pixels * samples * bits // 8
-
-
-def _check_fragments(path: str | os.PathLike[str], offset: int, size: int, frames: int, *, little: bool) -> None:
-    """Walk the item headers of encapsulated pixel data up to the sequence delimiter."""
-    order = "little" if little else "big"
-    items = 0
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        while True:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise DicomReadError(path, "truncated", f"encapsulated pixel data ends after {items} items without a delimiter")
-            group = int.from_bytes(head[0:2], order)  # type: ignore[arg-type]
-            elem = int.from_bytes(head[2:4], order)  # type: ignore[arg-type]
-            length = int.from_bytes(head[4:8], order)  # type: ignore[arg-type]
-            if (group, elem) == (0xFFFE, 0xE0DD):
-                break
-            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-                raise DicomReadError(path, "inconsistent", f"bad item tag ({group:04X},{elem:04X}) in encapsulated pixel data")
-            if fh.tell() + length > size:
-                raise DicomReadError(path, "truncated", f"pixel data fragment {items} runs past the end of the file")
-            fh.seek(length, 1)
-            items += 1
-    if items - 1 < frames:  # the first item is the basic offset table
-        raise DicomReadError(path, "truncated", f"{items - 1} pixel data fragments for {frames} frames")
-
-
-def _check_decoder(ts: UID, path: str | os.PathLike[str]) -> None:
-    from pydicom.pixels import get_decoder
-
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
-        name = ts.name if ts.is_valid and ts.name != ts else str(ts)
-        raise DicomReadError(
-            path, "unsupported_syntax",
-            f"transfer syntax {name} ({ts}) has no pixel decoder; convert the file (e.g. gdcmconv --raw)",
-        ) from None
-    if not decoder.is_available:
-        raise DicomReadError(
-            path, "missing_decoder",
-            f"no installed decoder for transfer syntax {ts.name} ({ts}): run `{DICOM_EXTRA}`",
-        )
 
 
 def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | None = None) -> DicomImage:

@@ -13,8 +13,8 @@ from scipy.spatial.transform import Rotation
 
 from medbench.errors import InputError
 from medbench.io import read_dicom, read_series, write_ct_series, write_derived_image
+from medbench.io.rescale import choose_rescale
 from medbench.io.series import group_series, read_series_sitk
-from medbench.io.write import choose_rescale
 
 
 def _shuffle_rename(paths: list[Path], dest: Path, seed: int) -> None:
@@ -182,3 +182,23 @@ def test_series_to_series_keeps_geometry_and_study(tmp_path: Path) -> None:
             assert b.SOPInstanceUID != a.SOPInstanceUID and b.SeriesInstanceUID != a.SeriesInstanceUID
             assert b.PatientID == "anon-7" and b.DerivationDescription == "denoised"
         assert len(out) == 4
+
+
+def test_choose_rescale_property() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    finite = st.floats(min_value=-1e7, max_value=1e7, allow_nan=False, allow_infinity=False, width=64)
+
+    @settings(max_examples=300, deadline=None)
+    @given(arrays(np.float64, st.integers(1, 40), elements=finite))
+    def check(values: np.ndarray) -> None:
+        r = choose_rescale(values)
+        stored = r.quantize(values)
+        back = r.restore(stored)
+        assert np.abs(back - values).max() <= r.slope / 2 * (1 + 1e-9) + 1e-9 * np.abs(values).max()
+        raw = np.rint((values - r.intercept) / r.slope)
+        assert raw.min() >= np.iinfo(r.dtype).min and raw.max() <= np.iinfo(r.dtype).max
+
+    check()
