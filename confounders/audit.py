@@ -95,6 +95,8 @@ class AuditConfig:
         for c in self.confounders:  # fail early on unknown names/bad params
             if not is_sampled(c):
                 build_confounder(c, seed=self.seed)
+                if baseline_spec(c) is not None:
+                    build_confounder(baseline_spec(c), seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
@@ -132,8 +134,21 @@ def spec_label(spec: Any) -> str:
 def _spec_kw(spec: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, str):
         return spec, {}
-    kw = {k: v for k, v in spec.items() if k not in ("name", "label")}
+    kw = {k: v for k, v in spec.items() if k not in ("name", "label", "baseline")}
     return str(spec["name"]), kw
+
+
+#: Presets whose protocol puts a reference version of the artifact on every other image.
+PAPER_BASELINES: dict[str, str] = {"paper-noise": "paper-noise-reference"}
+
+
+def baseline_spec(spec: Any) -> Any:
+    """The artifact applied to the images *without* the confounder, if any: a dict spec's
+    ``baseline`` entry, else the paper's protocol (:data:`PAPER_BASELINES`: all other images get
+    N0 = 2e7 noise when the confounded ones get 1.5e7)."""
+    if isinstance(spec, dict) and "baseline" in spec:
+        return spec["baseline"]
+    return PAPER_BASELINES.get(_spec_kw(spec)[0])
 
 
 def build_confounder(spec: Any, *, seed: int = 0) -> Confounder:
@@ -269,23 +284,19 @@ def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[s
     return rows, {s: np.zeros(len(r), dtype=bool) for s, r in rows.items()}
 
 
-def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
-    """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
+def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: int = 0) -> tuple[dict[str, Any], int]:
+    """The unit's ArrayDatasets "train", "val", "test" (i.i.d.), "ood", "clean" with the artifact
+    injected, and the number of confounded training images (-1 for sampled confounders)."""
     from medbench.data.dataset import ArrayDataset
-    from medbench.sources import create_source
-    from medbench.train.config import TrainConfig
-    from medbench.train.engine import fit
-    from medbench.train.predict import predict
 
-    t0 = time.perf_counter()
-    key = spec_label(unit.confounder)
-    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
     rows, masks = unit_sets(unit, cfg, data)
-    if len(rows["train"]) % tcfg.batch_size == 1 and len(rows["train"]) > 1:
+    if batch_size and len(rows["train"]) % batch_size == 1 and len(rows["train"]) > 1:
         # a last batch of one image breaks BatchNorm in training mode: leave one image out
         logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(rows["train"]))
         rows["train"], masks["train"] = rows["train"][:-1], masks["train"][:-1]
     conf = None if is_sampled(unit.confounder) else build_confounder(unit.confounder, seed=cfg.seed)
+    base_spec = None if conf is None else baseline_spec(unit.confounder)
+    base = None if base_spec is None else build_confounder(base_spec, seed=cfg.seed)
     uids_all = data.meta["uid"].astype(str).tolist()
     cols = ["uid", "patient_id", "label"]
 
@@ -294,11 +305,28 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
         meta["uid"] = meta["uid"].astype(str)
         meta["patient_id"] = meta["patient_id"].astype(str)
         imgs = data.images[torch.as_tensor(np.array(pos, dtype=np.int64))]
+        uids = [uids_all[i] for i in pos]
+        if base is not None and not mask.all():
+            imgs = inject(base, imgs, uids, ~mask)
         if conf is not None and mask.any():
-            imgs = inject(conf, imgs, [uids_all[i] for i in pos], mask)
+            imgs = inject(conf, imgs, uids, mask)
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
 
-    sets = {s: subset(rows[s], masks[s]) for s in rows}
+    n_conf = int(masks["train"].sum()) if conf is not None else -1
+    return {s: subset(rows[s], masks[s]) for s in rows}, n_conf
+
+
+def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
+    """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
+    from medbench.sources import create_source
+    from medbench.train.config import TrainConfig
+    from medbench.train.engine import fit
+    from medbench.train.predict import predict
+
+    t0 = time.perf_counter()
+    key = spec_label(unit.confounder)
+    tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
+    sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size)
 
     name, kw = _spec_kw(unit.source)
     with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
@@ -316,7 +344,7 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     row["gap"] = row["auc_iid"] - row["auc_ood"]
     hist = getattr(res, "history", None)
     row.update({"n_train": len(sets["train"]), "n_val": len(sets["val"]), "n_test": len(sets["test"]),
-                "n_confounded_train": int(masks["train"].sum()) if conf is not None else -1,
+                "n_confounded_train": n_conf,
                 "epochs_run": int(len(hist)) if hist is not None else -1,
                 "seconds": round(time.perf_counter() - t0, 2)})
     return row

@@ -276,3 +276,31 @@ def test_demo_audit_small(tmp_path: Path) -> None:
     assert len(res.comparisons) == 2 and res.comparisons.n_splits.eq(2).all()
     html = res.report_path.read_text()
     assert "tag-R" in html and "o.o.d. AUC goes from" in html
+
+
+def test_unit_datasets_follow_the_protocol_with_paper_noise_baseline() -> None:
+    from confounders.audit import Unit, unit_datasets
+
+    meta = _meta(60, seed=2)
+    imgs = 0.3 + 0.4 * torch.rand(60, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = AuditData(imgs, meta, patient_kfold(meta, k=5, seed=0))
+    cfg = AuditConfig(confounders=["paper-noise"], ps=[0.5], splits=5)
+    sets, n_conf = unit_datasets(Unit(TINY_SOURCE, "paper-noise", 0.5, 0), cfg, data)
+    low, ref = create_confounder("paper-noise"), create_confounder("paper-noise-reference")
+    by_uid = {u: i for i, u in enumerate(meta.uid)}
+    n_low = {}
+    for name, ds in sets.items():
+        uids = list(ds.meta.uid)
+        orig = imgs[[by_uid[u] for u in uids]]
+        is_low = torch.isclose(ds.images, low(orig, uids)).flatten(1).all(1).numpy()
+        is_ref = torch.isclose(ds.images, ref(orig, uids)).flatten(1).all(1).numpy()
+        assert (is_low ^ is_ref).all(), f"{name}: every image has exactly one noise level"
+        labels = ds.meta.label.to_numpy()
+        n_low[name] = int(is_low.sum())
+        if name == "ood":
+            assert np.array_equal(is_low, labels == 0)
+        elif name == "clean":
+            assert not is_low.any()
+        else:
+            assert not is_low[labels == 0].any() and is_low.sum() == round(0.5 * (labels == 1).sum())
+    assert n_conf == n_low["train"]
