@@ -48,6 +48,13 @@ def check_labels(table: pd.DataFrame, label_column: str) -> np.ndarray:
     return vals.astype(np.int64)
 
 
+def _is_missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # lists/arrays are values, not missing
+        return False
+
+
 def _meta_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Row dicts with collate-friendly values: numbers stay numbers, everything else becomes str."""
     cols: dict[str, list[Any]] = {}
@@ -59,9 +66,9 @@ def _meta_records(table: pd.DataFrame) -> list[dict[str, Any]]:
         elif pd.api.types.is_integer_dtype(s) and not s.isna().any():
             cols[key] = [int(v) for v in s]
         elif pd.api.types.is_numeric_dtype(s):
-            cols[key] = [float(v) for v in s]
+            cols[key] = [float(v) for v in s.astype("float64")]
         else:
-            cols[key] = ["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in s]
+            cols[key] = ["" if _is_missing(v) else str(v) for v in s]
     n = len(table)
     if "uid" not in cols:
         if "sop_uid" in cols:

@@ -59,8 +59,8 @@ def inverse_s(x: np.ndarray) -> np.ndarray:
 
     ``f(x) = (1 + a t + (1 - a) t**3) / 2`` with ``t = 2x - 1`` and ``a = 0.25``.
     """
-    t = 2.0 * np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) - 1.0
-    return (0.5 * (1.0 + _INVS_A * t + (1.0 - _INVS_A) * t**3)).astype(np.float32)
+    t = 2.0 * np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) - 1.0
+    return (0.5 * (1.0 + t * (_INVS_A + (1.0 - _INVS_A) * (t * t)))).astype(np.float32)
 
 
 def inverse_s_inv(y: np.ndarray) -> np.ndarray:

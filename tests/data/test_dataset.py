@@ -115,3 +115,17 @@ def test_array_dataset(tmp_path: Path) -> None:
         ArrayDataset(imgs * 255, meta["label"])
     with pytest.raises(InputError, match="missing"):
         ArrayDataset(imgs, np.r_[np.nan, np.zeros(9)])
+
+
+def test_meta_with_missing_values_collates() -> None:
+    imgs = np.zeros((4, 8, 8), dtype=np.float32)
+    meta = pd.DataFrame({
+        "uid": ["a", "b", "c", "d"],
+        "age": pd.array([40, None, 60, 70], dtype="Int64"),
+        "site": ["x", None, pd.NA, "y"],
+        "spacing": [[0.1, 0.1]] * 4,
+    })
+    x, y, m = next(iter(DataLoader(ArrayDataset(imgs, [0, 1, 0, 1], meta), batch_size=4)))
+    assert m["uid"] == ["a", "b", "c", "d"] and m["site"] == ["x", "", "", "y"]
+    assert m["age"].dtype == torch.float64 and torch.isnan(m["age"][1]) and m["age"][2] == 60
+    assert m["spacing"][0] == "[0.1, 0.1]" and m["patient_id"] == m["uid"]
