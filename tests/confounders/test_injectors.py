@@ -288,3 +288,20 @@ def test_injection_identical_across_runs_and_worker_counts() -> None:
         batched = create_confounder(n, seed=7)(batched, uids)
     assert torch.allclose(runs[0], batched, atol=1e-6)
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ALL)
+def test_injectors_run_on_gpu(name: str) -> None:
+    conf = create_confounder(name)
+    x, uids = _batch(b=4, size=96)
+    out = conf(x.cuda(), uids)
+    assert out.device.type == "cuda" and out.shape == x.shape
+    assert torch.equal(conf(x.cuda(), uids), out)  # deterministic on the device
+    if conf.deterministic:  # no per-sample random draws: same pixels as on CPU
+        diff = (out.cpu() - conf(x, uids)).abs()
+        if name == "jpeg":  # float64 GEMMs may round a rare coefficient the other way
+            assert float((diff > 1e-5).float().mean()) < 0.01
+        else:
+            assert float(diff.max()) <= 1e-5
