@@ -15,6 +15,19 @@ with the same settings hash. ``results.csv``, ``summary.csv``, ``comparisons.csv
 Example:
     >>> cfg = AuditConfig(sources=["random"], confounders=["paper-tag"], ps=[0, 0.5, 1], splits=2)
     >>> result = run_audit(cfg, "runs/audit")
+
+A YAML config for ``medbench audit -c audit.yaml -o runs/audit`` (flags override it)::
+
+    sources:
+      - {name: imagenet, arch: resnet50, label: ImageNet}
+      - {name: radimagenet, weights: RadImageNet-ResNet50_notop.h5, label: RadImageNet}
+      - {name: random, arch: resnet50, label: random}
+    confounders: [paper-tag, paper-lowpass, paper-noise, sex]
+    ps: [0, 0.1, 0.2, 0.5, 0.8, 1]
+    splits: 5
+    data: {kind: nih, csv_dir: splits/, image_root: images/, size: 512, positive: 1}
+    train: {epochs: 50, batch_size: 32, lr: 0.001, optimizer: adam, patience: 10}
+    drop_rate: 0.5
 """
 
 from __future__ import annotations
