@@ -130,6 +130,12 @@ def write_radiograph(
     ds.RescaleIntercept = "0"
     ds.RescaleSlope = "1"
     ds.RescaleType = "US"
+    ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
+    ds.PixelIntensityRelationship = "LOG"
+    # +1: lower values = less X-ray intensity reaching the detector (MONOCHROME1 storage here)
+    ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
     _set_pixels(ds, q, bits_stored=12, signed=False, photometric="MONOCHROME1" if monochrome1 else "MONOCHROME2")
     return _save(ds, path), sop_uid
 

@@ -34,6 +34,9 @@ def test_labels_csv_and_headers(synthetic_cxr_dir: Path) -> None:
         assert ds.PatientAge == f"{row.age:03d}Y"
         assert ds.ViewPosition == "PA" and ds.Manufacturer == row.vendor and ds.ManufacturerModelName
         assert ds.PhotometricInterpretation == row.photometric
+        mono1 = row.photometric == "MONOCHROME1"
+        assert ds.PresentationLUTShape == ("INVERSE" if mono1 else "IDENTITY")
+        assert ds.PixelIntensityRelationshipSign == (1 if mono1 else -1)
         assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 12, 11, 0)
         assert (ds.Rows, ds.Columns) == (128, 128)
         assert float(ds.PixelSpacing[0]) == pytest.approx(430.0 / 128, rel=1e-3)
