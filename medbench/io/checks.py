@@ -54,6 +54,9 @@ class DicomReadError(InputError):
         self.detail = message
         super().__init__(f"{self.path}: {message} [{reason}]")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # picklable across worker processes
+        return (type(self), (self.path, self.reason, self.detail))
+
 
 def pixel_keyword(ds: Dataset) -> str | None:
     """Which pixel data element the dataset holds, without loading its value."""

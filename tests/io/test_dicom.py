@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,8 @@ def test_not_dicom_and_no_pixels(tmp_path: Path, make_dicom) -> None:
     with pytest.raises(DicomReadError) as info:
         read_dicom(junk)
     assert info.value.reason == "not_dicom" and "junk.dcm" in str(info.value)
+    clone = pickle.loads(pickle.dumps(info.value))  # survives worker processes / dask
+    assert clone.reason == "not_dicom" and str(clone) == str(info.value)
     nopix = make_dicom(tmp_path / "nopix.dcm", np.zeros((2, 2), np.uint16), with_pixels=False)
     with pytest.raises(DicomReadError) as info:
         read_dicom(nopix)
