@@ -33,7 +33,7 @@ from torch import nn
 
 from medbench.errors import InputError
 from medbench.sources.card import PREPROCESSING, SourceCard
-from medbench.sources.registry import model_channels, register_source, resolve_num_classes
+from medbench.sources.registry import model_channels, register_source
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,17 @@ def _loader(
             f"{str(weights)!r} holds RadImageNet {file_arch} weights but arch={arch!r} was asked: "
             f"pass arch={file_arch!r}"
         )
-    has_head = any(k.startswith(("fc.", "classifier.")) for k in sd)
-    n = resolve_num_classes(card, num_classes) if has_head or num_classes is not None else 0
+    has_head = any(k.startswith(("fc.", "classifier.", "classif.")) for k in sd)
+    if num_classes is None and not has_head:
+        raise InputError(
+            f"{str(weights)!r} has no classification head (a 'notop' file): there are no source "
+            f"logits to keep; pass num_classes=0 for features or num_classes=K for a new head"
+        )
+    if num_classes is None:
+        head = next(k for k in sd if k.startswith(("fc.", "classifier.", "classif.")) and k.endswith(".weight"))
+        n = int(sd[head].shape[0])
+    else:
+        n = num_classes
     model = build_backbone(arch, variant, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
     load_into(model, sd, source=str(weights), keep_head=True)
     return model

@@ -38,7 +38,9 @@ def _caffe_rescaled(x01: torch.Tensor) -> torch.Tensor:
 
 def test_h5_resnet50_matches_direct_keras_computation(keras2_resnet50: tuple[Path, dict]) -> None:
     path, weights = keras2_resnet50
-    model = create_source("radimagenet", weights=path, num_classes=None, in_chans=3)
+    with pytest.raises(InputError, match="no classification head"):
+        create_source("radimagenet", weights=path, num_classes=None)
+    model = create_source("radimagenet", weights=path, num_classes=0, in_chans=3)
     assert model.card.preprocessing is PREPROCESSING["caffe-rescaled"]
     assert isinstance(model.classifier, torch.nn.Identity)  # notop file: no head
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -112,7 +114,7 @@ def test_biased_port_loads_as_keras_v1(keras2_resnet50: tuple[Path, dict], tmp_p
 
     path, weights = keras2_resnet50
     torch.save(resnet50_state_dict(read_keras_h5(path)), tmp_path / "port.pt")
-    model = create_source("radimagenet", weights=tmp_path / "port.pt", num_classes=None, in_chans=3, preprocessing="caffe")
+    model = create_source("radimagenet", weights=tmp_path / "port.pt", num_classes=0, in_chans=3, preprocessing="caffe")
     x = torch.rand(1, 3, 64, 64)
     bgr = x.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -171,3 +173,20 @@ def test_inception_pool_hook_excludes_padding(hw: tuple[int, int]) -> None:
     counted = F.avg_pool2d(x, 3, 1, 1)  # what timm's InceptionA/C/E compute
     want = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     torch.testing.assert_close(counted * _valid_count_scale(counted), want)
+
+
+def test_file_with_top_keeps_source_logits(tmp_path: Path) -> None:
+    """A file with a ``predictions`` Dense layer: num_classes=None gives Keras' logits (pre-softmax)."""
+    weights = random_weights(resnet50_keras_shapes(), seed=5)
+    rng = np.random.default_rng(6)
+    weights["predictions"] = {
+        "kernel": rng.normal(0, 0.05, (2048, 5)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, 5).astype(np.float32),
+    }
+    path = write_keras2_h5(tmp_path / "top.h5", weights)
+    model = create_source("radimagenet", weights=path, num_classes=None, in_chans=3)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = keras_resnet50_features(_caffe_rescaled(x), weights)
+        want = feats @ torch.from_numpy(weights["predictions"]["kernel"]) + torch.from_numpy(weights["predictions"]["bias"])
+        assert (model(x) - want).abs().max() < 1e-4

@@ -90,7 +90,7 @@ def test_converted_features_equal_keras(keras_model, layout: str, tmp_path: Path
     arch, model, path = keras_model
     if layout == "keras2":
         path = _to_keras2_layout(path, tmp_path / "k2.h5")
-    ours = create_source("radimagenet", arch=arch, weights=path, num_classes=None, in_chans=3)
+    ours = create_source("radimagenet", arch=arch, weights=path, num_classes=0, in_chans=3)
     x = torch.rand(2, 3, SIZES[arch], SIZES[arch], generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats = ours.features(x).numpy()
