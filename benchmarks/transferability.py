@@ -12,6 +12,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,16 +50,18 @@ def main() -> None:
     x, y, logits = make_features(args.n, args.d, args.c)
     names = args.metrics.split(",") if args.metrics else list_metrics()
     print(f"N={args.n} D={args.d} C={args.c} device={args.device} torch threads={torch.get_num_threads()}")
-    print(f"{'metric':<12}{'backend':<8}{'seconds':>10}{'score':>16}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (wall time stretches with other jobs; "
+          "cpu_s = process CPU time over all threads)")
+    print(f"{'metric':<12}{'backend':<8}{'wall_s':>10}{'cpu_s':>10}{'score':>16}")
     for name in names:
         backends = args.backends.split(",") if METRICS.get(name).torch else ["numpy"]
         for backend in backends:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             score = compute_metric(name, x, y, logits=logits, backend=backend, device=args.device)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            print(f"{name:<12}{backend:<8}{dt:>10.2f}{score:>16.6g}", flush=True)
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            print(f"{name:<12}{backend:<8}{dt:>10.2f}{dc:>10.2f}{score:>16.6g}", flush=True)
 
 
 if __name__ == "__main__":
