@@ -173,3 +173,25 @@ def test_to_unit_window_and_minmax() -> None:
     np.testing.assert_array_equal(to_unit(np.full((3, 3), 7.0)), np.zeros((3, 3)))
     with pytest.raises(InputError):
         to_unit(x, window=(0, 0))
+
+
+def test_float_pixel_data(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    values = (np.arange(12, dtype="<f4").reshape(3, 4) - 5) / 3
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
+    ds.SOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = values.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.preamble = b"\0" * 128
+    ds.save_as(tmp_path / "float.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "float.dcm").pixels, values)
