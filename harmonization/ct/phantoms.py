@@ -94,6 +94,7 @@ def make_phantom_volume(n_slices: int = 8, *, size: int = 64, seed: int = 0, uid
         tex = (texture_hu * t / (t.std() + 1e-8)).astype(np.float32)
 
     vol = np.empty((n_slices, size, size), np.float32)
+    plain = np.empty_like(vol)  # without texture: tells where pure soft tissue is
     for i, z in enumerate(zs):
         img = np.full((size, size), -1000.0, np.float32)
         body = ell(c + 0.5 * z * s, c, body_ry * (1 - 0.03 * z * z), body_rx, body_t)
@@ -115,6 +116,7 @@ def make_phantom_volume(n_slices: int = 8, *, size: int = 64, seed: int = 0, uid
         block = rect(edge_c[0], edge_c[1], 4.0 * s, 10.0 * s, edge_t)
         img = img * (1 - block) + edge_hu * block
         vol[i] = img
+        plain[i] = img - inner * tex * (1 - pad) * (1 - block)
 
     # ROIs: edge box across the block's lower long side; flat boxes in the reserved soft tissue.
     h = max(8, int(round(10 * s)))
@@ -125,28 +127,42 @@ def make_phantom_volume(n_slices: int = 8, *, size: int = 64, seed: int = 0, uid
         edge_roi=(int(round(edge_row - h / 2)), int(round(edge_c[1] - w / 2)), h, w),
         edge_angle_deg=float(np.rad2deg(edge_t)),
     )
-    info.flat_rois = _flat_rois(vol, exclude=info.edge_roi, size=max(6, int(round(7 * s))))
+    for roi_size in (max(6, int(round(7 * s))), max(4, int(round(5 * s))), max(4, int(round(4 * s)))):
+        info.flat_rois = _flat_rois(plain, exclude=info.edge_roi, size=roi_size)
+        if len(info.flat_rois) >= 2:
+            break
     return vol, info
 
 
-def _flat_rois(vol: np.ndarray, *, exclude: Box | None, size: int, max_rois: int = 4,
-               tol_hu: float = 60.0) -> list[Box]:
-    """Boxes where every slice is soft tissue (|HU - 40| < tol) and far from edges."""
-    ok = np.all(np.abs(vol - 40.0) < tol_hu, axis=0)
-    n = ok.shape[0]
-    rois: list[Box] = []
-    taken = np.zeros_like(ok)
+def _flat_rois(plain: np.ndarray, *, exclude: Box | None, size: int, max_rois: int = 4,
+               tol_hu: float = 0.5, margin: int = 2) -> list[Box]:
+    """Boxes of one constant material in every (texture-free) slice, ``margin`` px from other materials.
+
+    Soft-tissue boxes come first; other body materials (organs, lungs) fill up to ``max_rois``.
+    """
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    win = size + 2 * margin
+    hi = maximum_filter(plain.max(axis=0), size=win, mode="constant", cval=1e9)
+    lo = minimum_filter(plain.min(axis=0), size=win, mode="constant", cval=-1e9)
+    const = (hi - lo < tol_hu) & (lo > -950.0)  # centre pixels of constant, in-body windows
+    taken = np.zeros(plain.shape[1:], bool)
     if exclude is not None:
         r, c, hh, ww = exclude
-        taken[max(0, r - 2):r + hh + 2, max(0, c - 2):c + ww + 2] = True
-    for r in range(1, n - size - 1, 2):
-        for cc in range(1, n - size - 1, 2):
-            win = (slice(r - 1, r + size + 1), slice(cc - 1, cc + size + 1))
-            if ok[win].all() and not taken[win].any():
-                rois.append((r, cc, size, size))
-                taken[win] = True
-                if len(rois) >= max_rois:
-                    return rois
+        taken[max(0, r - margin):r + hh + margin, max(0, c - margin):c + ww + margin] = True
+    half = win // 2
+    rois: list[Box] = []
+    soft_first = sorted(zip(*np.nonzero(const)), key=lambda rc: (abs(lo[rc] - 40.0) > tol_hu, rc))
+    for rc, cc in soft_first:
+        r0, c0 = rc - half, cc - half  # window top-left
+        if r0 < 0 or c0 < 0 or r0 + win > taken.shape[0] or c0 + win > taken.shape[1]:
+            continue
+        if taken[r0:r0 + win, c0:c0 + win].any():
+            continue
+        taken[r0:r0 + win, c0:c0 + win] = True
+        rois.append((int(r0 + margin), int(c0 + margin), size, size))
+        if len(rois) >= max_rois:
+            break
     return rois
 
 

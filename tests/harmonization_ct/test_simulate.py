@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harmonization.ct.phantoms import make_phantom_volume
-from harmonization.ct.quality import fov_mask, rmse
+from harmonization.ct.quality import rmse
 from harmonization.ct.simulate import (
     Geometry,
     blend_dose,
