@@ -11,7 +11,13 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from medbench.data.synthetic import cxr_records, make_cxr, read_labels, render_cxr, write_cxr_dataset
+from medbench.data.synthetic import (
+    cxr_records,
+    make_cxr,
+    read_labels,
+    render_cxr,
+    write_cxr_dataset,
+)
 
 
 def test_labels_csv_and_headers(synthetic_cxr_dir: Path) -> None:
