@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
+from confounders.audit_stats import compare_sources, summarise
 from confounders.base import Confounder, check_fraction, create_confounder
 from medbench.errors import InputError
 from medbench.registry import did_you_mean
@@ -372,38 +373,6 @@ class AuditResult:
     summary: pd.DataFrame
     comparisons: pd.DataFrame
     report_path: Path | None = None
-
-
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean/sd over splits per source, confounder and p."""
-    metrics = ["auc_iid", "auc_ood", "auc_clean", "gap"]
-    g = results.groupby(["source", "confounder", "p"], sort=True)[metrics]
-    mean, sd = g.mean(), g.std(ddof=1)
-    out = mean.join(sd.add_suffix("_sd")).join(g.size().rename("n_splits"))
-    return out.reset_index()
-
-
-def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int = 0) -> pd.DataFrame:
-    """Every pair of sources per confounder and p: paired permutation t-test and t-test over splits."""
-    from medbench.eval.metrics import permutation_ttest_folds, ttest_folds
-
-    rows = []
-    sources = list(dict.fromkeys(results["source"]))
-    for (conf, p), g in results.groupby(["confounder", "p"], sort=True):
-        wide = g.pivot_table(index="split", columns="source", values=metric)
-        for i, a in enumerate(sources):
-            for b in sources[i + 1 :]:
-                if a not in wide or b not in wide:
-                    continue
-                pair = wide[[a, b]].dropna()
-                row = {"confounder": conf, "p": p, "metric": metric, "source_a": a, "source_b": b,
-                       "n_splits": len(pair), "mean_a": pair[a].mean(), "mean_b": pair[b].mean()}
-                if len(pair) >= 2:
-                    perm = permutation_ttest_folds(pair[a], pair[b], seed=seed)
-                    row.update({"mean_diff": perm["mean_diff"], "t": perm["t"], "p_perm": perm["p_value"],
-                                "p_ttest": ttest_folds(pair[a], pair[b])["p_value"]})
-                rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def collect_rows(out_dir: Path) -> pd.DataFrame:
