@@ -208,7 +208,7 @@ RADIMAGENET = register_source(
         resolution=224,
         preprocessing_options=("caffe-rescaled", "caffe", "tf"),
         default_num_classes=None,
-        licence="RadImageNet terms of use (non-commercial research)",
+        licence="repo MIT; weights shared by the RadImageNet authors on request (check their terms)",
         citation="Mei et al., RadImageNet, Radiology: Artificial Intelligence 2022",
         description="RadImageNet ResNet50/DenseNet121/InceptionV3/InceptionResNetV2 (Keras .h5) or a PyTorch port",
     )

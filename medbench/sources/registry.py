@@ -31,9 +31,9 @@ _loaded = False
 def _ensure_builtin() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
         for name in _BUILTIN_MODULES:
-            importlib.import_module(name)
+            importlib.import_module(name)  # registers its cards once (module import is cached)
+        _loaded = True
 
 
 def register_source(card: SourceCard, *, overwrite: bool = False) -> SourceCard:
