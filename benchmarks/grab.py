@@ -229,8 +229,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cxr-epochs", type=int, default=8)
-    ap.add_argument("--cxr-n", type=int, default=1024)
-    ap.add_argument("--cxr-size", type=int, default=64)
+    ap.add_argument("--cxr-n", type=int, default=2000)
+    ap.add_argument("--cxr-size", type=int, default=32)
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = ap.parse_args()
     results: dict[str, Any] = {}

@@ -92,11 +92,11 @@ def train(recipe: str | None, options: dict[str, Any], d: tuple[torch.Tensor, ..
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000, help="training images")
+    ap.add_argument("--n", type=int, default=3000, help="training images")
     ap.add_argument("--n-val", type=int, default=600)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--recipes", default="dense,srste,asp,step")
     ap.add_argument("--json", default=None)

@@ -283,3 +283,22 @@ def test_sampler_uses_tap_after_first_batch() -> None:
             nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), nn.MSELoss(),
             torch.randn(4, 2), torch.randn(4, 2), torch.arange(4),
         )
+
+
+def test_microbatch_granularity_balances_unit_means() -> None:
+    n, b, d = 14, 3, 4
+    gen = torch.Generator().manual_seed(9)
+    grads = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    s = GraBSampler(n, seed=1, sketch_dim=None, granularity=b)
+    units = s.units
+    assert sorted(i for u in units for i in u) == list(range(n)) and len(units) == 5
+    s.set_epoch(0)
+    order = list(s)
+    visit = [next(u for u, members in enumerate(units) if members[0] == i) for i in order if any(m[0] == i for m in units)]
+    unit_grads = [grads[units[u]].mean(0).tolist() for u in range(len(units))]
+    expected_units = _slow_mean_balance(unit_grads, visit, [0.0] * d)
+    for k in range(0, n, 4):  # batches that split units across steps
+        s.step(grads[order[k : k + 4]], order[k : k + 4])
+    s.end_epoch()
+    assert list(s) == [i for u in expected_units for i in units[u]]
+    assert torch.allclose(s.m_prev, torch.tensor(unit_grads, dtype=torch.float64).mean(0))
