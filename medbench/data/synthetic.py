@@ -6,6 +6,7 @@ here; this module writes them to a folder (resumable: files already written are 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from medbench.data.vendors import (
     apply_vendor_look,
 )
 from medbench.errors import InputError
-from medbench.utils.files import atomic_path
+from medbench.utils.files import atomic_path, write_json_atomic
 from medbench.utils.rng import derive_seed, numpy_rng
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
+SETTINGS_FILE = "synth.json"
 CT_INDEX_FILE = "ct_series.csv"
 _FOV_MM = 430.0
 _CT_FOV_MM = 360.0
@@ -112,8 +114,12 @@ def write_cxr_dataset(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"out_dir {out} exists and is not a folder: choose another --out")
-    (out / "images").mkdir(parents=True, exist_ok=True)
     recs = cxr_records(n, seed=seed, lesion_prob=lesion_prob, uid_prefix=uid_prefix, vendor_mix=mix)
+    _check_settings(out / SETTINGS_FILE, {
+        "kind": "cxr", "size": int(size), "seed": int(seed), "monochrome1_fraction": float(monochrome1_fraction),
+        "vendor_mix": mix, "lesion_prob": float(lesion_prob), "uid_prefix": uid_prefix,
+    })
+    (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     skipped = 0
     spacing = _FOV_MM / int(size)
@@ -142,6 +148,21 @@ def write_cxr_dataset(
     with atomic_path(out / LABELS_FILE) as tmp:
         df.to_csv(tmp, index=False)
     return df
+
+
+def _check_settings(path: Path, settings: dict) -> None:
+    """Record the generator settings of a folder; refuse to resume with different ones."""
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != json.loads(json.dumps(settings)):
+            diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+            raise InputError(
+                f"{path.parent} already holds a synthetic dataset written with other settings "
+                f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}): "
+                "use the same settings to resume, or choose another --out"
+            )
+        return
+    write_json_atomic(path, settings)
 
 
 def read_labels(folder: str | Path) -> pd.DataFrame:
@@ -177,6 +198,12 @@ def write_ct_series_dataset(
     if int(n_series) < 0:
         raise InputError(f"n_series must be >= 0 (got {n_series})")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out_dir {out} exists and is not a folder: choose another --out")
+    _check_settings(out / SETTINGS_FILE, {
+        "kind": "ct", "n_slices": int(n_slices), "size": int(size), "seed": int(seed),
+        "slice_thickness_mm": float(slice_thickness_mm),
+    })
     rows = []
     total = int(n_series) * int(n_slices)
     bar = tqdm(total=total, desc="synthetic CT", disable=not progress, unit="slice")

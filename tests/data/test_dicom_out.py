@@ -104,3 +104,18 @@ def test_resume_skips_complete_files_and_rewrites_missing(tmp_path: Path) -> Non
 def test_vendor_restriction_and_fraction(tmp_path: Path) -> None:
     df = write_cxr_dataset(tmp_path, 20, size=16, seed=1, vendors=["VendorSig"], monochrome1_fraction=1.0, progress=False)
     assert set(df["vendor"]) == {"VendorSig"} and set(df["photometric"]) == {"MONOCHROME1"}
+
+
+def test_refuses_to_mix_settings_and_follows_a_moved_folder(tmp_path: Path) -> None:
+    from medbench.data.dataset import ImageDataset
+    from medbench.errors import InputError
+
+    out = tmp_path / "a"
+    write_cxr_dataset(out, 3, size=16, seed=1, progress=False)
+    with pytest.raises(InputError, match="size: 16 -> 32"):
+        write_cxr_dataset(out, 3, size=32, seed=1, progress=False)
+    moved = out.rename(tmp_path / "b")
+    table = read_labels(moved)
+    assert all(Path(p).is_file() and Path(p).parent.parent == moved for p in table["path"])
+    ds = ImageDataset.from_folder(moved, size=16)
+    assert len(ds) == 3 and ds[2][0].shape == (1, 16, 16)
