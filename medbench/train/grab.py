@@ -373,13 +373,21 @@ class GraBSampler(Sampler[int]):
 
     # ----------------------------------------------------------------- checkpoints/report
     def state_dict(self) -> dict[str, Any]:
-        """State at an epoch boundary (a mid-epoch checkpoint repeats that epoch's order)."""
+        """Everything needed to resume, also mid-epoch (the balancing done so far is kept)."""
+        pending = self._pending
         return {
             "epoch": self.epoch,
             "order": torch.tensor(self._order, dtype=torch.long),
             "m_prev": None if self.m_prev is None else self.m_prev.detach().cpu(),
             "epochs_balanced": self.epochs_balanced,
             "grad_dim": self.grad_dim,
+            "running": None if self.s is None else {
+                "s": self.s.cpu(), "sum": self._sum.cpu() if self._sum is not None else None,
+                "count": self._count, "front": list(self._slots.front),
+                "back": list(self._slots.back), "seen": sorted(self._seen),
+                "pending": None if pending is None else [pending[0], pending[1].cpu()],
+                "partial": {int(u): [acc.cpu(), k] for u, (acc, k) in self._partial.items()},
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -392,6 +400,14 @@ class GraBSampler(Sampler[int]):
         self.epochs_balanced = int(state.get("epochs_balanced", 0))
         self.grad_dim = state.get("grad_dim")
         self._reset_epoch_state()
+        run = state.get("running")
+        if run:
+            self.s, self._sum, self._count = run["s"], run["sum"], int(run["count"])
+            self._slots.front, self._slots.back = list(run["front"]), list(run["back"])
+            self._seen = set(run["seen"])
+            pend = run.get("pending")
+            self._pending = None if pend is None else (int(pend[0]), pend[1])
+            self._partial = {int(u): (v[0], int(v[1])) for u, v in run.get("partial", {}).items()}
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -302,3 +302,30 @@ def test_microbatch_granularity_balances_unit_means() -> None:
     s.end_epoch()
     assert list(s) == [i for u in expected_units for i in units[u]]
     assert torch.allclose(s.m_prev, torch.tensor(unit_grads, dtype=torch.float64).mean(0))
+
+
+@pytest.mark.parametrize("cls", [GraBSampler, PairBalanceSampler])
+def test_mid_epoch_resume_gives_the_uninterrupted_order(cls: type) -> None:
+    n = 15
+    grads = torch.randn(n, 4, generator=torch.Generator().manual_seed(4))
+    a = cls(n, seed=5, sketch_dim=None, granularity=2)
+    _run_epochs(a, grads, epochs=1)
+    a.set_epoch(1)
+    order = list(a)
+    a.step(grads[order[:5]], order[:5])
+    b = cls(n, seed=5, sketch_dim=None, granularity=2)
+    b.load_state_dict(torch.load(_roundtrip(a.state_dict()), weights_only=True))
+    assert list(b) == order
+    for s in (a, b):
+        s.step(grads[order[5:]], order[5:])
+        s.end_epoch()
+    assert list(a) == list(b) and torch.equal(a.m_prev, b.m_prev)
+
+
+def _roundtrip(state: dict) -> object:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
