@@ -8,6 +8,7 @@ size for native syntaxes, fragment items up to the delimiter for encapsulated on
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -18,7 +19,7 @@ from pydicom.uid import (
 )
 
 from medbench.errors import InputError
-from medbench.io.fastheader import header_value
+from medbench.io.fastheader import header_value, header_values
 
 REASONS = (
     "not_dicom",
@@ -69,9 +70,10 @@ def pixel_keyword(ds: Dataset) -> str | None:
 def transfer_syntax(ds: Dataset) -> UID:
     """The dataset's transfer syntax; inferred from the encoding when the file meta lacks one."""
     meta = getattr(ds, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    elem = meta._dict.get(0x00020010) if meta is not None else None  # noqa: SLF001 - TransferSyntaxUID
+    ts = elem.value if elem is not None else None
     if ts:
-        return UID(str(ts))
+        return ts if isinstance(ts, UID) else UID(str(ts))
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if implicit is None:
         implicit, little = True, True
@@ -80,12 +82,25 @@ def transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
+#: Header values :func:`check_pixel_data` reads.
+CHECK_KEYWORDS = (
+    "Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation", "BitsStored",
+    "NumberOfFrames", "SOPClassUID",
+)
+
+
+def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str, Any] | None = None) -> UID:
     """Cheap checks that the pixel data can be decoded, without decoding it.
 
     Checks the pixel element exists, the image module is complete, a decoder for the transfer
     syntax is installed, and the pixel bytes are all present (native: declared length and file
     size; encapsulated: fragment items up to the sequence delimiter).
+
+    Args:
+        ds: Header (e.g. from :func:`medbench.io.dicom.read_header`).
+        path: The file (for its size, fragment walk and messages).
+        values: :func:`medbench.io.fastheader.header_values` of at least :data:`CHECK_KEYWORDS`,
+            when the caller already has them.
 
     Returns:
         The transfer syntax UID.
@@ -94,20 +109,22 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
         DicomReadError: ``no_pixel_data``, ``inconsistent``, ``unsupported_syntax``,
             ``missing_decoder`` or ``truncated``.
     """
+    if values is None:
+        values = header_values(ds, CHECK_KEYWORDS)
     keyword = pixel_keyword(ds)
     if keyword is None:
         meta = getattr(ds, "file_meta", None)
-        kind = str(header_value(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+        kind = str(values.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
         name = UID(kind).name if kind else "unknown SOP class"
         raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
-    values = {k: header_value(ds, k) for k in _REQUIRED_IMAGE_TAGS}
-    missing = [k for k, v in values.items() if v is None]
+    missing = [k for k in _REQUIRED_IMAGE_TAGS if values.get(k) is None]
     if missing:
         raise DicomReadError(path, "inconsistent", f"image module incomplete: missing {', '.join(missing)}")
     try:
         bits_alloc = int(values["BitsAllocated"])
-        bits_stored = int(header_value(ds, "BitsStored") or bits_alloc)
+        bits_stored = int(values.get("BitsStored") or bits_alloc)
         rows, columns = int(values["Rows"]), int(values["Columns"])
+        frames = max(1, int(values.get("NumberOfFrames") or 1))
     except (TypeError, ValueError) as exc:
         raise DicomReadError(path, "inconsistent", f"image module has invalid values ({exc})") from None
     if bits_stored > bits_alloc or bits_alloc not in (1, 8, 16, 32, 64):
@@ -123,7 +140,10 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
     if ts in _NATIVE_SYNTAXES or keyword != "PixelData":
         if length is None:  # already loaded (small element)
             length = len(ds[keyword].value or b"")
-        expected = _expected_native_length(ds, keyword)
+        expected = _expected_native_length(
+            keyword, rows, columns, frames, int(values["SamplesPerPixel"]), bits_alloc,
+            str(values["PhotometricInterpretation"]),
+        )
         if length == 0xFFFFFFFF:
             raise DicomReadError(path, "inconsistent", f"native transfer syntax {ts.name} but pixel data is encapsulated")
         if length < expected:
@@ -136,7 +156,7 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str]) -> UID:
             f"transfer syntax {ts.name} is compressed but the pixel data is not encapsulated (wrong transfer syntax)",
         )
     elif tell is not None:
-        _check_fragments(path, tell, size, _frames(ds), little=ts != ExplicitVRBigEndian)
+        _check_fragments(path, tell, size, frames, little=ts != ExplicitVRBigEndian)
     return ts
 
 
@@ -151,18 +171,16 @@ def _frames(ds: Dataset) -> int:
         return 1
 
 
-def _expected_native_length(ds: Dataset, keyword: str) -> int:
-    rows, columns = int(header_value(ds, "Rows")), int(header_value(ds, "Columns"))
-    pixels = rows * columns * _frames(ds)
+def _expected_native_length(
+    keyword: str, rows: int, columns: int, frames: int, samples: int, bits: int, photometric: str
+) -> int:
+    pixels = rows * columns * frames
     if keyword == "FloatPixelData":
         return pixels * 4
     if keyword == "DoubleFloatPixelData":
         return pixels * 8
-    samples = int(header_value(ds, "SamplesPerPixel"))
-    bits = int(header_value(ds, "BitsAllocated"))
-    photometric = str(header_value(ds, "PhotometricInterpretation"))
-    if photometric == "YBR_FULL_422":  # 2 luminance + 2 chroma values per 2 pixels
-        return (rows * ((columns + 1) // 2) * 4 * _frames(ds) * bits) // 8
+    if photometric.strip() == "YBR_FULL_422":  # 2 luminance + 2 chroma values per 2 pixels
+        return (rows * ((columns + 1) // 2) * 4 * frames * bits) // 8
     if bits == 1:
         return (pixels * samples + 7) // 8
     return pixels * samples * bits // 8

@@ -50,9 +50,19 @@ def _encoding(ds: Dataset) -> str | None:
     return "utf-8" if text == "ISO_IR 192" else "latin-1"
 
 
+def header_values(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """:func:`header_value` for several keywords at once (absent ones map to None)."""
+    codec: list[str | None] = []
+    return {k: _value(ds, k, None, codec) for k in keywords}
+
+
 def header_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
     """Value of ``keyword`` in ``ds``: str (or list of str when multi-valued) for text VRs,
     int (or list) for US/SS/UL/SL, else whatever pydicom gives; ``default`` when absent/empty."""
+    return _value(ds, keyword, default, [])
+
+
+def _value(ds: Dataset, keyword: str, default: Any, codec_cache: list[str | None]) -> Any:
     tag = _tag(keyword)
     elem = ds._dict.get(tag)  # noqa: SLF001 - avoid pydicom's conversion machinery
     if elem is None:
@@ -70,7 +80,12 @@ def header_value(ds: Dataset, keyword: str, default: Any = None) -> Any:
             return default
         return values[0] if len(values) == 1 else values
     if vr in _TEXT_VRS:
-        codec = _encoding(ds) if vr in ("LO", "SH") else "latin-1"
+        if vr in ("LO", "SH"):
+            if not codec_cache:
+                codec_cache.append(_encoding(ds))
+            codec = codec_cache[0]
+        else:
+            codec = "latin-1"
         if codec is None:
             value = ds[tag].value
             return default if value is None or value == "" else value

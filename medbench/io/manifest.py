@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from medbench.errors import InputError
+from medbench.io.checks import CHECK_KEYWORDS
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
-from medbench.io.fastheader import header_value
+from medbench.io.fastheader import header_values
 from medbench.io.sniff import RASTER_FORMATS, sniff
 from medbench.parallel import Failure, map_items
 from medbench.utils.files import atomic_path, hash_id
@@ -48,6 +49,7 @@ _HEADER_KEYWORDS = [
     "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "Manufacturer",
     "ManufacturerModelName", "PatientSex", "PatientAge", "ViewPosition", "PixelSpacing", "ImagerPixelSpacing",
 ]
+_ROW_KEYWORDS = tuple(dict.fromkeys([*_HEADER_KEYWORDS, *CHECK_KEYWORDS]))
 _FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col")
 
 
@@ -97,8 +99,7 @@ def normalise_sex(value: Any) -> str:
     return text[0] if text and text[0] in "MFO" else ""
 
 
-def _text(ds: Any, key: str) -> str:
-    value = header_value(ds, key)
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -106,9 +107,9 @@ def _text(ds: Any, key: str) -> str:
     return str(value).strip()
 
 
-def _spacing(ds: Any) -> tuple[float, float]:
+def _spacing(values: dict[str, Any]) -> tuple[float, float]:
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = header_value(ds, key)
+        value = values.get(key)
         try:
             if value is not None and not isinstance(value, str) and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
                 return float(value[0]), float(value[1])
@@ -119,33 +120,33 @@ def _spacing(ds: Any) -> tuple[float, float]:
 
 def _dicom_row(path: str, decode: bool, fmt: str) -> dict[str, Any]:
     ds = read_header(path, keywords=_HEADER_KEYWORDS, fmt=fmt)
-    ts = check_pixel_data(ds, path)
-    frames = 1
+    v = header_values(ds, _ROW_KEYWORDS)
+    ts = check_pixel_data(ds, path, v)
     try:
-        frames = max(1, int(header_value(ds, "NumberOfFrames") or 1))
+        frames = max(1, int(v["NumberOfFrames"] or 1))
     except (TypeError, ValueError):
-        pass
+        frames = 1
     if decode:
         pixels = read_dicom(path).pixels
         if not np.isfinite(pixels).all():
             raise DicomReadError(path, "undecodable", "decoded pixels contain NaN/inf")
-    dy, dx = _spacing(ds)
-    pid = _text(ds, "PatientID")
+    dy, dx = _spacing(v)
+    pid = _text(v["PatientID"])
     return {
         "path": path,
-        "sop_uid": _text(ds, "SOPInstanceUID"),
-        "series_uid": _text(ds, "SeriesInstanceUID"),
-        "study_uid": _text(ds, "StudyInstanceUID"),
+        "sop_uid": _text(v["SOPInstanceUID"]),
+        "series_uid": _text(v["SeriesInstanceUID"]),
+        "study_uid": _text(v["StudyInstanceUID"]),
         "patient_hash": hash_id(pid) if pid else "",
-        "modality": _text(ds, "Modality"),
-        "manufacturer": _text(ds, "Manufacturer"),
-        "model": _text(ds, "ManufacturerModelName"),
-        "sex": normalise_sex(header_value(ds, "PatientSex")),
-        "age": parse_age(header_value(ds, "PatientAge")),
-        "view": _text(ds, "ViewPosition"),
-        "photometric": _text(ds, "PhotometricInterpretation"),
-        "rows": int(header_value(ds, "Rows")),
-        "columns": int(header_value(ds, "Columns")),
+        "modality": _text(v["Modality"]),
+        "manufacturer": _text(v["Manufacturer"]),
+        "model": _text(v["ManufacturerModelName"]),
+        "sex": normalise_sex(v["PatientSex"]),
+        "age": parse_age(v["PatientAge"]),
+        "view": _text(v["ViewPosition"]),
+        "photometric": _text(v["PhotometricInterpretation"]),
+        "rows": int(v["Rows"]),
+        "columns": int(v["Columns"]),
         "pixel_spacing": dy,
         "transfer_syntax": str(ts),
         "status": "ok",
