@@ -56,18 +56,18 @@ def _assert_same_run(a, b) -> None:
     pd.testing.assert_frame_equal(a.predictions, b.predictions, check_exact=True)
 
 
-@pytest.mark.parametrize(("every", "crash_at", "resume_batch"), [(4, 9, 3), (0, 9, 0)])
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, every: int, crash_at: int,
-                                                      resume_batch: int) -> None:
+@pytest.mark.parametrize(("every", "order"), [(4, "rr"), (0, "rr"), (4, "so")])
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, every: int, order: str) -> None:
     # 44 examples / batch 8 -> 6 steps per epoch; a crash after step 9 is mid epoch 1
-    full = _run(tmp_path / "full", None, checkpoint_every=every)
+    opts = {"order": order}
+    full = _run(tmp_path / "full", None, checkpoint_every=every, **opts)
     with pytest.raises(Interrupted):
-        _run(tmp_path / "cut", crash_at, checkpoint_every=every)
+        _run(tmp_path / "cut", 9, checkpoint_every=every, **opts)
     state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     # mid-epoch checkpoint at step 8 (epoch 1, batch 2) or the end of epoch 0
     assert state["progress"]["epoch"] == 1 and state["progress"]["batch"] == (2 if every else 0)
     assert not state["progress"]["finished"]
-    resumed = _run(tmp_path / "cut", None, checkpoint_every=every)
+    resumed = _run(tmp_path / "cut", None, checkpoint_every=every, **opts)
     _assert_same_run(full, resumed)
     assert resumed.summary["steps"] == full.summary["steps"] == 24
 
