@@ -95,6 +95,8 @@ def train_cmd(
     slices: int = typer.Option(8, help="Slices per volume."),
     size: int = typer.Option(64, help="Slice size in pixels."),
     n0: float = typer.Option(2.5e4, help="Low-dose photon count."),
+    mixed_doses: str = typer.Option("", help="Comma-separated photon counts cycled over the volumes "
+                                              "(mixed-dose training; overrides --n0)."),
     views: int = typer.Option(180, help="Projection views."),
     pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
     epochs: int = typer.Option(10),
@@ -131,7 +133,8 @@ def train_cmd(
                       seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
                       img_depth=img_depth, use_prior=not no_prior, use_projection=not no_projection,
                       redcnn_width=redcnn_width)
-    data = make_training_data(n_volumes, slices, size=size, n0=n0, seed=seed,
+    doses = [float(v) for v in mixed_doses.split(",") if v.strip()] or n0
+    data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
                               geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
     fn = train_two_stage if model == "two_stage" else train_redcnn
     path = fn(data, cfg, out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,15 +73,20 @@ class TrainConfig:
     redcnn_width: int = 24
 
 
-def make_training_data(n_volumes: int, n_slices: int = 8, *, size: int = 64, n0: float = 2.5e4,
-                       geometry: Geometry = Geometry(), seed: int = 0, split: str = "train",
-                       workers: int | None = 1) -> list[LowDoseResult]:
-    """Simulated low-/full-dose pairs from phantom volumes ``(seed, split, i)`` (disjoint per split)."""
+def make_training_data(n_volumes: int, n_slices: int = 8, *, size: int = 64,
+                       n0: float | Sequence[float] = 2.5e4, geometry: Geometry = Geometry(), seed: int = 0,
+                       split: str = "train", workers: int | None = 1) -> list[LowDoseResult]:
+    """Simulated low-/full-dose pairs from phantom volumes ``(seed, split, i)`` (disjoint per split).
+
+    ``n0`` may be a list of photon counts: volume ``i`` is simulated at ``n0[i % len(n0)]`` (mixed-dose
+    training, where the noise-prior channel tells the projection network the dose).
+    """
+    doses = [float(n0)] if isinstance(n0, (int, float)) else [float(v) for v in n0]
     out = []
     for i in range(n_volumes):
         vol, _ = make_phantom_volume(n_slices, size=size, seed=seed, uid=f"{split}-{i}")
-        out.append(simulate_low_dose(vol, n0=n0, geometry=geometry, seed=seed, uid=f"{split}-{i}",
-                                     workers=workers))
+        out.append(simulate_low_dose(vol, n0=doses[i % len(doses)], geometry=geometry, seed=seed,
+                                     uid=f"{split}-{i}", workers=workers))
     return out
 
 
@@ -148,17 +153,24 @@ def _check_data(data: list[LowDoseResult]) -> None:
     if not data:
         raise InputError("no training data: simulate at least one phantom volume")
     geos = {(d.geometry.n_views, d.geometry.pixel_mm) for d in data}
-    if len(geos) > 1 or len({d.n0 for d in data}) > 1:
-        raise InputError("training volumes mix geometries or photon counts: simulate them alike")
+    if len(geos) > 1:
+        raise InputError("training volumes mix geometries: simulate them with one Geometry")
+
+
+def _reference_n0(data: list[LowDoseResult]) -> float:
+    """The default prior dose of a model: the geometric mean of the training doses."""
+    doses = {float(d.n0) for d in data}
+    if len(doses) == 1:
+        return doses.pop()
+    return float(np.exp(np.mean([np.log(d.n0) for d in data])))
 
 
 def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: Path, *,
                            progress: bool = True) -> tuple[ProjectionNet, list[float]]:
     """Train the projection-domain network to predict ``p_ld - p_fd`` (L1, in noise-scale units)."""
-    n0 = data[0].n0
     p_ld = [s.transpose(0, 2, 1) for s in _stack(data, "sino_ld")]  # (Z, V, D)
     p_fd = [s.transpose(0, 2, 1) for s in _stack(data, "sino_fd")]
-    sig = [noise_prior_sigma(p, n0).astype(np.float32) for p in p_ld]
+    sig = [noise_prior_sigma(p, d.n0).astype(np.float32) for p, d in zip(p_ld, data)]
     net = ProjectionNet(width=cfg.proj_width, depth=cfg.proj_depth, use_prior=cfg.use_prior, seed=cfg.seed)
     scale = net.noise_scale
 
@@ -253,17 +265,18 @@ def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | 
     if final.exists() and load_checkpoint(final).get("meta", {}).get("config") == asdict(cfg):
         log.info("%s already trained with this config: skipping", final)
         return final
-    geo, n0 = data[0].geometry, data[0].n0
+    geo, n0 = data[0].geometry, _reference_n0(data)
     proj_entry = None
     res_hu = None
     if cfg.use_projection:
         pnet, _ = train_projection_stage(data, cfg, out, progress=progress)
         proj_entry = network_entry("projection", _net_config(pnet), pnet)
-        res_hu = [residual_images(projection_residual(pnet, d.sino_ld, n0), geo, d.ld_hu.shape[-1])
+        res_hu = [residual_images(projection_residual(pnet, d.sino_ld, d.n0), geo, d.ld_hu.shape[-1])
                   for d in data]
     inet, hist = train_image_stage(data, res_hu, cfg, out, progress=progress)
     meta = {"config": asdict(cfg), "history": hist, "n_volumes": len(data),
-            "size": int(data[0].ld_hu.shape[-1]), "n0": float(n0)}
+            "size": int(data[0].ld_hu.shape[-1]), "n0": float(n0),
+            "n0_train": sorted({float(d.n0) for d in data})}
     save_checkpoint(final, {"model": "two_stage", "image": network_entry("image", _net_config(inet), inet),
                             "projection": proj_entry, "geometry": asdict(geo), "n0": float(n0), "meta": meta})
     return final
@@ -303,7 +316,8 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
             return net(x) / 50.0
 
     hist = train_network(_Wrap(), sample, cfg=cfg, stage="redcnn", out_dir=out, progress=progress)
-    meta = {"config": asdict(cfg), "history": hist, "n0": float(data[0].n0)}
+    meta = {"config": asdict(cfg), "history": hist, "n0": _reference_n0(data),
+            "n0_train": sorted({float(d.n0) for d in data})}
     save_checkpoint(final, {"model": "redcnn", "image": network_entry("redcnn", _net_config(net), net),
                             "meta": meta})
     return final

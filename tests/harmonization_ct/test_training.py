@@ -83,3 +83,13 @@ def test_bad_checkpoint_is_an_input_error(tmp_path) -> None:
         load_checkpoint(bad)
     with pytest.raises(InputError):
         train_two_stage([], CFG, tmp_path)
+
+
+def test_mixed_dose_training(tmp_path) -> None:
+    data = make_training_data(2, 2, size=32, n0=[1e4, 1e5], geometry=GEO, split="mixed")
+    assert [d.n0 for d in data] == [1e4, 1e5]
+    # the lower dose is the noisier one
+    assert np.std(data[0].ld_hu - data[0].fd_hu) > 2 * np.std(data[1].ld_hu - data[1].fd_hu)
+    ck = load_checkpoint(train_two_stage(data, replace(CFG, epochs=1), tmp_path, progress=False))
+    assert ck["n0"] == pytest.approx(np.sqrt(1e4 * 1e5))  # default prior dose: geometric mean
+    assert ck["meta"]["n0_train"] == [1e4, 1e5]
