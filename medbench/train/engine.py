@@ -51,7 +51,14 @@ from tqdm.auto import tqdm
 from medbench.errors import InputError, MedbenchError
 from medbench.train import dist
 from medbench.train.batching import IndexedDataset, first_image
-from medbench.train.checkpoint import BEST, LAST, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from medbench.train.checkpoint import (
+    BEST,
+    LAST,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from medbench.train.config import TrainConfig
 from medbench.train.hooks import ORDERINGS, SPARSITY, TrainHook, load_builtin_entries
 from medbench.train.metrics_lite import epoch_metrics

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 META_KEEP = ("patient_hash", "sex", "age", "vendor")
+CACHE_LIMIT_BYTES = 2 * 1024**3
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -194,7 +195,9 @@ def run_experiment(
     if not counts.get("train") or not counts.get("test"):
         raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
     keep = [c for c in META_KEEP if c in df.columns]
-    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1) for s in SPLITS}
+    cache = len(df) * size * size * 4 < CACHE_LIMIT_BYTES  # decode each file once, not every epoch
+    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache)
+          for s in SPLITS}
     n_classes = max(2, int(df[label].max()) + 1)
     torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
     model = create_source(source, arch=arch, num_classes=n_classes, in_chans=1, drop_rate=drop_rate, weights=weights)

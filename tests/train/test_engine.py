@@ -266,3 +266,28 @@ def test_config_round_trip_and_validation(tmp_path: Path) -> None:
     fit(H.TinyNet(), data, None, TrainConfig(epochs=1, **FAST), tmp_path)
     with pytest.raises(InputError, match="lr"):
         fit(H.TinyNet(), data, None, TrainConfig(epochs=1, **{**FAST, "batch_size": 16}, lr=0.5), tmp_path)
+
+
+class _GradNorms(TrainHook):
+    name = "grad-norms"
+
+    def __init__(self) -> None:
+        self.before: list[float] = []
+        self.after: list[float] = []
+
+    def after_backward(self, model, step):
+        self.before.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+
+    def after_step(self, model, optimizer, step):  # .grad is what the optimizer used
+        self.after.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_gradient_clipping_and_optimizers(tmp_path: Path, optimizer: str) -> None:
+    rec = _GradNorms()
+    cfg = TrainConfig(epochs=1, grad_clip=0.05, optimizer=optimizer, lr=0.1, **FAST)
+    res = fit(H.TinyNet(), H.blob_data(48, seed=9), None, cfg, tmp_path, hooks=[rec])
+    assert res.summary["optimizer_class"] == {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}[optimizer]
+    assert len(rec.before) == 3 and max(rec.before) > 0.05  # clipping had work to do
+    for b, a in zip(rec.before, rec.after, strict=True):
+        assert a == pytest.approx(min(b, 0.05), rel=1e-4)
