@@ -142,6 +142,16 @@ def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | 
     if frame is not None and not 0 <= frame < n_frames:
         raise InputError(f"{path}: frame {frame} out of range (file has {n_frames} frames)")
     arr = _decode(ds, path, frame)
+    try:
+        return _to_image(arr, ds, path, ts, voi=voi, frame=frame, n_frames=n_frames)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise DicomReadError(path, "inconsistent", f"header values cannot be applied to the pixels ({exc})") from None
+
+
+def _to_image(
+    arr: np.ndarray, ds: Dataset, path: str | os.PathLike[str], ts: UID, *, voi: bool, frame: int | None, n_frames: int
+) -> DicomImage:
+    """Bit masking, palette, modality LUT, VOI and MONOCHROME1 handling of decoded pixels."""
     photometric = str(ds.PhotometricInterpretation).strip()
     keyword = pixel_keyword(ds)
     signed = int(ds.get("PixelRepresentation") or 0) == 1
