@@ -6,7 +6,13 @@ Public API (imported lazily so that ``import medbench.io`` stays cheap):
 - :func:`read_series`, :func:`read_series_sitk`, :func:`group_series`, :class:`CTSeries` (``series``)
 - :func:`scan`, :class:`ScanResult` (``manifest``)
 - :func:`read_image`, :func:`read_image_table`, :func:`read_nih_table` (``images``)
-- :func:`write_derived_image`, :func:`write_ct_series`, :func:`new_header` (``write``)
+- :func:`write_derived_image`, :func:`write_ct_series`, :func:`new_header` (``write``),
+  :func:`choose_rescale` (``rescale``)
+
+Reason codes for unusable files (``DicomReadError.reason`` and the quarantine table): not_dicom,
+no_pixel_data, missing_decoder, unsupported_syntax, undecodable, truncated, inconsistent (+ "error"
+in the quarantine for an unexpected failure). PNG/JPEG/TIFF files found by ``scan`` are listed in
+the manifest with ``format`` png/jpeg/tiff and modality "OT".
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ _EXPORTS = {
     "write_derived_image": "medbench.io.write",
     "write_ct_series": "medbench.io.write",
     "new_header": "medbench.io.write",
+    "choose_rescale": "medbench.io.rescale",
+    "Rescale": "medbench.io.rescale",
+    "check_pixel_data": "medbench.io.checks",
+    "NIH_FINDINGS": "medbench.io.images",
 }
 
 __all__ = sorted(_EXPORTS)
