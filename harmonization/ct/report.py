@@ -100,7 +100,7 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                                       "n0": n0, "window": list(window), "n_volumes": n_volumes,
                                       "n_slices": n_slices, "size": size, "n_views": geometry.n_views,
                                       "pixel_mm": geometry.pixel_mm, "seed": seed})
-    case = test[0]
+    case = next((c for c in test if c.info.flat_rois), test[0])  # one with flat ROIs for the NPS
     z = case.sim.ld_hu.shape[0] // 2
     outs = {n: d(case.sim.ld_hu, sinograms=case.sim.sino_ld, n0=case.sim.n0, pixel_mm=geometry.pixel_mm)
             for n, d in dens.items()}
@@ -113,7 +113,7 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
         "Classical baselines were tuned by a PSNR grid search on a separate validation phantom.")
     rep.table(summary, float_format="{:.3f}")
     rep.heading("Settings").bullets([f"{n}: {s}" for n, s in settings.items()])
-    rep.heading("Middle slice of the first test volume")
+    rep.heading(f"Middle slice of test volume {case.name}")
     rep.figure(comparison_figure({n: o[z] for n, o in outs.items()}, case.sim.fd_hu[z], window=window),
                caption="Top: images in the window; bottom: difference to the full-dose FBP.")
     rep.heading("Resolution and noise texture")
