@@ -43,7 +43,7 @@ def ledoit_wolf(xp: Any, x: Any) -> tuple[Any, float]:
     x2 = xc**2
     emp_trace = xp.sum(x2, axis=0) / n
     mu = float(xp.sum(emp_trace)) / p
-    beta_ = float(xp.sum(x2.T @ x2))
+    beta_ = float(xp.sum(xp.sum(x2, axis=1) ** 2))  # = sum of all entries of x2^T x2
     gram = xc.T @ xc
     delta_ = float(xp.sum(gram**2)) / n**2
     beta = (beta_ / n - delta_) / (p * n)
