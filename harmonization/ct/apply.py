@@ -126,7 +126,11 @@ def denoise_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             ctx["n0"] = float(n0)
         if denoiser == "two_stage":
             _square(vol, series.paths[0])
-        out = den(np.maximum(vol, PADDING_HU), **ctx)
+        clipped = np.maximum(vol, PADDING_HU)
+        if denoiser in ("two_stage", "redcnn"):  # volume-aware, with their own progress bars
+            out = den(clipped, **ctx)
+        else:  # classical filters work slice by slice
+            out = np.stack([den(s) for s in tqdm(clipped, desc=denoiser, disable=not progress, unit="slice")])
         out = np.where(vol < PADDING_HU, vol, np.maximum(out, PADDING_HU))
         settings = {k: v for k, v in den.params().items() if k != "progress"}
         desc = f"medbench denoise {denoiser} {settings}"
