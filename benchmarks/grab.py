@@ -201,7 +201,8 @@ def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dic
     variants = {  # defaults: method "auto" taps conv/linear gradients, count-sketch to 1024
         "rr": ("rr", {}),
         "grab (tap, sketch 1024)": ("grab", {}),
-        "pair (tap, sketch 1024)": ("pair", {}),
+        "grab (tap conv4+head, sketch 1024)": ("grab", {"grad_params": ["conv4.*", "head.*"]}),
+        "pair (tap conv4+head, sketch 1024)": ("pair", {"grad_params": ["conv4.*", "head.*"]}),
         "grab (vmap all params, sketch 1024)": ("grab", {"method": "vmap"}),
     }
     runs = {name: CnnRun(order, opts, len(ytr)) for name, (order, opts) in variants.items()}
@@ -214,7 +215,7 @@ def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dic
         epoch_s = statistics.median(run.times)
         out[name] = {"train_loss": run.losses, "val_auc": run.val_auc(xva, yva), "epoch_s": epoch_s,
                      "vs_rr": epoch_s / base, "sampler": getattr(run.sampler, "summary", dict)()}
-        print(f"  {name:34s} train loss {run.losses[-1]:.4f} (first {run.losses[0]:.4f})  "
+        print(f"  {name:36s} train loss {run.losses[-1]:.4f} (first {run.losses[0]:.4f})  "
               f"val AUC {out[name]['val_auc']:.4f}  epoch {epoch_s:.2f} s ({epoch_s / base:.2f}x RR)")
     return out
 
