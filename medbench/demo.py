@@ -38,7 +38,7 @@ class DemoContext:
     size: int = 128
     quick: bool = False
     seed: int = 0
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 32
     progress: bool = True
     sources: tuple[str, ...] = ("random", PRETRAINED)
@@ -166,7 +166,7 @@ def run_demo(out: str | Path = "runs/demo", *, n: int = 400, size: int = 128, qu
     if quick:
         n, size = min(n, 80), min(size, 48)
     ctx = DemoContext(Path(out), n=n, size=size, quick=quick, seed=seed, progress=progress,
-                      epochs=epochs or (1 if quick else 6), batch_size=16 if quick else 32)
+                      epochs=epochs or (1 if quick else 5), batch_size=16 if quick else 32)
     ctx.out.mkdir(parents=True, exist_ok=True)
     for name, fn in STEPS:
         t0 = time.perf_counter()
@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running resumes it)."),
         n: int = typer.Option(400, "--n", help="Number of synthetic radiographs."),
         size: int = typer.Option(128, "--size", help="Image size in pixels."),
-        epochs: int = typer.Option(0, "--epochs", help="Training epochs per source (0: 6, or 1 with --quick)."),
+        epochs: int = typer.Option(0, "--epochs", help="Training epochs per source (0: 5, or 1 with --quick)."),
         quick: bool = typer.Option(False, "--quick", help="Tiny run (80 images, 48 px, 1 epoch) to check the installation."),
         seed: int = typer.Option(0, "--seed", help="Seed of data, split and training."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -24,6 +24,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_train_cli_runs_evaluates_and_resumes(synth: Path, tmp_path: Path) -> None:
     from medbench.cli import app
 
