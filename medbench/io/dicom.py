@@ -143,7 +143,9 @@ def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | 
         raise InputError(f"{path}: frame {frame} out of range (file has {n_frames} frames)")
     arr = _decode(ds, path, frame)
     try:
-        return _to_image(arr, ds, path, ts, voi=voi, frame=frame, n_frames=n_frames)
+        with warnings.catch_warnings():  # pydicom warns about invalid header values of the input
+            warnings.simplefilter("ignore", UserWarning)
+            return _to_image(arr, ds, path, ts, voi=voi, frame=frame, n_frames=n_frames)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise DicomReadError(path, "inconsistent", f"header values cannot be applied to the pixels ({exc})") from None
 
