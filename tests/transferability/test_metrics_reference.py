@@ -276,3 +276,20 @@ def test_nleep_is_a_probability_and_seeded(mixture) -> None:
     a = nleep(x, y)
     assert 1 / 3 < a < 1
     assert nleep(x, y, seed=0) == a
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("shape, k", [((200, 30), 5), ((200, 30), 0.8), ((20, 50), 5), ((20, 50), 0.8)])
+def test_pca_matches_sklearn_including_signs(shape: tuple[int, int], k: float, backend: str) -> None:
+    from sklearn.decomposition import PCA
+
+    from transferability._backend import get_backend
+    from transferability.metrics._linalg import pca
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) @ rng.standard_normal((shape[1], shape[1]))
+    ref = PCA(n_components=k, svd_solver="full").fit(x)
+    xp = get_backend(backend)
+    scores, var = pca(xp, xp.asarray(x), k)
+    np.testing.assert_allclose(xp.to_numpy(scores), ref.transform(x), atol=1e-9)
+    np.testing.assert_allclose(var[: ref.n_components_], ref.explained_variance_, rtol=1e-9)

@@ -12,24 +12,39 @@ def center(xp: Any, x: Any) -> Any:
     return x - xp.mean(x, axis=0, keepdims=True)
 
 
-def pca_project(xp: Any, x: Any, k: int) -> Any:
-    """Project centred ``x`` on its top-``k`` principal axes (eigenvectors of the covariance).
+def pca(xp: Any, x: Any, k: int | float) -> tuple[Any, np.ndarray]:
+    """PCA scores of ``x`` and the explained variances of all components (decreasing).
 
-    Components are ordered by decreasing variance and signed as scikit-learn's PCA does (the
-    largest-magnitude loading of each component is positive), so scores match ``PCA(k)``.
+    ``k`` is a number of components, or a fraction in (0, 1): the fewest components whose
+    explained-variance ratio reaches it (as scikit-learn's ``PCA(n_components=0.8)``). Uses the
+    eigendecomposition of the D x D covariance (or the N x N Gram matrix when N < D), much
+    cheaper than a full SVD. Components are signed as scikit-learn's PCA does (largest-magnitude
+    loading positive), so the scores match ``PCA(k, svd_solver="full")``.
     """
     xc = center(xp, x)
-    k = min(k, x.shape[0] - 1, x.shape[1])  # centred data has rank <= N - 1
-    if x.shape[1] <= x.shape[0]:
-        _, v = xp.eigh(xc.T @ xc)
-        v = v[:, -k:]
-    else:  # N < D: eigenvectors of the Gram matrix, mapped back to loadings
-        w, u = xp.eigh(xc @ xc.T)
-        v = (xc.T @ u[:, -k:]) / xp.sqrt(xp.maximum(w[-k:], 1e-300))
-    v = v[:, xp.index(np.arange(k - 1, -1, -1))]  # decreasing variance
+    n, d = x.shape
+    if d <= n:
+        w, v = xp.eigh(xc.T @ xc)
+    else:  # N < D: eigenvectors of the Gram matrix, mapped back to loadings below
+        w, v = xp.eigh(xc @ xc.T)
+    var = np.clip(xp.to_numpy(w)[::-1], 0.0, None) / (n - 1)
+    rank = min(n - 1, d)  # centred data has rank <= N - 1
+    if isinstance(k, float) and 0 < k < 1:
+        ratio = np.cumsum(var[:rank]) / var.sum()
+        k = int(np.searchsorted(ratio, k, side="right") + 1)
+    k = int(min(k, rank))
+    top = xp.index(np.arange(v.shape[1] - 1, v.shape[1] - 1 - k, -1))  # decreasing variance
+    v = v[:, top]
+    if d > n:
+        v = (xc.T @ v) / xp.sqrt(xp.asarray(np.maximum(var[:k] * (n - 1), 1e-300)))
     rows = xp.index(np.argmax(np.abs(xp.to_numpy(v)), axis=0))
     signs = xp.asarray(np.sign(xp.to_numpy(v[rows, xp.index(np.arange(k))])))
-    return xc @ (v * signs)
+    return xc @ (v * signs), var[:rank]
+
+
+def pca_project(xp: Any, x: Any, k: int) -> Any:
+    """Scores of ``x`` on its top-``k`` principal axes (see :func:`pca`)."""
+    return pca(xp, x, k)[0]
 
 
 def ledoit_wolf(xp: Any, x: Any) -> tuple[Any, float]:

@@ -79,8 +79,10 @@ def nleep(features: Any, labels: Any, *, logits: Any = None, component_ratio: in
         variance: Fraction of variance the PCA keeps (0.8).
         seed: Seed of the mixture's initialisation (the reference leaves it unseeded).
     """
-    from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
+
+    from transferability._backend import get_backend
+    from transferability.metrics._linalg import pca
 
     x, y, c = prepare(features, labels)
     k = component_ratio * c
@@ -91,7 +93,7 @@ def nleep(features: Any, labels: Any, *, logits: Any = None, component_ratio: in
                          f"at least that many samples, got N={x.shape[0]}; add samples or lower component_ratio")
     order = canonical_order(x)  # fit on a canonical row order: results do not depend on input order
     x, y = x[order], y[order]
-    xp = PCA(n_components=variance, svd_solver="full").fit_transform(x)
+    xp, _ = pca(get_backend("numpy"), x, float(variance))  # = sklearn PCA(n_components=variance)
     gmm = GaussianMixture(n_components=k, random_state=seed).fit(xp)
     theta = gmm.predict_proba(xp)
     eep = _eep(theta, y, c)

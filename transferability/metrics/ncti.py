@@ -1,6 +1,7 @@
 """NCTI: Neural Collapse Transferability Index (Wang et al., ICCV 2023).
 
-Following the authors' code: PCA to 64 dims; an LDA with shrinkage exp(-sum of the top-32 PCA
+Following the authors' code: PCA to 64 dims (scikit-learn's PCA computed from the covariance
+eigendecomposition, see ``_linalg.pca``); an LDA with shrinkage exp(-sum of the top-32 PCA
 variances) (plain SVD LDA when that underflows below 1e-10); then three terms
 - ``seli``: nuclear norm of the centred LDA features (class separation),
 - ``ncc``: mean LDA probability of the true class (nearest-centre classifiability),
@@ -17,20 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from transferability._backend import get_backend
 from transferability._validate import prepare
+from transferability.metrics._linalg import pca
 from transferability.metrics.base import register_metric
 
 
 def ncti_components(features: Any, labels: Any, *, pca_dims: int = 64) -> tuple[float, float, float]:
     """Return NCTI's (seli, ncc, vc) terms for one model's features."""
-    from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     x, y, c = prepare(features, labels, min_per_class=2)
-    k = min(pca_dims, x.shape[0], x.shape[1])
-    pca = PCA(n_components=k, svd_solver="full")
-    xp = pca.fit_transform(x)
-    temp = max(math.exp(-float(pca.explained_variance_[:32].sum())), 1e-10)
+    xp, variances = pca(get_backend("numpy"), x, pca_dims)
+    temp = max(math.exp(-float(variances[:32].sum())), 1e-10)
     if temp == 1e-10:
         clf = LinearDiscriminantAnalysis(solver="svd")
     else:
