@@ -198,6 +198,7 @@ class CDGraBSampler(Sampler[int]):
         self.core.step(gathered, {self.rank: [self._pos[int(i)] for i in idx]})
 
     def end_epoch(self) -> None:
+        self.source.close()  # no hooks left on the model after the last epoch
         self.local = self.core.next_order(self.rank, self.local)
         self.core.reset()
         self.epochs_balanced += 1

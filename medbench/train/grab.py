@@ -353,7 +353,12 @@ class GraBSampler(Sampler[int]):
         self._slots.place(unit, not bool(plus[0]))
 
     def end_epoch(self) -> None:
-        """Build the next epoch's order from this epoch's slots; the stale mean rolls over."""
+        """Build the next epoch's order from this epoch's slots; the stale mean rolls over.
+
+        Also removes the gradient-tap hooks, so a finished run leaves the model unhooked (the
+        next epoch's first batch re-attaches them and is computed with vmap).
+        """
+        self.source.close()
         if not self._seen:
             logger.debug("end_epoch with nothing observed: next epoch gets a fresh random order")
             self._order = self._random_order(self.epoch + 1)

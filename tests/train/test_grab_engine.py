@@ -47,7 +47,8 @@ def test_fit_with_grab_records_balancing(tmp_path: Path) -> None:
                      tmp_path / "run")
     s = res.summary["sampler"]
     assert s["order"] == "grab" and s["epochs_balanced"] == 3 and s["balanced_dim"] == 64
-    assert s["batches_by_method"]["tap"] > 0  # the training step's own activations were used
+    assert s["batches_by_method"] == {"vmap": 3, "tap": 12}  # tap after each epoch's first batch
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in res.model.modules())
     assert res.history["train_loss"].iloc[-1] < res.history["train_loss"].iloc[0]
 
 
