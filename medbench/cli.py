@@ -65,7 +65,7 @@ _register_all()
 def main() -> None:
     """Console-script entry point: user errors print one clear line and exit 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except MedbenchError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
@@ -80,6 +80,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
