@@ -10,7 +10,8 @@ with a small BatchNorm CNN trained by Adam in a hand-written loop that calls the
 engine does (forward, backward, ``observe``, step), the variants interleaved epoch by epoch so
 that machine load hits them alike. Reports train loss, validation AUC and median epoch time of
 RR, GraB/pair balance on the training step's own Linear/Conv2d gradients ("tap", count-sketched
-to 1024 dims) and GraB with a second vmap pass over all parameters.
+to 1024 dims; optionally with conv gradients projected to 8 directions per filter, or on the last
+layers only) and GraB with a second vmap pass over all parameters.
 
 Run: ``.venv/bin/python benchmarks/grab.py --part all``.
 """
@@ -201,8 +202,9 @@ def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dic
     variants = {  # defaults: method "auto" taps conv/linear gradients, count-sketch to 1024
         "rr": ("rr", {}),
         "grab (tap, sketch 1024)": ("grab", {}),
+        "grab (tap, conv_proj 8, sketch 1024)": ("grab", {"conv_proj": 8}),
+        "pair (tap, conv_proj 8, sketch 1024)": ("pair", {"conv_proj": 8}),
         "grab (tap conv4+head, sketch 1024)": ("grab", {"grad_params": ["conv4.*", "head.*"]}),
-        "pair (tap conv4+head, sketch 1024)": ("pair", {"grad_params": ["conv4.*", "head.*"]}),
         "grab (vmap all params, sketch 1024)": ("grab", {"method": "vmap"}),
     }
     runs = {name: CnnRun(order, opts, len(ytr)) for name, (order, opts) in variants.items()}
@@ -215,7 +217,7 @@ def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dic
         epoch_s = statistics.median(run.times)
         out[name] = {"train_loss": run.losses, "val_auc": run.val_auc(xva, yva), "epoch_s": epoch_s,
                      "vs_rr": epoch_s / base, "sampler": getattr(run.sampler, "summary", dict)()}
-        print(f"  {name:36s} train loss {run.losses[-1]:.4f} (first {run.losses[0]:.4f})  "
+        print(f"  {name:38s} train loss {run.losses[-1]:.4f} (first {run.losses[0]:.4f})  "
               f"val AUC {out[name]['val_auc']:.4f}  epoch {epoch_s:.2f} s ({epoch_s / base:.2f}x RR)")
     return out
 

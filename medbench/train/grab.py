@@ -25,7 +25,7 @@ from torch.utils.data import Sampler
 
 from medbench.errors import InputError
 from medbench.train.hooks import ORDERINGS
-from medbench.train.pergrad import GradTap, flatten_grads, per_example_grads
+from medbench.train.pergrad import GradTap, flatten_grads, per_example_grads, project_conv_grads
 from medbench.train.sketch import CountSketch
 from medbench.utils.rng import torch_generator
 
@@ -99,11 +99,15 @@ def gradient_rows(
     sketch: CountSketch | None,
     grad_params: Sequence[str] | None,
     chunk_size: int | None,
+    conv_proj: int | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Per-example gradients of a batch as ``(B, D)`` rows, count-sketched to ``(B, k)`` if asked."""
     grads = per_example_grads(
         model, loss_fn, inputs, targets, param_patterns=grad_params, chunk_size=chunk_size
     )
+    if conv_proj is not None:
+        grads = project_conv_grads(grads, model, conv_proj, seed)
     return to_rows(grads, sketch)
 
 
@@ -120,10 +124,14 @@ class GradientSource:
 
     def __init__(
         self, *, sketch: CountSketch | None, grad_params: Sequence[str] | None,
-        chunk_size: int | None, method: str = "auto",
+        chunk_size: int | None, method: str = "auto", conv_proj: int | None = None, seed: int = 0,
     ) -> None:
         if method not in ("auto", "vmap", "tap"):
             raise InputError(f"method={method!r} is not known: use 'auto', 'vmap' or 'tap'")
+        if conv_proj is not None and int(conv_proj) < 1:
+            raise InputError(f"conv_proj={conv_proj!r} must be a positive number of dims (or None)")
+        self.conv_proj = None if conv_proj is None else int(conv_proj)
+        self.seed = int(seed)
         self.sketch, self.grad_params, self.chunk_size, self.method = sketch, grad_params, chunk_size, method
         self._tap: GradTap | None = None
         self._tap_model: int | None = None
@@ -155,10 +163,11 @@ class GradientSource:
                 self._tap.attach()
         if self._tap is not None and self._tap.ready(inputs):
             self.batches_by_method["tap"] += 1
-            return to_rows(self._tap.grads(), self.sketch)
+            return to_rows(self._tap.grads(self.conv_proj, self.seed), self.sketch)
         self.batches_by_method["vmap"] += 1
         return gradient_rows(model, loss_fn, inputs, targets, sketch=self.sketch,
-                             grad_params=self._params, chunk_size=self.chunk_size)
+                             grad_params=self._params, chunk_size=self.chunk_size,
+                             conv_proj=self.conv_proj, seed=self.seed)
 
     def close(self) -> None:
         """Remove the hooks from the model."""
@@ -190,6 +199,9 @@ class GraBSampler(Sampler[int]):
             belong to a Linear/Conv2d layer. "auto": tap the Linear/Conv2d parameters among
             ``grad_params`` and leave the others (BatchNorm/LayerNorm affine terms) out of the
             balanced vector; vmap only when there is no Linear/Conv2d parameter.
+        conv_proj: Project each Conv2d weight gradient's patch axis (in*kh*kw) to this many
+            seeded Gaussian directions before sketching (None: off). On the tap path this
+            replaces unfolding every patch by a conv with ``conv_proj`` filters.
     """
 
     name = "grab"
@@ -206,6 +218,7 @@ class GraBSampler(Sampler[int]):
         grad_params: Sequence[str] | None = None,
         chunk_size: int | None = None,
         method: str = "auto",
+        conv_proj: int | None = None,
     ) -> None:
         if int(dataset_size) < 1:
             raise InputError(f"dataset_size must be >= 1, got {dataset_size!r}")
@@ -222,7 +235,8 @@ class GraBSampler(Sampler[int]):
         self.chunk_size = chunk_size
         self.sketch = CountSketch(sketch_dim, seed) if sketch_dim else None
         self.source = GradientSource(sketch=self.sketch, grad_params=self.grad_params,
-                                     chunk_size=chunk_size, method=method)
+                                     chunk_size=chunk_size, method=method, conv_proj=conv_proj,
+                                     seed=seed)
         self._make_units()
         self.epoch = 0
         self._order: list[int] = self._random_order(0)
@@ -423,6 +437,7 @@ class GraBSampler(Sampler[int]):
             "granularity": self.granularity,
             "grad_params": self.grad_params,
             "method": self.source.method,
+            "conv_proj": self.source.conv_proj,
             "batches_by_method": dict(self.source.batches_by_method),
             "epochs_balanced": self.epochs_balanced,
             "observe_seconds": round(self._observe_seconds, 3),

@@ -178,24 +178,36 @@ class GradTap:
                 return False
         return True
 
-    def grads(self) -> dict[str, torch.Tensor]:
-        """``{param name: (B, *shape)}`` from the last captured step (then cleared)."""
+    def grads(self, conv_proj: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``{param name: (B, *shape)}`` from the last captured step (then cleared).
+
+        With ``conv_proj=r`` a Conv2d weight gradient comes back projected, ``(B, out, r)``
+        (see :func:`project_conv_grads`), computed by a conv with r random filters instead of
+        unfolding every patch: much cheaper for wide layers.
+        """
         out: dict[str, torch.Tensor] = {}
         for name, mod in self.layers.items():
             a, go = self._store[name]
             assert a is not None and go is not None
             a, go = a.float(), go.float()
             batch = a.shape[0]
+            w_name, b_name = self.param_names[name]
             if isinstance(mod, nn.Linear):
                 a3, go3 = a.reshape(batch, -1, a.shape[-1]), go.reshape(batch, -1, go.shape[-1])
                 gw = torch.einsum("blo,bli->boi", go3, a3)
                 gb = go3.sum(1)
             else:
-                cols = nn.functional.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
                 go3 = go.reshape(batch, go.shape[1], -1)
-                gw = torch.einsum("bol,bkl->bok", go3, cols).reshape(batch, *mod.weight.shape)
                 gb = go3.sum(2)
-            w_name, b_name = self.param_names[name]
+                k_dim = mod.weight[0].numel()
+                if conv_proj is not None and w_name is not None and k_dim > conv_proj:
+                    proj = projection(w_name, k_dim, conv_proj, seed, a.device)
+                    filters = proj.T.reshape(conv_proj, *mod.weight.shape[1:])
+                    cols = nn.functional.conv2d(a, filters, None, mod.stride, mod.padding, mod.dilation)
+                    gw = torch.bmm(go3, cols.reshape(batch, conv_proj, -1).transpose(1, 2))
+                else:
+                    cols = nn.functional.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+                    gw = torch.bmm(go3, cols.transpose(1, 2)).reshape(batch, *mod.weight.shape)
             if w_name is not None:
                 out[w_name] = gw * batch
             if b_name is not None:
@@ -203,3 +215,36 @@ class GradTap:
         self._store = {}
         self._root_input = None
         return out
+
+
+def projection(name: str, k_dim: int, r: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Seeded Gaussian map ``(k_dim, r)`` scaled by ``1/sqrt(r)`` (inner products kept in expectation)."""
+    from medbench.utils.rng import torch_generator
+
+    g = torch_generator(seed, "conv-projection", name, k_dim, r)
+    return (torch.randn(k_dim, r, generator=g) / r**0.5).to(device)
+
+
+def project_conv_grads(
+    grads: dict[str, torch.Tensor], model: nn.Module, r: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Project each Conv2d weight gradient ``(B, out, in, kh, kw)`` to ``(B, out, r)``.
+
+    The map multiplies the flattened ``(in*kh*kw)`` patch axis by :func:`projection`; layers with
+    at most ``r`` patch entries are left as they are. Applied on both the vmap and the tap path,
+    so rows from either are the same linear function of the gradient.
+    """
+    convs = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            prefix = f"{mod_name}." if mod_name else ""
+            for key in ("weight", "parametrizations.weight.original"):
+                convs[prefix + key] = mod
+    out = {}
+    for name, g in grads.items():
+        if name in convs and g[0].numel() // g.shape[1] > r and g.ndim == 5:
+            k_dim = g[0, 0].numel()
+            out[name] = g.reshape(g.shape[0], g.shape[1], k_dim) @ projection(name, k_dim, r, seed, g.device)
+        else:
+            out[name] = g
+    return out

@@ -9,7 +9,7 @@ from torch import nn
 from medbench.errors import InputError
 from medbench.train.grab import GraBSampler, PairBalanceSampler, max_prefix_norm
 from medbench.train.hooks import ORDERINGS, load_builtin_entries
-from medbench.train.pergrad import flatten_grads, per_example_grads
+from medbench.train.pergrad import flatten_grads, per_example_grads, project_conv_grads
 from medbench.train.sketch import CountSketch
 
 
@@ -237,18 +237,37 @@ def test_grad_tap_equals_vmap_per_example_grads() -> None:
     assert set(got) == set(ref)
     for name in ref:
         assert torch.allclose(got[name], ref[name], atol=1e-5), name
+    # projected conv gradients: a conv with random filters on the tap path = projecting vmap's
+    nn.CrossEntropyLoss()(net(x), y).backward()
+    got = tap.grads(conv_proj=4, seed=3)
+    proj_ref = project_conv_grads(ref, net, 4, seed=3)
+    assert got["c1.weight"].shape == (5, 4, 4) and got["c2.weight"].shape == (5, 4, 4)
+    for name in ref:
+        assert torch.allclose(got[name], proj_ref[name], atol=1e-5), name
     tap.detach()
     assert not GradTap(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))).supported
 
 
-def test_sampler_uses_tap_after_first_batch() -> None:
+def test_conv_projection_keeps_inner_products() -> None:
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(2, 3, 64, 5, 5, generator=gen, dtype=torch.float64)
+    conv = nn.Conv2d(64, 3, 5)
+    p = project_conv_grads({"weight": g.float()}, conv, 1000, seed=1)["weight"].double()
+    assert p.shape == (2, 3, 1000)  # the 64*5*5 patch axis projected to 1000 dims
+    exact = float((g[0] * g[1]).sum())
+    assert abs(float((p[0] * p[1]).sum()) - exact) < 0.1 * float(g[0].norm() * g[1].norm())
+    assert abs(float(p[0].norm() ** 2) / float(g[0].norm() ** 2) - 1) < 0.1
+
+
+@pytest.mark.parametrize("conv_proj", [None, 4])
+def test_sampler_uses_tap_after_first_batch(conv_proj: int | None) -> None:
     torch.manual_seed(0)
     net = _TapNet()
     x, y = torch.randn(12, 2, 8, 8), torch.randint(0, 3, (12,))
     loss_fn = nn.CrossEntropyLoss()
     rows = {}
     for method in ("tap", "vmap"):
-        s = GraBSampler(12, seed=0, sketch_dim=16, method=method)
+        s = GraBSampler(12, seed=0, sketch_dim=16, method=method, conv_proj=conv_proj)
         s.set_epoch(0)
         order = list(s)
         for k in range(0, 12, 4):
