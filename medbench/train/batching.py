@@ -71,6 +71,14 @@ class EvalDataset(Dataset):
         return image, label, str(uid), kept
 
 
+def collate_train(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label, index)`` items into ``(images, labels, indices)`` tensors."""
+    images = torch.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    indices = torch.tensor([b[2] for b in batch], dtype=torch.long)
+    return images, labels, indices
+
+
 def collate_eval(batch: list[tuple[torch.Tensor, int, str, dict[str, Any]]]) -> tuple[Any, ...]:
     """Stack images and labels; keep uids and meta as lists."""
     images = torch.stack([b[0] for b in batch])

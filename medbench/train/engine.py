@@ -45,12 +45,12 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medbench.errors import InputError, MedbenchError
 from medbench.train import dist
-from medbench.train.batching import IndexedDataset, first_image
+from medbench.train.batching import IndexedDataset, collate_train, first_image
 from medbench.train.checkpoint import (
     BEST,
     LAST,
@@ -267,7 +267,7 @@ class _Trainer:
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         loader = DataLoader(
             IndexedDataset(self.train_ds), batch_sampler=batches[p.batch :], num_workers=cfg.num_workers,
-            collate_fn=default_collate, pin_memory=self.device.type == "cuda",
+            collate_fn=collate_train, pin_memory=self.device.type == "cuda",
             generator=torch_generator(cfg.seed, "loader", p.epoch),  # keeps the global RNG untouched
         )
         if p.batch == 0:
