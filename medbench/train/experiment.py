@@ -108,7 +108,7 @@ def prepare_table(table: pd.DataFrame, label: str) -> pd.DataFrame:
 
 def assign_splits(
     df: pd.DataFrame, *, split_column: str | None = None, val_frac: float = 0.15,
-    test_frac: float = 0.2, seed: int = 0, label: str = "label",
+    test_frac: float = 0.2, seed: int = 0,
 ) -> pd.Series:
     """"train"/"val"/"test" per row: from ``split_column``, else patient-grouped from medbench.data.splits."""
     if split_column:
@@ -189,7 +189,7 @@ def run_experiment(
     out = Path(out_dir)
     df = prepare_table(table, label)
     df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
-                                seed=cfg.seed, label=label).to_numpy()
+                                seed=cfg.seed).to_numpy()
     _save_splits(df, out)
     counts = df["split"].value_counts().to_dict()
     if not counts.get("train") or not counts.get("test"):
