@@ -23,7 +23,7 @@ Extension points (see :mod:`medbench.train.hooks`), in call order:
 3. per epoch: ``sampler.set_epoch(epoch)`` exactly once per epoch, also across a resume (a run
    resumed mid-epoch restores the sampler state saved during that epoch and does not call it again;
    ``iter(sampler)`` must then yield the same order, the engine skips the batches already done);
-4. per step: forward, backward, ``hook.after_backward(model, step)``,
+4. per step: forward, backward (fp16 AMP: gradients unscaled right after), ``hook.after_backward(model, step)``,
    ``sampler.observe(model, loss_fn, inputs, targets, indices)`` (parameters still as in the forward),
    gradient clipping, optimizer step, ``hook.after_step(model, optimizer, step)``, per-step schedule;
    ``step`` is the 0-based index of the optimizer step in the run;
@@ -291,12 +291,13 @@ class _Trainer:
                     logits = self.model(x)
                 loss = self.loss_fn(logits, y)
                 self.scaler.scale(loss).backward()
+                if self.scaler.is_enabled():  # fp16: hooks, observe and clipping see true gradients
+                    self.scaler.unscale_(self.optimizer)
                 for hook in self.hooks:
                     hook.after_backward(self.model, p.step)
                 if observe is not None:
                     observe(self.model, self.loss_fn, x, y, idx)
                 if cfg.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()

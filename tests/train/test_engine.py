@@ -291,3 +291,24 @@ def test_gradient_clipping_and_optimizers(tmp_path: Path, optimizer: str) -> Non
     assert len(rec.before) == 3 and max(rec.before) > 0.05  # clipping had work to do
     for b, a in zip(rec.before, rec.after, strict=True):
         assert a == pytest.approx(min(b, 0.05), rel=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_and_channels_last_on_cuda(tmp_path: Path, amp: str) -> None:
+    data = H.blob_data(96, seed=12)
+    cfg = TrainConfig(epochs=3, lr=3e-2, batch_size=16, amp=amp, grad_clip=1.0, device="cuda", progress=False)
+    res = fit(H.TinyNet(), data[:64], data[64:], cfg, tmp_path)
+    assert res.summary["amp_dtype"] == {"bf16": "bfloat16", "fp16": "float16"}[amp]
+    assert res.summary["channels_last"] and res.history["train_loss"].map(math.isfinite).all()
+    assert res.history["val_loss"].iloc[-1] < res.history["val_loss"].iloc[0]
+
+
+def test_amp_is_a_no_op_on_cpu(tmp_path: Path) -> None:
+    data = H.blob_data(32, seed=13)
+    runs = [fit(H.TinyNet(), data, None, TrainConfig(epochs=1, amp=amp, **FAST), tmp_path / amp)
+            for amp in ("none", "fp16")]
+    assert runs[1].summary["amp_dtype"] == "none" and not runs[1].summary["channels_last"]
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
