@@ -95,3 +95,22 @@ def test_prepare_table_and_splits(synth: Path) -> None:
     assert set(given) == {"train", "val"}
     with pytest.raises(InputError, match="train/val/test"):
         assign_splits(df.assign(fold="dev"), split_column="fold")
+
+
+def test_evaluate_run_multiclass_metrics(tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from medbench.train.experiment import evaluate_run
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    p = rng.dirichlet([1, 1, 1], 60) + np.eye(3)[y] * 0.5
+    p /= p.sum(1, keepdims=True)
+    pred = pd.DataFrame({"uid": [str(i) for i in range(60)], "split": ["test"] * 50 + ["val"] * 10, "label": y,
+                         **{f"prob_{k}": p[:, k] for k in range(3)}, "pred": p.argmax(1)})
+    metrics, report = evaluate_run(pred, tmp_path, title="t")
+    t = slice(0, 50)
+    assert report is None and metrics["n"] == 50
+    assert metrics["auc_macro_ovr"] == pytest.approx(roc_auc_score(y[t], p[t], multi_class="ovr", average="macro"))
+    assert metrics["accuracy"] == pytest.approx(np.mean(p[t].argmax(1) == y[t]))
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
