@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harmonization.ct.quality import fov_mask
 from medbench.errors import InputError
 from medbench.utils.rng import numpy_rng
 
@@ -76,7 +75,9 @@ def forward_project(hu: np.ndarray, geometry: Geometry = Geometry()) -> np.ndarr
 
     hu = _check_slice(hu)
     mu_px = hu_to_mu(hu, geometry.mu_water) * geometry.pixel_mm
-    mu_px[~fov_mask(hu.shape)] = 0.0
+    n = hu.shape[0]
+    yy, xx = np.ogrid[:n, :n]
+    mu_px[(yy - n // 2) ** 2 + (xx - n // 2) ** 2 > (n // 2) ** 2] = 0.0  # scikit-image's circle
     return radon(mu_px, theta=geometry.angles, circle=True)
 
 
