@@ -93,3 +93,21 @@ def test_mixed_dose_training(tmp_path) -> None:
     ck = load_checkpoint(train_two_stage(data, replace(CFG, epochs=1), tmp_path, progress=False))
     assert ck["n0"] == pytest.approx(np.sqrt(1e4 * 1e5))  # default prior dose: geometric mean
     assert ck["meta"]["n0_train"] == [1e4, 1e5]
+
+
+def test_networks_wire_the_prior_and_residual_channels() -> None:
+    from harmonization.ct.networks import ImageNet, ProjectionNet
+
+    net = ProjectionNet(width=4, depth=3, use_prior=True, seed=1)
+    for p in net.parameters():  # leave the zero-initialised last layer non-zero
+        torch.nn.init.normal_(p, std=0.3, generator=torch.Generator().manual_seed(0))
+    p = torch.rand(1, 1, 12, 10) * 4
+    s1, s2 = torch.full_like(p, 0.02), torch.full_like(p, 0.08)
+    assert not torch.allclose(net(p, s1), net(p, s2))  # the noise prior reaches the output
+    with pytest.raises(ValueError):
+        net(p, None)
+    # fresh residual networks start as the identity (zero residual)
+    img = ImageNet(n_adjacent=3, use_residual=True, width=4, depth=3)
+    x = torch.rand(2, 3, 16, 16) * 100
+    assert torch.count_nonzero(img(x, torch.zeros_like(x))) == 0
+    assert ImageNet(n_adjacent=3, use_residual=False, width=4, depth=3)(x).shape == (2, 1, 16, 16)
