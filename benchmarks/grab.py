@@ -199,13 +199,13 @@ def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dic
     n_params = sum(p.numel() for p in SmallCNN().parameters())
     print(f"cxr: {n_train} train / {n_val} val images {size}x{size}, SmallCNN ({n_params} params, "
           f"BatchNorm), batch {batch}, {epochs} epochs, Adam 1e-3; variants interleaved per epoch")
-    variants = {  # defaults: method "auto" taps conv/linear gradients, count-sketch to 1024
+    variants = {  # defaults: method "auto" (tap conv/linear), conv_proj 8, count-sketch to 1024
         "rr": ("rr", {}),
-        "grab (tap, sketch 1024)": ("grab", {}),
-        "grab (tap, conv_proj 8, sketch 1024)": ("grab", {"conv_proj": 8}),
-        "pair (tap, conv_proj 8, sketch 1024)": ("pair", {"conv_proj": 8}),
-        "grab (tap conv4+head, sketch 1024)": ("grab", {"grad_params": ["conv4.*", "head.*"]}),
-        "grab (vmap all params, sketch 1024)": ("grab", {"method": "vmap"}),
+        "grab (tap, sketch 1024)": ("grab", {"conv_proj": None}),
+        "grab (tap, conv_proj 8, sketch 1024)": ("grab", {}),
+        "pair (tap, conv_proj 8, sketch 1024)": ("pair", {}),
+        "grab (tap conv4+head, sketch 1024)": ("grab", {"grad_params": ["conv4.*", "head.*"], "conv_proj": None}),
+        "grab (vmap all params, sketch 1024)": ("grab", {"method": "vmap", "conv_proj": None}),
     }
     runs = {name: CnnRun(order, opts, len(ytr)) for name, (order, opts) in variants.items()}
     for _ in range(epochs):

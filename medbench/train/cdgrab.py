@@ -133,6 +133,7 @@ class CDGraBSampler(Sampler[int]):
         grad_params: fnmatch patterns of the parameters to balance on (None: all).
         chunk_size: vmap chunk size for per-example gradients.
         method: "auto", "vmap" or "tap" (see :class:`~medbench.train.grab.GraBSampler`).
+        conv_proj: Conv-gradient projection (see :class:`~medbench.train.grab.GraBSampler`).
         group: torch.distributed process group (None: the default group).
     """
 
@@ -142,7 +143,7 @@ class CDGraBSampler(Sampler[int]):
         self, dataset_size: int, seed: int = 0, *, rank: int | None = None,
         world_size: int | None = None, sketch_dim: int | None = 1024,
         grad_params: Sequence[str] | None = None, chunk_size: int | None = None,
-        method: str = "auto", group: Any = None,
+        method: str = "auto", conv_proj: int | None = 8, group: Any = None,
     ) -> None:
         ready = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = int(rank if rank is not None else (torch.distributed.get_rank(group) if ready else 0))
@@ -156,7 +157,8 @@ class CDGraBSampler(Sampler[int]):
         self.chunk_size = chunk_size
         self.sketch = CountSketch(sketch_dim, seed) if sketch_dim else None
         self.source = GradientSource(sketch=self.sketch, grad_params=self.grad_params,
-                                     chunk_size=chunk_size, method=method)
+                                     chunk_size=chunk_size, method=method, conv_proj=conv_proj,
+                                     seed=self.seed)
         self.shard = shard_indices(int(dataset_size), self.world_size, self.seed)[self.rank]
         self._pos = {i: q for q, i in enumerate(self.shard)}
         self.local = first_local_order(len(self.shard), self.seed, self.rank)

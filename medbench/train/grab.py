@@ -200,8 +200,9 @@ class GraBSampler(Sampler[int]):
             ``grad_params`` and leave the others (BatchNorm/LayerNorm affine terms) out of the
             balanced vector; vmap only when there is no Linear/Conv2d parameter.
         conv_proj: Project each Conv2d weight gradient's patch axis (in*kh*kw) to this many
-            seeded Gaussian directions before sketching (None: off). On the tap path this
-            replaces unfolding every patch by a conv with ``conv_proj`` filters.
+            seeded Gaussian directions before sketching (None: off; layers with fewer patch
+            entries are kept). On the tap path this replaces unfolding every patch by a conv
+            with ``conv_proj`` filters (benchmark: epoch 1.2x RR instead of 1.5x).
     """
 
     name = "grab"
@@ -218,7 +219,7 @@ class GraBSampler(Sampler[int]):
         grad_params: Sequence[str] | None = None,
         chunk_size: int | None = None,
         method: str = "auto",
-        conv_proj: int | None = None,
+        conv_proj: int | None = 8,
     ) -> None:
         if int(dataset_size) < 1:
             raise InputError(f"dataset_size must be >= 1, got {dataset_size!r}")
