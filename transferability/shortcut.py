@@ -31,8 +31,14 @@ from torch import nn
 
 from medbench.errors import InputError
 from medbench.utils.rng import derive_seed, numpy_rng
-from transferability.spectral import (BANDS, Spectrum, band_limited_pattern, input_gradient_spectrum,
-                                      radial_psd, spectral_alignment)
+from transferability.spectral import (
+    BANDS,
+    Spectrum,
+    band_limited_pattern,
+    input_gradient_spectrum,
+    radial_psd,
+    spectral_alignment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +151,7 @@ def frequency_shortcut_experiment(
         pattern = band_limited_pattern(size, band, seed=seed)
         result.pattern_spectra[band] = radial_psd(pattern)
 
-        def with_pattern(sl: slice, mark: np.ndarray) -> torch.Tensor:
+        def with_pattern(sl: slice, mark: np.ndarray, pattern: np.ndarray = pattern) -> torch.Tensor:
             x = images[sl] + amplitude * pattern[None] * mark[:, None, None]
             return torch.from_numpy(np.clip(x, 0, 1).astype(np.float32))[:, None]
 

@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
-from transferability.gradient import combined_score, fu, fu_details, mine_triplets, minmax, resolve_layers
+from transferability.gradient import (
+    combined_score,
+    fu,
+    fu_details,
+    mine_triplets,
+    minmax,
+    resolve_layers,
+)
 
 
 @pytest.mark.parametrize("arch, expected", [

@@ -7,9 +7,25 @@ import pytest
 from scipy import linalg, stats
 
 from tests.transferability.conftest import gaussian_mixture
-from transferability.features import (gbc, hscore, knn, leep, logme, logme_details, logme_evidence,
-                                      lp, nce, ncti, ncti_combine, ncti_components, nleep, parc,
-                                      reg_hscore, sfda, transrate)
+from transferability.features import (
+    gbc,
+    hscore,
+    knn,
+    leep,
+    logme,
+    logme_details,
+    logme_evidence,
+    lp,
+    nce,
+    ncti,
+    ncti_combine,
+    ncti_components,
+    nleep,
+    parc,
+    reg_hscore,
+    sfda,
+    transrate,
+)
 
 
 def _log_marginal(f: np.ndarray, t: np.ndarray, alpha: float, beta: float) -> float:

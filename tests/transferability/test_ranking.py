@@ -8,9 +8,19 @@ import pytest
 from scipy import stats
 
 from medbench.errors import InputError
-from transferability.ranking import (add_minmax_product, critical_difference, friedman_test, mean_ranks,
-                                     nemenyi, nemenyi_q, plot_critical_difference, plot_taus,
-                                     rank_correlations, summary, tau_table)
+from transferability.ranking import (
+    add_minmax_product,
+    critical_difference,
+    friedman_test,
+    mean_ranks,
+    nemenyi,
+    nemenyi_q,
+    plot_critical_difference,
+    plot_taus,
+    rank_correlations,
+    summary,
+    tau_table,
+)
 
 
 def _long_table(seed: int = 0) -> pd.DataFrame:

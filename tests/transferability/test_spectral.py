@@ -8,9 +8,18 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
-from transferability.spectral import (BANDS, artifact_spectrum, band_limited_pattern, input_gradient_spectrum,
-                                      input_gradients, plot_spectra, power_spectrum_2d, radial_psd,
-                                      spectral_alignment, weight_gradient_spectrum)
+from transferability.spectral import (
+    BANDS,
+    artifact_spectrum,
+    band_limited_pattern,
+    input_gradient_spectrum,
+    input_gradients,
+    plot_spectra,
+    power_spectrum_2d,
+    radial_psd,
+    spectral_alignment,
+    weight_gradient_spectrum,
+)
 
 
 def test_radial_psd_peaks_at_the_frequency_of_a_cosine() -> None:
