@@ -30,7 +30,12 @@ from medbench.registry import Registry
 ORDERINGS: Registry[Any] = Registry("example ordering")
 SPARSITY: Registry[Any] = Registry("sparsity recipe")
 
-_BUILTIN_MODULES = ("medbench.train.ordering", "medbench.train.grab", "medbench.train.sparsity")
+_BUILTIN_MODULES = (
+    "medbench.train.ordering",
+    "medbench.train.grab",
+    "medbench.train.cdgrab",
+    "medbench.train.sparsity",
+)
 
 
 def load_builtin_entries() -> None:
