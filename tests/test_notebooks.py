@@ -45,6 +45,22 @@ def test_committed_notebook_has_no_outputs(name: str) -> None:
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
+def test_notebooks_match_their_generator() -> None:
+    """The committed .ipynb files are what ``notebooks/make_notebooks.py`` writes (edit the script)."""
+    import importlib.util
+
+    nbformat = pytest.importorskip("nbformat")
+    spec = importlib.util.spec_from_file_location("make_notebooks", NB_DIR / "make_notebooks.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    built = gen.notebooks()
+    assert sorted(built) == sorted(NOTEBOOKS)
+    for name, cells in built.items():
+        expected = nbformat.writes(gen.build(cells))
+        assert (NB_DIR / name).read_text().strip() == expected.strip(), \
+            f"{name} differs from make_notebooks.py: rerun it"
+
+
 @pytest.fixture(scope="module")
 def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kernelspec for this interpreter in a temporary Jupyter data folder."""
