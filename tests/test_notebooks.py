@@ -126,7 +126,7 @@ def test_robustness_audit_notebook(tmp_path: Path, kernel_path: Path, monkeypatc
 @pytest.mark.slow
 def test_transferability_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res, figures, _ = run_notebook("02_transferability.ipynb", tmp_path, kernel_path, monkeypatch)
-    assert figures >= 1
+    assert figures >= 2
     scores = res["scores"]
     assert set(scores) == {"random-resnet18", "random-lite0", "imagenet-lite0"}
     for src, s in scores.items():
@@ -146,6 +146,7 @@ def test_transferability_notebook(tmp_path: Path, kernel_path: Path, monkeypatch
 
 @pytest.mark.slow
 def test_harmonization_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("harmonization.xray.gdce", reason="harmonization.xray not in this checkout")
     res, figures, _ = run_notebook("03_harmonization.ipynb", tmp_path, kernel_path, monkeypatch)
     assert figures >= 3
     before, after = res["auc_before"], res["auc"]
