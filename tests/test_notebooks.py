@@ -167,11 +167,11 @@ def test_lowdose_ct_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pyt
     res, figures, _ = run_notebook("04_lowdose_ct.ipynb", tmp_path, kernel_path, monkeypatch)
     assert figures >= 3
     m = res["metrics"]
-    assert {"fbp", "gaussian", "bilateral", "nlm", "redcnn", "two_stage"} <= set(m)
+    assert {"fbp", "gaussian", "bilateral", "nlm", "two_stage_quick", "redcnn", "two_stage"} <= set(m)
     for name, row in m.items():
         assert _finite(*row.values()), (name, row)
     fbp = m["fbp"]
-    for name in ("nlm", "redcnn", "two_stage"):
+    for name in ("nlm", "two_stage_quick", "redcnn", "two_stage"):
         assert m[name]["psnr"] > fbp["psnr"] + 1.0, (name, m[name], fbp)
         assert m[name]["ssim"] > fbp["ssim"], name
         assert m[name]["noise_sd"] < fbp["noise_sd"], name
