@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         split_column: Optional[str] = typer.Option(None, "--split-column", help="Column with train/val/test; default: a patient-grouped split."),  # noqa: UP045
         val_frac: float = typer.Option(0.15, "--val-frac", help="Validation share of patients."),
         test_frac: float = typer.Option(0.2, "--test-frac", help="Test share of patients."),
-        order: str = typer.Option("rr", "--order", help="Example ordering: rr (reshuffle each epoch), so (shuffle once), grab, pair."),
+        order: str = typer.Option("rr", "--order", help="Example ordering: rr (reshuffle each epoch), so (shuffle once), grab, pair, cdgrab (CD-GraB, torchrun)."),
         sparsity: Optional[str] = typer.Option(None, "--sparsity", help="N:M sparsity pattern, e.g. 2:4 (default dense)."),  # noqa: UP045
         sparsity_recipe: str = typer.Option("step", "--sparsity-recipe", help="step, srste or asp."),
         linear_probe: bool = typer.Option(False, "--linear-probe", help="Train only the classifier (frozen backbone)."),
@@ -43,12 +43,15 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(0, "--workers", "-j", help="DataLoader worker processes."),
         checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Also checkpoint every N steps (0: epoch ends only)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training forward (CUDA only)."),
+        channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
         Writes into OUT: config.yaml, splits.csv, checkpoints/, history.csv, predictions.parquet/.csv,
         metrics.json (test AUC with a patient-level bootstrap CI), report.html and train.log.
         Splits are grouped by patient unless --split-column is given. Interrupted runs resume.
+        Runs unchanged under torchrun (DDP); --batch-size is then the global batch.
         """
         from medbench.train.config import TrainConfig
         from medbench.train.experiment import join_labels, read_table, run_experiment
@@ -61,13 +64,17 @@ def register(app: typer.Typer) -> None:
             schedule_interval=schedule_interval, patience=patience or None, seed=seed, device=device,
             amp=amp, linear_probe=linear_probe, grad_clip=grad_clip, order=order, sparsity=sparsity,
             sparsity_recipe=sparsity_recipe, num_workers=workers, checkpoint_every=checkpoint_every,
-            progress=progress,
+            progress=progress, compile=compile_model, channels_last=channels_last,
         )
         res = run_experiment(
             table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
             split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
             weights=weights,
         )
+        from medbench.train import dist
+
+        if not dist.is_main():  # under torchrun only rank 0 reports
+            return
         s = res.fit.summary
         typer.echo(f"trained {source} for {s['epochs_run']} epochs (best epoch {s['best_epoch']}, "
                    f"{s['train_images_per_s'] or 0:.0f} images/s)")

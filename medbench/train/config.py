@@ -16,7 +16,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 # Fields that may change between a run and its resumption without invalidating the checkpoint.
 RUNTIME_FIELDS = frozenset(
-    {"device", "num_workers", "progress", "checkpoint_every", "eval_batch_size", "epochs", "patience"}
+    {"device", "num_workers", "progress", "checkpoint_every", "eval_batch_size", "epochs", "patience",
+     "compile"}
 )
 
 
@@ -26,7 +27,7 @@ class TrainConfig:
 
     Attributes:
         epochs: Maximum number of epochs.
-        batch_size: Training batch size.
+        batch_size: Training batch size (the global batch under torchrun, split over the ranks).
         lr: Peak learning rate.
         optimizer: "adamw", "adam" or "sgd" (momentum ``momentum``, Nesterov off).
         weight_decay: Weight decay (decoupled for AdamW, L2 for Adam/SGD).
@@ -44,6 +45,7 @@ class TrainConfig:
         amp: Mixed precision on CUDA: "auto" (bf16 when supported), "bf16", "fp16", "none".
             No-op on CPU.
         channels_last: Use channels-last memory format on CUDA (no-op on CPU).
+        compile: ``torch.compile`` the training forward on CUDA (ignored on CPU).
         linear_probe: Train only the classifier; the backbone is frozen with BatchNorm in eval mode.
         grad_clip: Clip the global gradient norm to this value (None = off).
         label_smoothing: Cross-entropy label smoothing (multi-output models).
@@ -75,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
+    compile: bool = False
     linear_probe: bool = False
     grad_clip: float | None = None
     label_smoothing: float = 0.0

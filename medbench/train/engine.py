@@ -30,10 +30,22 @@ Extension points (see :mod:`medbench.train.hooks`), in call order:
 5. end of epoch: ``sampler.end_epoch()``, ``hook.on_epoch_end(model, epoch)``, per-epoch schedule,
    validation, checkpoints;
 6. end: best weights loaded, ``hook.on_train_end(model)`` (may return a new model), predictions.
+
+Distributed (``torchrun --nproc_per_node N``; see docs/scaling.md): :func:`medbench.train.dist.init_from_env`
+starts the process group, the model trains wrapped in ``DistributedDataParallel`` and
+``cfg.batch_size`` stays the **global** batch (``batch_size / N`` per rank). "rr"/"so" orders are
+split per global batch over the ranks (:class:`~medbench.train.dist.RankShardSampler`), "cdgrab" is
+per-rank by design, "grab"/"pair" are refused. Validation and predictions are computed on shards
+and gathered (de-duplicated by dataset index), so every rank sees the same metrics. Only rank 0
+writes files; the others wait at barriers. Every rank resumes from the same ``last.pt``.
+
+GPU data path: pinned host memory and non-blocking copies, AMP (``cfg.amp``), channels-last and
+optional ``torch.compile`` of the training forward (``cfg.compile``), all CUDA-only (no-ops on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -132,7 +144,8 @@ class _Trainer:
     ) -> None:
         self.cfg, self.out, self.train_ds, self.val_ds, self.head = cfg, out_dir, train_ds, val_ds, head
         self.ckpt_dir = out_dir / "checkpoints"
-        self.device = dist.resolve_device(cfg.device)
+        self.device = dist.init_from_env(cfg.device)
+        self.world = dist.world_size()
         self.dtype = dist.amp_dtype(cfg.amp, self.device)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         if self.device.type == "cuda":
@@ -150,8 +163,10 @@ class _Trainer:
         if cfg.sparsity:
             self.hooks.append(SPARSITY.create(cfg.sparsity_recipe, pattern=cfg.sparsity, **cfg.sparsity_options))
         self.hooks.extend(hooks)
-        self.sampler = ORDERINGS.create(cfg.order, dataset_size=len(train_ds), seed=cfg.seed, **cfg.order_options)
-        self.steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+        self.sampler = self._make_sampler()
+        self.local_batch = cfg.batch_size // self.world
+        self.steps_per_epoch = math.ceil(len(self.sampler) / self.local_batch)
+        self.train_model = self._wrap_model(model)
 
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -170,6 +185,41 @@ class _Trainer:
         self.run_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- set-up and resume
+    def _make_sampler(self) -> Any:
+        """The ordering of ``cfg.order``; under DDP a per-rank view of it (or a clear refusal)."""
+        cfg = self.cfg
+        if self.world > 1:
+            if cfg.order in ("grab", "pair"):
+                raise InputError(
+                    f"order {cfg.order!r} balances one process's gradient stream and cannot run under "
+                    f"torchrun with {self.world} processes: use --order cdgrab (CD-GraB, the distributed "
+                    "variant) or rr/so"
+                )
+            if cfg.batch_size % self.world:
+                raise InputError(
+                    f"batch_size={cfg.batch_size} is the global batch and must be a multiple of the "
+                    f"{self.world} processes: use e.g. --batch-size {cfg.batch_size - cfg.batch_size % self.world or self.world}"
+                )
+        sampler = ORDERINGS.create(cfg.order, dataset_size=len(self.train_ds), seed=cfg.seed, **cfg.order_options)
+        if self.world > 1 and cfg.order != "cdgrab":
+            sampler = dist.RankShardSampler(sampler, cfg.batch_size, dist.rank(), self.world)
+        return sampler
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls: DDP when distributed, compiled when asked on CUDA."""
+        train_model: nn.Module = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_model = DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+        if self.cfg.compile:
+            if self.device.type == "cuda":
+                train_model = torch.compile(train_model)  # type: ignore[assignment]
+            else:
+                logger.info("compile=True is ignored on %s (CUDA only)", self.device)
+        return train_model
+
     @torch.no_grad()
     def _probe_outputs(self) -> int:
         x = first_image(self.train_ds)[None].to(self.device)
@@ -194,6 +244,7 @@ class _Trainer:
                 torch.manual_seed(self.cfg.seed)
         if dist.is_main():
             write_config(self.out, self.cfg, self._resolved(), self.run_info)
+        dist.barrier()
 
     def _resolved(self) -> dict[str, Any]:
         return {
@@ -202,7 +253,8 @@ class _Trainer:
             "n_train": len(self.train_ds), "n_val": len(self.val_ds) if self.val_ds is not None else 0,
             "steps_per_epoch": self.steps_per_epoch, "optimizer_class": type(self.optimizer).__name__,
             "sampler_class": type(self.sampler).__name__, "hooks": [h.name for h in self.hooks],
-            "world_size": dist.world_size(),
+            "world_size": self.world, "batch_per_rank": self.local_batch,
+            "compile": bool(self.cfg.compile and self.device.type == "cuda"),
         }
 
     def _resume(self, state: dict[str, Any]) -> None:
@@ -219,8 +271,12 @@ class _Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if state.get("sampler") is not None and hasattr(self.sampler, "load_state_dict"):
-            self.sampler.load_state_dict(state["sampler"])
+        sampler_state = state.get("sampler")
+        per_rank = state.get("sampler_ranks")
+        if per_rank is not None and len(per_rank) == self.world:
+            sampler_state = per_rank[dist.rank()]
+        if sampler_state is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(sampler_state)
         saved_hooks = state.get("hooks", [])
         if [h["name"] for h in saved_hooks] != [h.name for h in self.hooks]:
             raise InputError(
@@ -231,21 +287,32 @@ class _Trainer:
             hook.load_state_dict(saved["state"])
         restore_rng(state["rng"])
         self.p = _Progress(**state["progress"])
+        if dist.rank() != 0:  # the saved partial epoch loss is the all-ranks total: count it once
+            self.p.loss_sum, self.p.loss_count = 0.0, 0
         logger.info("resumed %s at epoch %d, batch %d (step %d)", self.out, self.p.epoch, self.p.batch, self.p.step)
 
     def _save_last(self) -> None:
-        if not dist.is_main():
-            return
+        sampler_state = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None
+        ranks = dist.all_gather_object(sampler_state) if self.world > 1 else None  # collective: all ranks
+        loss_total = dist.all_reduce_sum([self.p.loss_sum, float(self.p.loss_count)])
+        if dist.is_main():
+            self._write_last(sampler_state, ranks, loss_total)
+        dist.barrier()
+
+    def _write_last(self, sampler_state: Any, ranks: list[Any] | None, loss_total: list[float]) -> None:
+        progress = self.p.__dict__.copy()
+        progress["loss_sum"], progress["loss_count"] = float(loss_total[0]), int(round(loss_total[1]))
         state = {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler_state(self.scheduler),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None,
+            "sampler": sampler_state,
+            "sampler_ranks": ranks,
             "hooks": [{"name": h.name, "state": h.state_dict()} for h in self.hooks],
             "rng": capture_rng(),
-            "progress": self.p.__dict__.copy(),
+            "progress": progress,
         }
         save_checkpoint(self.ckpt_dir / LAST, state)
 
@@ -264,7 +331,7 @@ class _Trainer:
         if p.batch == 0 and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(p.epoch)
         order = list(iter(self.sampler))
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        batches = [order[i : i + self.local_batch] for i in range(0, len(order), self.local_batch)]
         loader = DataLoader(
             IndexedDataset(self.train_ds), batch_sampler=batches[p.batch :], num_workers=cfg.num_workers,
             collate_fn=collate_train, pin_memory=self.device.type == "cuda",
@@ -288,7 +355,7 @@ class _Trainer:
                     x = x.contiguous(memory_format=torch.channels_last)
                 self.optimizer.zero_grad(set_to_none=True)
                 with autocast_ctx(self.device, self.dtype):
-                    logits = self.model(x)
+                    logits = self.train_model(x)
                 loss = self.loss_fn(logits, y)
                 self.scaler.scale(loss).backward()
                 if self.scaler.is_enabled():  # fp16: hooks, observe and clipping see true gradients
@@ -333,7 +400,8 @@ class _Trainer:
             hook.on_epoch_end(self.model, p.epoch)
         if self.scheduler is not None and cfg.schedule_interval == "epoch":
             self.scheduler.step()
-        train_loss = p.loss_sum / max(1, p.loss_count)
+        loss_sum, loss_count = dist.all_reduce_sum([p.loss_sum, float(p.loss_count)])
+        train_loss = loss_sum / max(1.0, loss_count)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
                 f"training loss is {train_loss} at epoch {p.epoch}: lower the learning rate (--lr) "
@@ -368,6 +436,7 @@ class _Trainer:
         self._save_last()
         if dist.is_main():
             write_history(self.out, self.history())
+        dist.barrier()
 
     @property
     def eval_batch_size(self) -> int:
@@ -393,7 +462,8 @@ class _Trainer:
             "stopped_early": self.p.stopped_early,
             "steps": self.p.step,
             "train_time_s": round(self.p.train_time_s, 3),
-            "train_images_per_s": self.p.images_seen / self.p.train_time_s if self.p.train_time_s else None,
+            "train_images_per_s": (self.p.images_seen * self.world / self.p.train_time_s
+                                   if self.p.train_time_s else None),
             **self._resolved(),
             "sampler": self.sampler.summary() if hasattr(self.sampler, "summary") else {},
             "hooks_summary": {h.name: h.summary() for h in self.hooks},
@@ -401,6 +471,7 @@ class _Trainer:
         if dist.is_main():
             write_summary(self.out, summary)
             write_history(self.out, self.history())
+        dist.barrier()
         return FitResult(model, best if best.exists() else None, self.history(), summary, preds, self.out)
 
     def _predictions(self, test_ds: Dataset | None, keep_meta: Sequence[str]) -> pd.DataFrame | None:
@@ -457,7 +528,9 @@ def fit(
         cfg = TrainConfig.from_dict(dict(cfg))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with run_log(out / "train.log"), frozen_backbone(model, cfg.linear_probe) as head:
+    dist.init_from_env(cfg.device)
+    log_ctx = run_log(out / "train.log") if dist.is_main() else contextlib.nullcontext()
+    with log_ctx, frozen_backbone(model, cfg.linear_probe) as head:
         trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head)
         trainer.run_info = dict(run_info or {})
         trainer.start()

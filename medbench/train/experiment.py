@@ -185,12 +185,18 @@ def run_experiment(
     from medbench.data.dataset import ImageDataset
     from medbench.sources import create_source
 
+    from medbench.train import dist
+
     cfg = cfg or TrainConfig()
+    dist.init_from_env(cfg.device)  # under torchrun: every rank builds the same splits, rank 0 writes
     out = Path(out_dir)
     df = prepare_table(table, label)
     df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
                                 seed=cfg.seed).to_numpy()
-    _save_splits(df, out)
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        _save_splits(df, out)
+    dist.barrier()
     counts = df["split"].value_counts().to_dict()
     if not counts.get("train") or not counts.get("test"):
         raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
@@ -207,7 +213,11 @@ def run_experiment(
     res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
               test_ds=ds["test"], keep_meta=keep, run_info=info)
     pred = res.predictions.assign(source=source)
-    metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+    metrics: dict[str, Any] = {}
+    report: Path | None = None
+    if dist.is_main():
+        metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+    dist.barrier()
     return ExperimentResult(out, res, metrics, report)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from medbench.train import dist
 from medbench.train.batching import EvalDataset, collate_eval
 from medbench.train.dist import amp_dtype, resolve_device
 from medbench.utils.files import atomic_path
@@ -80,13 +81,30 @@ def infer(
     keep_meta: Sequence[str] = (),
     progress: bool = False,
     desc: str = "predict",
+    shard: bool | None = None,
 ) -> Inference:
-    """Run ``model`` in eval mode over ``dataset``; its train/eval mode is restored afterwards."""
+    """Run ``model`` in eval mode over ``dataset``; its train/eval mode is restored afterwards.
+
+    Under torchrun (``shard`` None = whenever a process group of several ranks is up) each rank
+    runs a ``DistributedSampler`` shard and the ``(index, outputs)`` of all ranks are gathered and
+    de-duplicated by dataset index (the sampler pads with repeats), so every rank returns the
+    whole dataset once, in dataset order. All ranks must then call it together.
+    """
     dev = resolve_device(device)
+    world = dist.world_size()
+    if shard is None:
+        shard = world > 1
+    eval_ds = EvalDataset(dataset, keep_meta)
+    sampler = None
+    if shard and world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(eval_ds, num_replicas=world, rank=dist.rank(), shuffle=False, drop_last=False)
     loader = DataLoader(
-        EvalDataset(dataset, keep_meta),
+        eval_ds,
         batch_size=batch_size,
         shuffle=False,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_eval,
         pin_memory=dev.type == "cuda",
@@ -109,9 +127,29 @@ def infer(
     finally:
         for m, mode in zip(model.modules(), modes, strict=True):
             m.training = mode
+    if sampler is not None:
+        return _gather(list(iter(sampler)), logits, labels, uids, metas)
     if not logits:
         return Inference(torch.empty(0, 1), torch.empty(0, dtype=torch.long), [], [])
     return Inference(torch.cat(logits), torch.cat(labels), uids, metas)
+
+
+def _gather(indices: list[int], logits: list[torch.Tensor], labels: list[torch.Tensor], uids: list[str],
+            metas: list[dict[str, Any]]) -> Inference:
+    """All ranks' shard outputs, one row per dataset index (padding repeats dropped), index order."""
+    local = (indices, torch.cat(logits) if logits else None, torch.cat(labels) if labels else None, uids, metas)
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor, str, dict[str, Any]]] = {}
+    for idx, lg, lb, us, ms in dist.all_gather_object(local):
+        for j, i in enumerate(idx):
+            if i not in seen:
+                seen[i] = (lg[j], lb[j], us[j], ms[j] if ms else {})
+    if not seen:
+        return Inference(torch.empty(0, 1), torch.empty(0, dtype=torch.long), [], [])
+    order = sorted(seen)
+    return Inference(
+        torch.stack([seen[i][0] for i in order]), torch.stack([seen[i][1] for i in order]),
+        [seen[i][2] for i in order], [seen[i][3] for i in order],
+    )
 
 
 def predictions_frame(inf: Inference, split: str) -> pd.DataFrame:
