@@ -120,20 +120,81 @@ def denoise_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     den = create_denoiser(denoiser, **kw)
 
     def fn(series: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
-        vol = series.hu
-        ctx: dict[str, Any] = {"pixel_mm": float(series.spacing[2])}
-        if n0 is not None:
-            ctx["n0"] = float(n0)
-        if denoiser == "two_stage":
-            _square(vol, series.paths[0])
-        clipped = np.maximum(vol, PADDING_HU)
-        if denoiser in ("two_stage", "redcnn"):  # volume-aware, with their own progress bars
-            out = den(clipped, **ctx)
-        else:  # classical filters work slice by slice
-            out = np.stack([den(s) for s in tqdm(clipped, desc=denoiser, disable=not progress, unit="slice")])
-        out = np.where(vol < PADDING_HU, vol, np.maximum(out, PADDING_HU))
-        settings = {k: v for k, v in den.params().items() if k != "progress"}
-        desc = f"medbench denoise {denoiser} {settings}"
-        return out, desc[:1000], {"denoiser": denoiser, "params": {k: str(v) for k, v in settings.items()}}
+        return _denoise_volume(den, denoiser, series, n0, progress)
 
     return _process_all(path, out_dir, f"denoise {denoiser}", fn, progress=progress)
+
+
+def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None,
+                    progress: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """Denoised HU volume, derivation description and marker info of one series."""
+    vol = series.hu
+    ctx: dict[str, Any] = {"pixel_mm": float(series.spacing[2])}
+    if n0 is not None:
+        ctx["n0"] = float(n0)
+    if denoiser == "two_stage":
+        _square(vol, series.paths[0])
+    clipped = np.maximum(vol, PADDING_HU)
+    if denoiser in ("two_stage", "redcnn"):  # volume-aware, with their own progress bars
+        out = den(clipped, **ctx)
+    else:  # classical filters work slice by slice
+        out = np.stack([den(s) for s in tqdm(clipped, desc=denoiser, disable=not progress, unit="slice")])
+    out = np.where(vol < PADDING_HU, vol, np.maximum(out, PADDING_HU))
+    settings = {k: v for k, v in den.params().items() if k != "progress"}
+    desc = f"medbench denoise {denoiser} {settings}"
+    return out, desc[:1000], {"denoiser": denoiser, "params": {k: str(v) for k, v in settings.items()}}
+
+
+_DENOISERS: dict[str, Any] = {}
+
+
+def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool]) -> str:
+    """One task of :func:`denoise_batch`: denoise one series into its folder ("written"/"skipped")."""
+    from harmonization.ct.denoisers import create_denoiser
+    from medbench.io import write_ct_series
+
+    uid, files, folder_name, denoiser, kw, n0, progress = job
+    folder = Path(folder_name)
+    if (folder / MARKER).exists():
+        return "skipped"
+    key = f"{denoiser}:{sorted(kw.items())!r}"
+    if key not in _DENOISERS:  # one model load per worker process
+        _DENOISERS[key] = create_denoiser(denoiser, **kw)
+    series = _read(files, uid)
+    hu, description, info = _denoise_volume(_DENOISERS[key], denoiser, series, n0, progress)
+    paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description)
+    write_json_atomic(folder / MARKER, {"source_series_hash": hash_id(uid), "files": [p.name for p in paths],
+                                        "description": description, **info})
+    return "written"
+
+
+def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
+                  params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
+                  executor: str = "local", scheduler: str | None = None, progress: bool = True) -> Any:
+    """:func:`denoise_series` as one task per series on :func:`medbench.parallel.map_items`.
+
+    Series that fail are reported (status "failed" with the error) and the batch goes on.
+
+    Returns:
+        DataFrame[series_hash, source, output, status, error], one row per series.
+    """
+    import pandas as pd
+
+    from medbench.parallel import Failure, map_items
+
+    groups = find_series(path)
+    inner_progress = progress and workers == 1 and executor == "local"  # per-slice bars only in-process
+    kw = dict(params or {})
+    if denoiser in ("two_stage", "redcnn"):
+        kw.setdefault("progress", inner_progress)
+    jobs = [(uid, files, str(Path(out_dir) / f"series-{hash_id(uid)}"), denoiser, kw, n0, inner_progress)
+            for uid, files in groups.items()]
+    results = map_items(_denoise_job, jobs, workers=workers, executor=executor, scheduler=scheduler,
+                        desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1)
+    rows = []
+    for job, res in zip(jobs, results, strict=True):
+        failed = isinstance(res, Failure)
+        rows.append({"series_hash": hash_id(job[0]), "source": job[1][0], "output": "" if failed else job[2],
+                     "status": "failed" if failed else res,
+                     "error": f"{res.error}: {res.message}" if failed else ""})
+    return pd.DataFrame(rows)

@@ -149,17 +149,34 @@ def apply_cmd(
     checkpoint: Path = typer.Option(None, help="Checkpoint for two_stage/redcnn (default: bundled)."),
     n0: float = typer.Option(None, help="Photon count for the two-stage noise prior."),
     param: list[str] = typer.Option([], "--param", "-p", help="Denoiser setting name=value (repeat)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, one series per task."),
+    executor: str = typer.Option("local", "--executor", help="'local' processes or 'dask'."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
 ) -> None:
-    """Denoise a DICOM CT series; writes a new series (new UIDs, derivation noted, HU preserved)."""
+    """Denoise a DICOM CT series; writes a new series (new UIDs, derivation noted, HU preserved).
+
+    Each series is one task; a series that fails is reported (denoise_log.csv, exit code 1) and
+    the others go on.
+    """
     import logging
 
-    from harmonization.ct.apply import denoise_series
+    from harmonization.ct.apply import denoise_batch
+    from medbench.utils.files import atomic_path
 
     params = _parse_params(param)
     if checkpoint is not None:
         params["checkpoint"] = str(checkpoint)
-    done = denoise_series(input, out, denoiser=denoiser, params=params, n0=n0)
-    logging.getLogger(__name__).info("denoised %d series into %s", len(done), out)
+    table = denoise_batch(input, out, denoiser=denoiser, params=params, n0=n0, workers=workers,
+                          executor=executor, scheduler=scheduler)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "denoise_log.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    logging.getLogger(__name__).info("denoised %d series into %s", int((table["status"] != "failed").sum()), out)
+    failed = table[table["status"] == "failed"]
+    for _, row in failed.head(10).iterrows():
+        typer.echo(f"  failed: {row['source']}: {row['error']}", err=True)
+    if len(failed):
+        raise typer.Exit(1)
 
 
 @denoise_app.command("evaluate")
