@@ -315,7 +315,6 @@ print({v: VENDORS[v] for v in ["RefVendor", *vendors]})
 One linear image through each vendor's curve (plus its noise), and the curves themselves.
 """),
     code("""
-lin, _ = make_cxr(1, size=SIZE, seed=5, apply_vendor=False)
 fig, ax = plt.subplots(1, len(vendors) + 2, figsize=(2.2 * (len(vendors) + 2), 2.6))
 for a, v in zip(ax, ["RefVendor", *vendors]):
     img, _ = make_cxr(1, size=SIZE, seed=5, vendor=v)
