@@ -298,9 +298,12 @@ def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[s
     return rows, {s: np.zeros(len(r), dtype=bool) for s, r in rows.items()}
 
 
-def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: int = 0) -> tuple[dict[str, Any], int]:
+def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: int = 0,
+                  device: torch.device | None = None) -> tuple[dict[str, Any], int]:
     """The unit's ArrayDatasets "train", "val", "test" (i.i.d.), "ood", "clean" with the artifact
-    injected, and the number of confounded training images (-1 for sampled confounders)."""
+    injected, and the number of confounded training images (-1 for sampled confounders).
+
+    With a CUDA ``device`` the artifacts are injected there (decoded images in, CPU tensors out)."""
     from medbench.data.dataset import ArrayDataset
 
     rows, masks = unit_sets(unit, cfg, data)
@@ -320,10 +323,15 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
         meta["patient_id"] = meta["patient_id"].astype(str)
         imgs = data.images[torch.as_tensor(np.array(pos, dtype=np.int64))]
         uids = [uids_all[i] for i in pos]
+        on_gpu = device is not None and device.type == "cuda" and (base is not None or conf is not None)
+        if on_gpu:
+            imgs = imgs.to(device)
         if base is not None and not mask.all():
             imgs = inject(base, imgs, uids, ~mask)
         if conf is not None and mask.any():
             imgs = inject(conf, imgs, uids, mask)
+        if on_gpu:
+            imgs = imgs.cpu()
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
 
     n_conf = int(masks["train"].sum()) if conf is not None else -1
@@ -333,6 +341,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
 def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
     """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
     from medbench.sources import create_source
+    from medbench.train import dist
     from medbench.train.config import TrainConfig
     from medbench.train.engine import fit
     from medbench.train.predict import predict
@@ -340,7 +349,8 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     t0 = time.perf_counter()
     key = spec_label(unit.confounder)
     tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
-    sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size)
+    device = dist.init_from_env(tcfg.device)  # the training device (cuda:LOCAL_RANK under torchrun)
+    sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size, device=device)
 
     name, kw = _spec_kw(unit.source)
     with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
@@ -351,7 +361,7 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
                            "p": unit.p, "split": unit.split}
     for s in ("test", "ood", "clean"):
-        pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=tcfg.device,
+        pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=device,
                        keep_meta=("patient_id",))
         row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s], pred, cfg.n_boot,
                               cfg.seed + unit.split))
@@ -392,11 +402,17 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     """
     import yaml
 
+    from medbench.train import dist
+
     if not isinstance(cfg, AuditConfig):
         cfg = AuditConfig.from_dict(dict(cfg))
     out = Path(out_dir)
-    (out / "units").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    dist.init_from_env(cfg.train_dict().get("device", "auto"))  # under torchrun only rank 0 writes
+    main = dist.is_main()
+    if main:
+        (out / "units").mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    dist.barrier()
     if data is None:
         data = load_data(cfg.data, splits=cfg.splits, seed=cfg.seed)
     n_splits = min(int(cfg.splits), len(data.splits))
@@ -419,9 +435,11 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
         logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
         row = run_unit(unit, cfg, data, run_dir)
         row["settings_hash"] = h
-        write_json_atomic(path, row)
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if main:
+            write_json_atomic(path, row)
+            if not cfg.keep_checkpoints:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        dist.barrier()
         done += 1
     logger.info("audit: %d units run, %d already done", done, skipped)
     keys = {u.uid for u in todo}
@@ -430,9 +448,11 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     results = results.reset_index(drop=True)
     summary = summarise(results)
     comparisons = compare_sources(results, seed=cfg.seed)
+    result = AuditResult(out, results, summary, comparisons)
+    if not main:
+        return result
     for name, df in (("results", results), ("summary", summary), ("comparisons", comparisons)):
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
-    result = AuditResult(out, results, summary, comparisons)
     if report:
         from confounders.audit_report import write_report
 

@@ -129,6 +129,9 @@ def init_from_env(device: str | torch.device | None = "auto") -> torch.device:
         timeout = timedelta(seconds=float(os.environ.get("MEDBENCH_DIST_TIMEOUT", "1800")))
         torch.distributed.init_process_group(backend=backend, timeout=timeout)
         logger.info("process group: backend %s, rank %d of %d, device %s", backend, rank(), world_size(), dev)
+        if rank() != 0 and not os.environ.get("MEDBENCH_LOG_ALL_RANKS"):
+            logging.getLogger().setLevel(logging.WARNING)  # one copy of the INFO log (rank 0)
+            logging.getLogger("medbench").setLevel(logging.WARNING)
     return dev
 
 

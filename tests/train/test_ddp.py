@@ -216,3 +216,14 @@ def test_init_from_env_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(InputError, match="torchrun"):
         dist.init_from_env("cpu")
+
+
+def test_gpu_benchmark_exits_cleanly_without_cuda(tmp_path: Path) -> None:
+    """benchmarks/gpu.py says there is no GPU and exits 0 (CUDA hidden from the subprocess)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(script), "--json", str(tmp_path / "r.json")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA GPU" in proc.stdout + proc.stderr
+    assert not (tmp_path / "r.json").exists()
