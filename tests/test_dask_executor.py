@@ -98,16 +98,22 @@ def test_harmonize_apply_dask_equals_local_with_corrupt_file(synthetic_cxr_dir: 
 def test_denoise_apply_dask_equals_local(synthetic_ct_dir: Path, tmp_path: Path, scheduler: str) -> None:
     from medbench.io import read_series
 
+    src = tmp_path / "in"
+    shutil.copytree(synthetic_ct_dir, src)
+    broken = sorted(src.rglob("*.dcm"))[-1]  # truncate one slice's pixel data: its series must fail
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
     outs = {}
     for name, extra in (("local", ["--executor", "local", "--workers", "1"]),
                         ("dask", ["--executor", "dask", "--scheduler", scheduler])):
         outs[name] = tmp_path / name
-        code, out = _cli(["denoise", "apply", str(synthetic_ct_dir), "--out", str(outs[name]),
+        code, out = _cli(["denoise", "apply", str(src), "--out", str(outs[name]),
                           "--denoiser", "gaussian", *extra])
-        assert code == 0, out
-    logs = {k: pd.read_csv(v / "denoise_log.csv") for k, v in outs.items()}
-    assert len(logs["local"]) == 2 and (logs["local"]["status"] == "written").all()
+        assert code == 1, out  # one failed series: reported, exit code 1, the other series written
+    logs = {k: pd.read_csv(v / "denoise_log.csv", keep_default_na=False) for k, v in outs.items()}
+    assert sorted(logs["local"]["status"]) == ["failed", "written"]
     pd.testing.assert_frame_equal(logs["local"].drop(columns="output"), logs["dask"].drop(columns="output"))
-    for folder in sorted(p.parent.name for p in outs["local"].rglob("done.json")):
+    folders = sorted(p.parent.name for p in outs["local"].rglob("done.json"))
+    assert len(folders) == 1
+    for folder in folders:
         a, b = read_series(outs["local"] / folder), read_series(outs["dask"] / folder)
         np.testing.assert_array_equal(a.hu, b.hu)
