@@ -184,7 +184,6 @@ def run_experiment(
 
     from medbench.data.dataset import ImageDataset
     from medbench.sources import create_source
-
     from medbench.train import dist
 
     cfg = cfg or TrainConfig()
