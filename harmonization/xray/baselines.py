@@ -1,0 +1,176 @@
+"""Classical intensity harmonization baselines, as fitted transforms on grey images in [0, 1].
+
+Two kinds:
+- per-image normalisations (min-max, DICOM window, z-score, histogram equalisation, CLAHE): they
+  change every image, the reference vendor's too, so a downstream classifier must be trained on
+  normalised reference images (``maps_to_reference = False``);
+- maps onto the reference look (histogram matching to the reference vendor's mean histogram,
+  z-score to the reference statistics, and GDCE): reference images pass (almost) unchanged and the
+  reference classifier is used as it is (``maps_to_reference = True``).
+
+Every entry is registered in ``HARMONIZERS``; ``create_harmonizer(name, **kw)`` builds one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medbench.errors import InputError
+from medbench.registry import Registry
+
+HARMONIZERS: Registry[Any] = Registry("harmonizer")
+
+
+def _check(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise InputError(f"expected grey images (N, H, W) or (H, W), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise InputError("images contain NaN/inf: fix the decoding before harmonising")
+    return x
+
+
+class Harmonizer:
+    """Base class: ``fit(reference_images)`` then ``transform(images)`` -> images in [0, 1]."""
+
+    name = "base"
+    maps_to_reference = False
+
+    def fit(self, reference: np.ndarray) -> Harmonizer:
+        return self
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        x = _check(images)
+        return np.stack([self._one(im) for im in x]).astype(np.float32)
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.transform(images)
+
+
+@HARMONIZERS.register("minmax")
+class MinMax(Harmonizer):
+    """Per-image min-max stretch to [0, 1]."""
+
+    name = "minmax"
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        lo, hi = float(image.min()), float(image.max())
+        return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+
+
+@HARMONIZERS.register("window")
+class Window(Harmonizer):
+    """DICOM-style linear window (center, width) clipped to [0, 1]; default from percentiles."""
+
+    name = "window"
+
+    def __init__(self, center: float | None = None, width: float | None = None,
+                 percentiles: tuple[float, float] = (1.0, 99.0)) -> None:
+        self.center, self.width, self.percentiles = center, width, percentiles
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        if self.center is None or self.width is None:
+            lo, hi = np.percentile(image, self.percentiles)
+        else:
+            lo, hi = self.center - self.width / 2, self.center + self.width / 2
+        return np.clip((image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
+@HARMONIZERS.register("zscore")
+class ZScore(Harmonizer):
+    """Per-image z-score, mapped back to [0, 1] as ``0.5 + z / (2 k)`` (k = 3 SDs) and clipped.
+
+    With ``to_reference=True`` the image is given the reference vendor's mean and SD instead
+    (a map onto the reference look).
+    """
+
+    name = "zscore"
+
+    def __init__(self, k: float = 3.0, to_reference: bool = False) -> None:
+        self.k = k
+        self.to_reference = to_reference
+        self.maps_to_reference = to_reference
+        self.ref_mean, self.ref_std = 0.5, 1.0 / (2 * k)
+
+    def fit(self, reference: np.ndarray) -> ZScore:
+        if self.to_reference:
+            ref = _check(reference)
+            self.ref_mean = float(ref.mean(axis=(1, 2)).mean())
+            self.ref_std = float(ref.std(axis=(1, 2)).mean())
+        return self
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        z = (image - image.mean()) / max(float(image.std()), 1e-6)
+        return np.clip(self.ref_mean + z * self.ref_std, 0.0, 1.0)
+
+
+@HARMONIZERS.register("histeq")
+class HistEq(Harmonizer):
+    """Global histogram equalisation (scikit-image)."""
+
+    name = "histeq"
+
+    def __init__(self, nbins: int = 256) -> None:
+        self.nbins = nbins
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        from skimage import exposure
+
+        return exposure.equalize_hist(image, nbins=self.nbins)
+
+
+@HARMONIZERS.register("clahe")
+class Clahe(Harmonizer):
+    """Contrast-limited adaptive histogram equalisation (scikit-image)."""
+
+    name = "clahe"
+
+    def __init__(self, clip_limit: float = 0.01, kernel_size: int | None = None) -> None:
+        self.clip_limit, self.kernel_size = clip_limit, kernel_size
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        from skimage import exposure
+
+        return exposure.equalize_adapthist(np.clip(image, 0, 1), clip_limit=self.clip_limit,
+                                           kernel_size=self.kernel_size)
+
+
+@HARMONIZERS.register("histmatch")
+class HistogramMatch(Harmonizer):
+    """Match each image's histogram to the reference vendor's mean histogram (quantile mapping)."""
+
+    name = "histmatch"
+    maps_to_reference = True
+
+    def __init__(self, n_quantiles: int = 512) -> None:
+        self.n_quantiles = n_quantiles
+        self.ref_quantiles: np.ndarray | None = None
+
+    def fit(self, reference: np.ndarray) -> HistogramMatch:
+        ref = _check(reference)
+        q = np.linspace(0.0, 1.0, self.n_quantiles)
+        # the mean histogram's quantile function = the pooled reference pixels' quantiles
+        self.ref_quantiles = np.quantile(ref.reshape(-1), q).astype(np.float64)
+        return self
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        if self.ref_quantiles is None:
+            raise InputError("histmatch must be fitted on reference-vendor images first (call fit)")
+        flat = image.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        ranks = np.empty(flat.size, dtype=np.float64)
+        ranks[order] = (np.arange(flat.size) + 0.5) / flat.size
+        q = np.linspace(0.0, 1.0, self.n_quantiles)
+        return np.interp(ranks, q, self.ref_quantiles).reshape(image.shape)
+
+
+def create_harmonizer(name: str, **kwargs: Any) -> Harmonizer:
+    """Build a registered harmonizer by name ("did you mean" on typos)."""
+    return HARMONIZERS.create(name, **kwargs)

@@ -1,0 +1,172 @@
+"""Downstream evaluation of X-ray harmonization: reference-classifier AUC per vendor and method,
+vendor-classifier accuracy (how well the vendor can still be told apart), histograms and curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from harmonization.xray.baselines import Harmonizer
+from harmonization.xray.predictor import CurvePredictor
+from medbench.eval.metrics import auc
+
+log = logging.getLogger(__name__)
+
+Images = np.ndarray  # (N, H, W) float32 in [0, 1]
+
+
+def train_classifier(images: Images, labels: np.ndarray, out_dir: str | Path, *, source: str = "random",
+                     arch: str = "resnet10t", epochs: int = 8, lr: float = 1e-3, batch_size: int = 32,
+                     seed: int = 0, val_frac: float = 0.2, progress: bool = False) -> nn.Module:
+    """Fine-tune a medbench source on grey images with the medbench engine; returns the best model."""
+    from medbench.data.dataset import ArrayDataset
+    from medbench.sources import create_source
+    from medbench.train.engine import TrainConfig, fit
+
+    n = len(images)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(2, int(round(val_frac * n)))
+    tr, va = order[n_val:], order[:n_val]
+    model = create_source(source, arch=arch, num_classes=2, in_chans=1)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device="cpu", patience=None,
+                      progress=progress, optimizer="adam", schedule="cosine")
+    res = fit(model, ArrayDataset(images[tr], labels[tr]), ArrayDataset(images[va], labels[va]), cfg, out_dir)
+    return res.model.eval()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: Images, batch: int = 64) -> np.ndarray:
+    """Positive-class probabilities of a 2-class (or 1-logit) classifier on grey images."""
+    model.eval()
+    out = []
+    x_all = torch.as_tensor(np.asarray(images, np.float32))[:, None]
+    for i in range(0, len(x_all), batch):
+        logits = model(x_all[i : i + batch])
+        out.append(torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1)[:, 1])
+    return torch.cat(out).numpy()
+
+
+def gdce_transform(predictor: CurvePredictor, batch: int = 32) -> Callable[[Images], Images]:
+    """Wrap a trained predictor as ``images -> harmonised images`` on numpy arrays."""
+
+    @torch.no_grad()
+    def run(images: Images) -> Images:
+        x = torch.as_tensor(np.asarray(images, np.float32))[:, None]
+        return torch.cat([predictor.harmonize(x[i : i + batch]) for i in range(0, len(x), batch)])[:, 0].numpy()
+
+    return run
+
+
+class PerVendorGDCE:
+    """GDCE with one fitted curve predictor per source vendor; reference images pass unchanged."""
+
+    per_vendor = True
+    maps_to_reference = True
+
+    def __init__(self, predictors: Mapping[str, CurvePredictor]) -> None:
+        self.predictors = dict(predictors)
+
+    def __call__(self, images: Images, vendor: str | None = None) -> Images:
+        if vendor in self.predictors:
+            return gdce_transform(self.predictors[vendor])(images)
+        return np.asarray(images, np.float32)
+
+
+def vendor_separability(images_by_vendor: Mapping[str, Images], *, bins: int = 32, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic-regression vendor classifier on intensity histograms
+    and moments; chance is 1 / number of vendors. Lower after harmonization is better."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats, ys = [], []
+    for k, (_, ims) in enumerate(sorted(images_by_vendor.items())):
+        x = np.asarray(ims, np.float32).reshape(len(ims), -1)
+        hist = np.stack([np.histogram(r, bins=bins, range=(0, 1), density=True)[0] for r in x])
+        q = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1).T
+        feats.append(np.hstack([hist, q, x.mean(1, keepdims=True), x.std(1, keepdims=True)]))
+        ys.append(np.full(len(x), k))
+    X, y = np.vstack(feats), np.concatenate(ys)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    from sklearn.model_selection import StratifiedKFold
+
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return float(cross_val_score(clf, X, y, cv=cv).mean())
+
+
+def evaluate_methods(
+    reference_classifier: nn.Module,
+    reference_train: tuple[Images, np.ndarray],
+    reference_test: tuple[Images, np.ndarray],
+    vendor_tests: Mapping[str, tuple[Images, np.ndarray]],
+    methods: Mapping[str, Harmonizer | Callable[[Images], Images]],
+    *,
+    retrain: Callable[[Images, np.ndarray, str], nn.Module] | None = None,
+) -> pd.DataFrame:
+    """AUC per (method, vendor), the reference vendor included, and the vendor separability.
+
+    Methods that change reference images too (``maps_to_reference`` False: per-image
+    normalisations) get a classifier retrained on normalised reference images through
+    ``retrain(images, labels, method_name)``; methods that map onto the reference look use
+    ``reference_classifier`` as it is. ``"none"`` (no harmonization) is always included.
+    """
+    xr, yr = reference_train
+    rows: list[dict[str, Any]] = []
+    all_methods: dict[str, Any] = {"none": None, **dict(methods)}
+    for name, method in all_methods.items():
+        if isinstance(method, Harmonizer):
+            method.fit(xr)
+        maps = method is None or getattr(method, "maps_to_reference", True)
+        transform = (lambda ims: np.asarray(ims, np.float32)) if method is None else method
+        clf = reference_classifier
+        if not maps:
+            if retrain is None:
+                log.warning("skipping %s: it changes reference images and no retrain function was given", name)
+                continue
+            clf = retrain(transform(xr), yr, name)
+        per_vendor = getattr(method, "per_vendor", False)
+        harmonised = {"reference": transform(reference_test[0])}
+        labels = {"reference": reference_test[1]}
+        for vendor, (xv, yv) in vendor_tests.items():
+            harmonised[vendor] = transform(xv, vendor=vendor) if per_vendor else transform(xv)
+            labels[vendor] = yv
+        sep = vendor_separability(harmonised)
+        for vendor, ims in harmonised.items():
+            rows.append({"method": name, "vendor": vendor, "auc": auc(labels[vendor], predict_proba(clf, ims)),
+                         "vendor_accuracy": sep, "retrained": not maps})
+    return pd.DataFrame(rows)
+
+
+def curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, title: str = "Intensity curves"):
+    """Plot named curves ``{name: (x, y)}`` on [0, 1]^2 (vendor curves, fitted GDCE curves, inverses)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name, lw=1.6)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="input intensity", ylabel="output intensity", title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def histograms_figure(images_by_vendor: Mapping[str, Images], *, title: str = "Intensity histograms", bins: int = 64):
+    """Mean intensity histogram per vendor."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for name, ims in images_by_vendor.items():
+        h, edges = np.histogram(np.asarray(ims).ravel(), bins=bins, range=(0, 1), density=True)
+        ax.plot((edges[1:] + edges[:-1]) / 2, h, label=name, lw=1.4)
+    ax.set(xlabel="intensity", ylabel="density", title=title)
+    ax.legend(fontsize=7)
+    return fig
