@@ -26,9 +26,6 @@ WEAK_IID = 0.7
 def auc_vs_p_figure(summary: pd.DataFrame) -> Any:
     """The paper's figure: i.i.d., o.o.d. and clean AUC vs p, one panel per confounder, one colour
     per source (error bars: sd over splits)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     confs = list(dict.fromkeys(summary["confounder"]))

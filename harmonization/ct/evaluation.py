@@ -98,9 +98,6 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 def comparison_figure(images: Mapping[str, np.ndarray], ref: np.ndarray, *,
                       window: tuple[float, float] = SOFT_TISSUE, diff_range: float = 100.0):
     """Side-by-side slices (top) and differences to ``ref`` (bottom) as a matplotlib figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     names = ["reference", *images]

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+import torch
 from torch import nn
 
 from medbench.errors import InputError
@@ -80,6 +81,7 @@ def create_source(
     drop_rate: float = 0.0,
     preprocessing: str | Preprocessing | None = None,
     channel_policy: str | None = None,
+    seed: int | None = 0,
     **kwargs: Any,
 ) -> SourceModel:
     """Build the source ``name`` as a :class:`SourceModel` that takes images in [0, 1].
@@ -96,6 +98,9 @@ def create_source(
         drop_rate: Dropout before the head (the Source-Matters paper uses 0.5).
         preprocessing: Override the card's preprocessing preset (see ``card.PREPROCESSING``).
         channel_policy: Override the card's grey-image policy ("repeat" or "fold").
+        seed: Seed of the randomly initialised weights (the whole network for ``random``, the new
+            head otherwise), drawn inside a forked RNG so global state is untouched; ``None``
+            draws from torch's global RNG.
         **kwargs: Passed to the card's loader (e.g. ``variant=`` for RadImageNet files).
 
     Returns:
@@ -118,15 +123,18 @@ def create_source(
         raise InputError(
             f"source {name!r} has no bundled weights: pass weights=PATH (a local weights file)"
         )
-    built = card.loader(
-        card,
-        arch=arch or card.arch,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        weights=weights,
-        drop_rate=drop_rate,
-        **kwargs,
-    )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        built = card.loader(
+            card,
+            arch=arch or card.arch,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            weights=weights,
+            drop_rate=drop_rate,
+            **kwargs,
+        )
     # A loader may refine the card (e.g. mean/std read from the weights' own config).
     backbone, card = built if isinstance(built, tuple) else (built, card)
     if preprocessing is None and weights is not None:
