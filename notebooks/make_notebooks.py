@@ -290,7 +290,7 @@ classical baselines by the reference classifier's AUC on the vendor's held-out i
     code("""
 from harmonization.xray.baselines import create_harmonizer
 from harmonization.xray.curves import curve_values, fit_curve_to_map
-from harmonization.xray.evaluate import (curves_figure, evaluate_methods, gdce_transform,
+from harmonization.xray.evaluate import (PerVendorGDCE, curves_figure, evaluate_methods, gdce_transform,
                                          histograms_figure, predict_proba, train_classifier)
 from harmonization.xray.features import random_conv_features
 from harmonization.xray.gdce import GDCEConfig, fit_gdce
@@ -344,8 +344,11 @@ print("worst vendor:", worst, f"(curve {VENDORS[worst].curve})")
     md("""
 ## Fit GDCE for the worst vendor
 
-Unpaired, class-balanced batches of the vendor's training images and of reference images; the kept
-model has the best worst-class recall of the reference classifier on the vendor images. The
+Unpaired, class-balanced batches of the vendor's training images and of reference images; training
+starts from the GDCE curve that best maps the vendor's pooled intensity quantiles onto the
+reference ones (`GDCEConfig(init="histogram")`, medbench's default) and the kept model has the best
+worst-class recall of the reference classifier on the vendor images. One curve predictor per
+source vendor; reference images pass unchanged (`PerVendorGDCE`). The
 feature loss uses a fixed random conv net (`random_conv_features`, no weights needed);
 `feature_network_from_source("efficientnet-lite0-imagenet")` is the pretrained alternative.
 A real run uses input 256, the paper's widths and a few thousand steps.
@@ -371,7 +374,7 @@ def retrain(x, y, name):
     return train_classifier(x, y, f"classifier_{name}", arch="test_resnet", epochs=8, lr=3e-3)
 
 
-methods = {"gdce": gdce_transform(fit.predictor), "histmatch": create_harmonizer("histmatch"),
+methods = {"gdce": PerVendorGDCE({worst: fit.predictor}), "histmatch": create_harmonizer("histmatch"),
            "zscore": create_harmonizer("zscore", to_reference=True), "histeq": create_harmonizer("histeq")}
 results = evaluate_methods(clf, ref_train, ref_test, {worst: (xt, yt)}, methods, retrain=retrain)
 table = results.pivot_table(index="method", columns="vendor", values="auc")

@@ -42,13 +42,13 @@ def test_demo_quick_end_to_end_and_resume(tmp_path: Path) -> None:
     # re-running skips finished units: nothing is retrained or rewritten, a new step is easy to add
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoints/last.pt"), *out.glob("data/images/*.dcm")]}
     seen = []
-    demo.add_step("audit", lambda ctx: seen.append(sorted(ctx.state["results"])), before="report")
+    demo.add_step("extra", lambda ctx: seen.append(sorted(ctx.state["results"])), before="report")
     try:
         ctx = demo.run_demo(out, quick=True, progress=False)
     finally:
-        demo.STEPS[:] = [s for s in demo.STEPS if s[0] != "audit"]
+        demo.STEPS[:] = [s for s in demo.STEPS if s[0] != "extra"]
     assert seen == [sorted(per)]
-    assert [n for n in ctx.timings] == ["data", "ingest", "table", "train", "audit", "report"]
+    assert [n for n in ctx.timings] == ["data", "ingest", "table", "train", "audit", "extra", "report"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 

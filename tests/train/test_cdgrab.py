@@ -87,6 +87,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 _apply(model, parts)
             sampler.end_epoch()
         torch.save(orders, Path(out_dir) / f"rank{rank}.pt")
+        torch.distributed.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         torch.distributed.destroy_process_group()
 
