@@ -271,8 +271,9 @@ def write_derived_image(
 
 
 def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
-    if ds is None:
-        return None
+    from medbench.io.dicom import _spacing  # one reading of PixelSpacing/ImagerPixelSpacing/functional groups
+
+    return None if ds is None else _spacing(ds)
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(key)
         try:
