@@ -73,7 +73,7 @@ def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _labels(y: np.ndarray | torch.Tensor, n: int, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)).long()
+    t = torch.as_tensor(np.array(y.detach().cpu() if isinstance(y, torch.Tensor) else y)).long()
     if t.shape != (n,):
         raise InputError(f"{what} labels must have shape ({n},), got {tuple(t.shape)}")
     if len(torch.unique(t)) < 2:
