@@ -85,7 +85,7 @@ def fit_harmonizer(
         raise InputError(f"reference vendor {reference!r} not found in column {vcol!r}: vendors are {vendors}")
     if len(vendors) < 2:
         raise InputError("harmonization needs at least one vendor besides the reference")
-    df["split"] = assign_splits(df, val_frac=0.15, test_frac=0.3, seed=seed, label=label)
+    df["split"] = assign_splits(df, val_frac=0.15, test_frac=0.3, seed=seed)
     images = load_images(df["path"].tolist(), size)
     y = df[label].to_numpy()
     is_ref = (df[vcol].astype(str) == reference).to_numpy()
