@@ -144,6 +144,23 @@ def _resample(clusters: list[np.ndarray], rng: np.random.Generator) -> np.ndarra
     return np.concatenate([clusters[k] for k in picks])
 
 
+def _bootstrap(stat, clusters: list[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` values of ``stat(indices)`` over cluster resamples; undefined (NaN) draws are redrawn."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    k = tries = 0
+    while k < n_boot:
+        tries += 1
+        value = stat(_resample(clusters, rng))
+        if np.isnan(value):
+            if tries > 20 * n_boot:
+                raise InputError("too few positives/negatives to bootstrap the AUC")
+            continue
+        out[k] = value
+        k += 1
+    return out
+
+
 def bootstrap_auc_ci(
     y: Sequence[float] | np.ndarray,
     p: Sequence[float] | np.ndarray,
@@ -160,20 +177,7 @@ def bootstrap_auc_ci(
     y_arr, p_arr = _as_binary(y, p)
     point = auc(y_arr, p_arr)
     clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    k = 0
-    tries = 0
-    while k < n_boot:
-        idx = _resample(clusters, rng)
-        tries += 1
-        value = _auc_binary(y_arr[idx], p_arr[idx])
-        if np.isnan(value):
-            if tries > 20 * n_boot:
-                raise InputError("too few positives/negatives to bootstrap the AUC")
-            continue
-        boots[k] = value
-        k += 1
+    boots = _bootstrap(lambda idx: _auc_binary(y_arr[idx], p_arr[idx]), clusters, n_boot, seed)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(boots, [a, 1.0 - a])
     return AucCI(point, float(lo), float(hi), level, n_boot, "patient" if groups is not None else "image")
@@ -199,14 +203,8 @@ def paired_bootstrap_test(
     _, a2 = _as_binary(y, p2)
     delta = auc(y_arr, a1) - auc(y_arr, a2)
     clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
-    rng = np.random.default_rng(seed)
-    diffs = []
-    while len(diffs) < n_boot:
-        idx = _resample(clusters, rng)
-        d = _auc_binary(y_arr[idx], a1[idx]) - _auc_binary(y_arr[idx], a2[idx])
-        if not np.isnan(d):
-            diffs.append(d)
-    diffs_arr = np.asarray(diffs)
+    diffs_arr = _bootstrap(lambda idx: _auc_binary(y_arr[idx], a1[idx]) - _auc_binary(y_arr[idx], a2[idx]),
+                           clusters, n_boot, seed)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(diffs_arr, [a, 1.0 - a])
     p_val = min(1.0, 2.0 * min((diffs_arr <= 0).mean(), (diffs_arr >= 0).mean()))

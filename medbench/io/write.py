@@ -271,17 +271,9 @@ def write_derived_image(
 
 
 def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
-    from medbench.io.dicom import _spacing  # one reading of PixelSpacing/ImagerPixelSpacing/functional groups
+    from medbench.io.dicom import _spacing  # the one PixelSpacing reader
 
     return None if ds is None else _spacing(ds)
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(key)
-        try:
-            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
-                return float(value[0]), float(value[1])
-        except (TypeError, ValueError):
-            continue
-    return None
 
 
 def write_ct_series(
