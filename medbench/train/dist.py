@@ -7,8 +7,10 @@ starts the process group (NCCL on CUDA, gloo on CPU) and picks ``cuda:LOCAL_RANK
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -128,11 +130,31 @@ def init_from_env(device: str | torch.device | None = "auto") -> torch.device:
         backend = "nccl" if use_cuda else "gloo"
         timeout = timedelta(seconds=float(os.environ.get("MEDBENCH_DIST_TIMEOUT", "1800")))
         torch.distributed.init_process_group(backend=backend, timeout=timeout)
+        atexit.register(_destroy_at_exit)
         logger.info("process group: backend %s, rank %d of %d, device %s", backend, rank(), world_size(), dev)
         if rank() != 0 and not os.environ.get("MEDBENCH_LOG_ALL_RANKS"):
             logging.getLogger().setLevel(logging.WARNING)  # one copy of the INFO log (rank 0)
             logging.getLogger("medbench").setLevel(logging.WARNING)
     return dev
+
+
+def _destroy_at_exit() -> None:
+    """Tear the process group down while the interpreter is still alive.
+
+    A rank that leaves ``fit`` right after a collective (e.g. an exception caught by the caller,
+    then exit 0) could abort with "terminate called without an active exception": gloo's worker
+    thread drops the finished ``AsyncAllreduceWork`` (whose thread-local state holds a Python
+    object) only after the waiting thread resumes, and if that happens during interpreter
+    finalization the thread cannot take the GIL and is unwound through a noexcept destructor
+    (core dump in CI, about 1 run in 10 under load). Sleeping briefly with the GIL released lets
+    those threads finish first; then the group is destroyed.
+    """
+    if _dist_ready():
+        time.sleep(0.2)
+        try:
+            torch.distributed.destroy_process_group()
+        except Exception as exc:  # noqa: BLE001 - shutting down; never mask the real exit status
+            logger.debug("destroy_process_group at exit failed: %s", exc)
 
 
 def all_gather_object(obj: Any) -> list[Any]:
