@@ -7,6 +7,7 @@ size for native syntaxes, fragment items up to the delimiter for encapsulated on
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -112,9 +113,45 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str
     if values is None:
         values = header_values(ds, CHECK_KEYWORDS)
     keyword = pixel_keyword(ds)
+    meta = getattr(ds, "file_meta", None)
+    length = tell = None
+    if keyword is not None:
+        raw = ds._dict[_keyword_tag(keyword)]  # noqa: SLF001
+        length = getattr(raw, "length", None)
+        tell = getattr(raw, "value_tell", None)
+        if length is None:  # already loaded (small element)
+            length = len(ds[keyword].value or b"")
+    return check_pixel_fields(
+        path, values, keyword, transfer_syntax(ds), length, tell, os.path.getsize(path),
+        meta_sop_class=str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else "",
+    )
+
+
+def check_pixel_fields(
+    path: str | os.PathLike[str],
+    values: dict[str, Any],
+    keyword: str | None,
+    ts: UID,
+    length: int | None,
+    tell: int | None,
+    size: int,
+    *,
+    meta_sop_class: str = "",
+) -> UID:
+    """:func:`check_pixel_data` on already parsed header fields.
+
+    Args:
+        path: The file (for the fragment walk and messages).
+        values: Header values of at least :data:`CHECK_KEYWORDS`.
+        keyword: The pixel element present (:data:`PIXEL_KEYWORDS`) or None.
+        ts: Transfer syntax.
+        length: The pixel element's value length (0xFFFFFFFF: encapsulated).
+        tell: File offset of the pixel value (None: unknown, skips the size checks).
+        size: File size in bytes.
+        meta_sop_class: MediaStorageSOPClassUID (for the message when pixels are missing).
+    """
     if keyword is None:
-        meta = getattr(ds, "file_meta", None)
-        kind = str(values.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+        kind = str(values.get("SOPClassUID") or meta_sop_class)
         name = UID(kind).name if kind else "unknown SOP class"
         raise DicomReadError(path, "no_pixel_data", f"no pixel data element ({name})")
     missing = [k for k in _REQUIRED_IMAGE_TAGS if values.get(k) is None]
@@ -131,24 +168,17 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str
         raise DicomReadError(path, "inconsistent", f"BitsStored {bits_stored} / BitsAllocated {bits_alloc} are invalid")
     if rows <= 0 or columns <= 0:
         raise DicomReadError(path, "inconsistent", f"image size {rows}x{columns} is empty")
-    ts = transfer_syntax(ds)
     _check_decoder(ts, path)
-    raw = ds._dict[_keyword_tag(keyword)]  # noqa: SLF001
-    length = getattr(raw, "length", None)
-    tell = getattr(raw, "value_tell", None)
-    size = os.path.getsize(path)
     if ts in _NATIVE_SYNTAXES or keyword != "PixelData":
-        if length is None:  # already loaded (small element)
-            length = len(ds[keyword].value or b"")
         expected = _expected_native_length(
             keyword, rows, columns, frames, int(values["SamplesPerPixel"]), bits_alloc,
             str(values["PhotometricInterpretation"]),
         )
         if length == 0xFFFFFFFF:
             raise DicomReadError(path, "inconsistent", f"native transfer syntax {ts.name} but pixel data is encapsulated")
-        if length < expected:
+        if length is not None and length < expected:
             raise DicomReadError(path, "truncated", f"pixel data has {length} bytes, expected {expected}")
-        if tell is not None and ts != "1.2.840.10008.1.2.1.99" and tell + length > size:
+        if tell is not None and length is not None and ts != "1.2.840.10008.1.2.1.99" and tell + length > size:
             raise DicomReadError(path, "truncated", f"file ends {tell + length - size} bytes before the pixel data does")
     elif length is not None and length != 0xFFFFFFFF:
         raise DicomReadError(
@@ -212,18 +242,27 @@ def _check_fragments(path: str | os.PathLike[str], offset: int, size: int, frame
 
 
 def _check_decoder(ts: UID, path: str | os.PathLike[str]) -> None:
-    from pydicom.pixels import get_decoder
-
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
+    status = _decoder_status(str(ts))
+    if status == "unsupported":
         name = ts.name if ts.is_valid and ts.name != ts else str(ts)
         raise DicomReadError(
             path, "unsupported_syntax",
             f"transfer syntax {name} ({ts}) has no pixel decoder; convert the file (e.g. gdcmconv --raw)",
-        ) from None
-    if not decoder.is_available:
+        )
+    if status == "missing":
         raise DicomReadError(
             path, "missing_decoder",
             f"no installed decoder for transfer syntax {ts.name} ({ts}): run `{DICOM_EXTRA}`",
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _decoder_status(ts: str) -> str:
+    """"ok", "unsupported" (pydicom has no decoder) or "missing" (no plugin installed); cached per process."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(UID(ts))
+    except NotImplementedError:
+        return "unsupported"
+    return "ok" if decoder.is_available else "missing"

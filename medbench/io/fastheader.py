@@ -71,28 +71,59 @@ def _value(ds: Dataset, keyword: str, default: Any, codec_cache: list[str | None
         value = ds[tag].value
         return default if value is None or value == "" else value
     vr = elem.VR or _dict_vr(tag)
-    raw: bytes = elem.value
+    codec = "latin-1"
+    if vr in ("LO", "SH"):
+        if not codec_cache:
+            codec_cache.append(_encoding(ds))
+        codec = codec_cache[0]
+    value = decode_raw(elem.value, vr, little=elem.is_little_endian, codec=codec, default=default)
+    if value is NOT_SIMPLE:
+        value = ds[tag].value
+        return default if value is None or value == "" else value
+    return value
+
+
+#: Returned by :func:`decode_raw` for values it does not decode itself.
+NOT_SIMPLE = object()
+
+
+def decode_raw(raw: bytes, vr: str, *, little: bool, codec: str | None, default: Any = None) -> Any:
+    """Decode the bytes of one simple element as :func:`header_value` reports it.
+
+    Args:
+        raw: The element's value bytes.
+        vr: Its value representation.
+        little: Little-endian encoding.
+        codec: Python codec for LO/SH text (None: needs pydicom's charset handling).
+        default: Returned for an empty value.
+
+    Returns:
+        str or list of str (text VRs), int or list of int (US/SS/UL/SL), ``default`` when empty,
+        or :data:`NOT_SIMPLE` for other VRs or charsets.
+    """
     if vr in _INT_VRS:
         size, signed = _INT_VRS[vr]
-        order = "little" if elem.is_little_endian else "big"
-        values = [int.from_bytes(raw[i : i + size], order, signed=signed) for i in range(0, len(raw) - size + 1, size)]  # type: ignore[arg-type]
+        order = "little" if little else "big"
+        values = [int.from_bytes(raw[i : i + size], order, signed=signed) for i in range(0, len(raw) - size + 1, size)]
         if not values:
             return default
         return values[0] if len(values) == 1 else values
-    if vr in _TEXT_VRS:
-        if vr in ("LO", "SH"):
-            if not codec_cache:
-                codec_cache.append(_encoding(ds))
-            codec = codec_cache[0]
-        else:
-            codec = "latin-1"
-        if codec is None:
-            value = ds[tag].value
-            return default if value is None or value == "" else value
-        text = raw.decode(codec, errors="replace").strip(" \x00")
-        if not text:
-            return default
-        parts = [p.strip(" \x00") for p in text.split("\\")]
-        return parts[0] if len(parts) == 1 else parts
-    value = ds[tag].value
-    return default if value is None or value == "" else value
+    if vr not in _TEXT_VRS:
+        return NOT_SIMPLE
+    if vr not in ("LO", "SH"):
+        codec = "latin-1"
+    if codec is None:
+        return NOT_SIMPLE
+    text = raw.decode(codec, errors="replace").strip(" \x00")
+    if not text:
+        return default
+    parts = [p.strip(" \x00") for p in text.split("\\")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def charset_codec(value: bytes | None) -> str | None:
+    """Python codec for a raw SpecificCharacterSet value (None: not a simple charset)."""
+    text = (value or b"").decode("latin-1").strip(" \x00")
+    if text not in _SIMPLE_CHARSETS:
+        return None
+    return "utf-8" if text == "ISO_IR 192" else "latin-1"

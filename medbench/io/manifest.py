@@ -1,7 +1,8 @@
 """Scan a folder into a manifest table; every unusable file goes to a quarantine table.
 
 Each file is sniffed by its first bytes. DICOM files get a header-only read (large values such as
-the pixel data stay on disk) plus cheap checks that the pixel data is present, complete and
+the pixel data stay on disk; common encodings are parsed straight from the first 64 KB by
+:mod:`medbench.io.fastscan`, the rest by pydicom) plus cheap checks that the pixel data is present, complete and
 decodable with the installed plugins (:func:`medbench.io.dicom.check_pixel_data`); ``decode=True``
 also decodes the pixels. PNG/JPEG/TIFF files are listed too, with ``format`` png/jpeg/tiff and
 modality "OT" (their size read from the image header). Anything else is quarantined with a reason
@@ -23,12 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydicom.uid import UID
 
 from medbench.errors import InputError
-from medbench.io.checks import CHECK_KEYWORDS
+from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
 from medbench.io.fastheader import header_values
-from medbench.io.sniff import RASTER_FORMATS, sniff
+from medbench.io.fastscan import CHUNK, parse_header
+from medbench.io.sniff import RASTER_FORMATS, sniff_bytes
 from medbench.parallel import Failure, map_items
 from medbench.utils.files import atomic_path, hash_id
 
@@ -118,10 +121,16 @@ def _spacing(values: dict[str, Any]) -> tuple[float, float]:
     return math.nan, math.nan
 
 
-def _dicom_row(path: str, decode: bool, fmt: str) -> dict[str, Any]:
-    ds = read_header(path, keywords=_HEADER_KEYWORDS, fmt=fmt)
-    v = header_values(ds, _ROW_KEYWORDS)
-    ts = check_pixel_data(ds, path, v)
+def _dicom_row(path: str, decode: bool, fmt: str, head: bytes = b"", size: int = -1) -> dict[str, Any]:
+    fast = parse_header(head, _ROW_KEYWORDS) if fmt == "dicom" and head else None
+    if fast is not None:
+        v = fast.values
+        ts = check_pixel_fields(path, v, fast.pixel_keyword, UID(fast.transfer_syntax), fast.pixel_length,
+                                fast.pixel_offset, size, meta_sop_class=fast.meta_sop_class)
+    else:  # pydicom's reader: unusual encodings, long headers and broken files
+        ds = read_header(path, keywords=_HEADER_KEYWORDS, fmt=fmt)
+        v = header_values(ds, _ROW_KEYWORDS)
+        ts = check_pixel_data(ds, path, v)
     try:
         frames = max(1, int(v["NumberOfFrames"] or 1))
     except (TypeError, ValueError):
@@ -182,20 +191,29 @@ def _raster_row(path: str, fmt: str, decode: bool) -> dict[str, Any]:
     }
 
 
-def scan_file(path: str, decode: bool = False) -> dict[str, Any]:
+def scan_file(path: str, decode: bool = False, *, fast: bool = True) -> dict[str, Any]:
     """Manifest row for one file, or a quarantine row (``status`` "quarantined", ``reason``).
 
     Never raises for a bad file.
+
+    Args:
+        path: The file.
+        decode: Also decode the pixels.
+        fast: Parse common DICOM headers directly (:mod:`medbench.io.fastscan`); False always
+            uses pydicom's reader (same rows, slower).
     """
     fmt = "unknown"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fmt = sniff(path)
+            with open(path, "rb") as fh:
+                head = fh.read(CHUNK if fast else 132)
+                size = os.fstat(fh.fileno()).st_size
+            fmt = sniff_bytes(head)
             if fmt in RASTER_FORMATS:
                 return _raster_row(path, fmt, decode)
             if fmt in ("dicom", "dicom_raw"):
-                return _dicom_row(path, decode, fmt)
+                return _dicom_row(path, decode, fmt, head if fast else b"", size)
             raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
     except DicomReadError as exc:
         return _quarantine(path, exc.reason, exc.detail, fmt)

@@ -18,9 +18,14 @@ def sniff(path: str | os.PathLike[str]) -> str:
     """
     with open(path, "rb") as fh:
         head = fh.read(132)
+    return sniff_bytes(head)
+
+
+def sniff_bytes(head: bytes) -> str:
+    """:func:`sniff` on a file's first bytes (at least 132 of them when the file has them)."""
     if not head:
         return "empty"
-    if len(head) == 132 and head[128:132] == b"DICM":
+    if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"

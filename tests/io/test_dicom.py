@@ -142,9 +142,15 @@ def test_missing_decoder_names_syntax_and_extra(monkeypatch: pytest.MonkeyPatch)
     class Unavailable:
         is_available = False
 
+    from medbench.io import checks
+
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
-    with pytest.raises(DicomReadError) as info:
-        read_dicom(get_testdata_file("MR_small_jp2klossless.dcm"))
+    checks._decoder_status.cache_clear()  # decoder availability is cached per process
+    try:
+        with pytest.raises(DicomReadError) as info:
+            read_dicom(get_testdata_file("MR_small_jp2klossless.dcm"))
+    finally:
+        checks._decoder_status.cache_clear()
     assert info.value.reason == "missing_decoder"
     assert "JPEG 2000" in str(info.value) and "pip install 'medbench[dicom]'" in str(info.value)
     assert isinstance(info.value, InputError)
