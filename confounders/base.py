@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -89,6 +91,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -> torch.Tensor:
     """Validate a ``(B, C, H, W)`` float batch in [0, 1] with one uid per sample."""
+    _check_layout(images, uids, argname)
+    _check_range(images, argname)
+    return images
+
+
+def _check_layout(images: Any, uids: Sequence[str], argname: str) -> None:
+    """Type, shape, dtype and uid-count checks (no pass over the pixels)."""
     if not isinstance(images, torch.Tensor):
         raise InputError(
             f"{argname} must be a torch.Tensor (B, C, H, W); got {type(images).__name__} "
@@ -104,6 +113,10 @@ def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -
     if isinstance(uids, str) or len(uids) != images.shape[0]:
         n = 1 if isinstance(uids, str) else len(uids)
         raise InputError(f"uids must be a sequence of {images.shape[0]} strings, one per image; got {n}")
+
+
+def _check_range(images: torch.Tensor, argname: str) -> None:
+    """Reject NaN/inf and values outside [0, 1] (one read pass)."""
     if images.numel():
         lo_t, hi_t = torch.aminmax(images)  # one pass; NaN propagates, inf shows as a bound
         lo, hi = float(lo_t), float(hi_t)
@@ -113,7 +126,39 @@ def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -
             raise InputError(
                 f"{argname} must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}] (rescale, e.g. medbench.io.dicom.to_unit)"
             )
-    return images
+
+
+_MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
+_HUGE = 1 << 21
+_madvise: Any = None
+
+
+def _new_output(images: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor like ``images``; large CPU buffers are advised onto transparent huge
+    pages (Linux), as ``THP_MEM_ALLOC_ENABLE=1`` would do for every torch allocation.
+
+    A fresh 64 MB batch otherwise costs one page fault per 4 KiB on first write, which on a VM is
+    several times the cost of the copy itself; the advice only changes the page size.
+    """
+    global _madvise
+    out = torch.empty_like(images)
+    storage = out.untyped_storage()
+    nbytes = storage.nbytes()
+    if out.device.type != "cpu" or nbytes < 4 * _HUGE or not sys.platform.startswith("linux"):
+        return out
+    if _madvise is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).madvise
+            fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+            _madvise = fn
+        except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+            _madvise = False
+    if _madvise:
+        ptr = storage.data_ptr()
+        start, end = (ptr + _HUGE - 1) & ~(_HUGE - 1), (ptr + nbytes) & ~(_HUGE - 1)
+        if end > start:
+            _madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: failure just keeps 4 KiB pages
+    return out
 
 
 def check_fraction(value: float, argname: str) -> float:
@@ -161,24 +206,50 @@ class Confounder:
             uids: One id per image; each image's randomness comes from ``(seed, name, uid)``.
             inplace: Write into ``images`` instead of a copy (saves a full-batch allocation).
         """
-        images = check_images(images, uids)
+        _check_layout(images, uids, "images")
         ulist = [str(u) for u in uids]
-        out = images if inplace else images.clone()
-        if images.shape[0] == 0:
+        B = images.shape[0]
+        cpu = images.device.type == "cpu"
+        # Copy path on CPU: validate each chunk just before it is processed (it is then in cache) and
+        # write the result straight into the new output, so the input is read from memory once and
+        # the output written once. In place the whole batch is checked first: nothing is touched
+        # before the input is known to be valid.
+        chunk_check = cpu and not inplace
+        if not chunk_check:
+            _check_range(images, "images")
+        out = images if inplace else _new_output(images)
+        if B == 0:
             return out
         # On CPU work in cache-sized chunks of whole images: small temporaries are reused by the
         # allocator instead of page-faulting fresh full-batch buffers. On GPU one launch per op.
-        per = max(1, images[0].numel())
-        whole = images.device.type != "cpu" or self.in_place_apply
-        step = images.shape[0] if whole else max(1, _CHUNK_ELEMS // per)
-        for s in range(0, images.shape[0], step):
-            chunk = out[s : s + step]
-            res = self.apply(chunk, ulist[s : s + step])
-            if res is not chunk:
-                chunk.copy_(res)
+        whole = not cpu or (inplace and self.in_place_apply)
+        step = B if whole else max(1, _CHUNK_ELEMS // max(1, images[0].numel()))
+        for s in range(0, B, step):
+            src = images[s : s + step]
+            dst = src if inplace else out[s : s + step]
+            if chunk_check:
+                try:
+                    _check_range(src, "images")
+                except InputError:
+                    _check_range(images, "images")  # report the whole batch's range
+                    raise
+            self.apply_into(src, dst, ulist[s : s + step])
             if not self.keeps_range:
-                chunk.clamp_(0.0, 1.0)
+                dst.clamp_(0.0, 1.0)
         return out
+
+    def apply_into(self, src: torch.Tensor, dst: torch.Tensor, uids: list[str]) -> torch.Tensor:
+        """Write the confounded ``src`` chunk into ``dst`` (same shape; ``dst is src`` in place).
+
+        The default copies ``src`` into ``dst`` and calls :meth:`apply` on it; subclasses override
+        this to read ``src`` and write ``dst`` directly (one pass fewer). The caller clamps.
+        """
+        if dst is not src:
+            dst.copy_(src)
+        res = self.apply(dst, uids)
+        if res is not dst:
+            dst.copy_(res)
+        return dst
 
     def apply(self, images: torch.Tensor, uids: list[str]) -> torch.Tensor:  # pragma: no cover
         """Subclass hook on a validated chunk: may write into ``images`` (already the output
