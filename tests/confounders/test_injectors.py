@@ -305,3 +305,44 @@ def test_injectors_run_on_gpu(name: str) -> None:
             assert float((diff > 1e-5).float().mean()) < 0.01
         else:
             assert float(diff.max()) <= 1e-5
+
+
+@pytest.mark.parametrize("lam", [3.0, 100.0, 1000.0])
+def test_poisson_counts_match_exact_poisson_statistics(lam: float) -> None:
+    """Exact draws below NORMAL_MIN_RATE and the skewness-corrected normal at and above it."""
+    from scipy import stats
+
+    from confounders.noise import NORMAL_MIN_RATE, poisson_counts
+
+    assert NORMAL_MIN_RATE == 100.0  # 100 and 1000 exercise the approximation, 3 the exact branch
+    n = 400_000
+    c = poisson_counts(torch.full((n,), lam), torch.Generator().manual_seed(int(lam))).double().numpy()
+    assert np.all(c == np.round(c)) and c.min() >= 0
+    # moments: Poisson mean = variance = lam, skewness 1 / sqrt(lam) (a plain normal would give 0)
+    assert abs(c.mean() - lam) < 4 * math.sqrt(lam / n)
+    assert abs(c.var() / lam - 1) < 4 * math.sqrt(2 / n) + 2 / lam
+    assert abs(stats.skew(c) - 1 / math.sqrt(lam)) < 4 * math.sqrt(6 / n)
+    # whole distribution: KS distance to the Poisson CDF and a chi-square over well-filled bins
+    k = np.arange(int(c.min()), int(c.max()) + 1)
+    obs = np.bincount((c - k[0]).astype(int), minlength=len(k)).astype(float)
+    ks = np.abs(np.cumsum(obs) / n - stats.poisson.cdf(k, lam)).max()
+    assert ks < 1.63 / math.sqrt(n) + 2e-4
+    exp = n * stats.poisson.pmf(k, lam)
+    keep = exp >= 20
+    obs_b = np.append(obs[keep], obs[~keep].sum())
+    exp_b = np.append(exp[keep], n - exp[keep].sum())
+    chi2 = ((obs_b - exp_b) ** 2 / exp_b).sum()
+    assert stats.chi2.sf(chi2, len(obs_b) - 1) > 1e-3
+
+
+def test_poisson_counts_mix_exact_and_approximate_rates_elementwise() -> None:
+    from confounders.noise import poisson_counts
+
+    rate = torch.tensor([0.5, 2e4] * 100_000)
+    c = poisson_counts(rate, torch.Generator().manual_seed(5))
+    low, high = c[0::2].double(), c[1::2].double()
+    assert abs(float((low == 0).double().mean()) - math.exp(-0.5)) < 4 * math.sqrt(0.25 / 1e5)
+    assert abs(float(high.mean()) - 2e4) < 4 * math.sqrt(2e4 / 1e5)
+    assert abs(float(high.var()) / 2e4 - 1) < 0.02
+    # the same generator state gives the same draws: the stream depends only on the rates
+    assert torch.equal(c, poisson_counts(rate, torch.Generator().manual_seed(5)))
