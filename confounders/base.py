@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 CONFOUNDERS: Registry[type[Confounder]] = Registry("confounder")
 
 _RANGE_TOL = 1e-4
-_CHUNK_ELEMS = 1 << 19  # elements per CPU work chunk (2 MiB of float32)
+_CHUNK_ELEMS = 1 << 18  # elements per CPU work chunk (1 MiB of float32, one core's L2)
 
 
 def register_confounder(name: str):
@@ -192,6 +192,8 @@ class Confounder:
     in_place_apply: ClassVar[bool] = False
     #: True when outputs of in-range inputs stay in [0, 1] (no final clamp needed).
     keeps_range: ClassVar[bool] = False
+    #: Elements per CPU chunk: temporaries of a chunk should fit in cache.
+    chunk_elems: ClassVar[int] = _CHUNK_ELEMS
 
     def __init__(self, *, seed: int = 0, ref_size: int = 1024) -> None:
         self.seed = int(seed)
@@ -223,7 +225,7 @@ class Confounder:
         # On CPU work in cache-sized chunks of whole images: small temporaries are reused by the
         # allocator instead of page-faulting fresh full-batch buffers. On GPU one launch per op.
         whole = not cpu or (inplace and self.in_place_apply)
-        step = B if whole else max(1, _CHUNK_ELEMS // max(1, images[0].numel()))
+        step = B if whole else max(1, self.chunk_elems // max(1, images[0].numel()))
         for s in range(0, B, step):
             src = images[s : s + step]
             dst = src if inplace else out[s : s + step]

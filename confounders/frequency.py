@@ -39,6 +39,21 @@ def lowpass_mask(h: int, w: int, cutoff: float, kind: str = "ideal", order: int 
     raise InputError(f"kind must be 'ideal' or 'butterworth'; got {kind!r}")
 
 
+@functools.lru_cache(maxsize=64)
+def _lowpass_plan(h: int, w: int, cutoff: float, kind: str, order: int, device: str) -> tuple[int, torch.Tensor]:
+    """(kept rfft columns ``k``, transfer function on them as (h, k, 2) float32 for complex views).
+
+    The ideal disk has no support beyond ``|fx| <= cutoff``: only those columns go through the
+    FFT along H. Butterworth keeps every column.
+    """
+    mask = lowpass_mask(h, w, cutoff, kind, order, device)
+    k = mask.shape[1]
+    if kind == "ideal":
+        cols = torch.nonzero(mask.amax(0)).flatten()
+        k = int(cols.max()) + 1 if cols.numel() else 1
+    return k, mask[:, :k, None].expand(h, k, 2).contiguous()
+
+
 @register_confounder("lowpass")
 class LowPass(Confounder):
     """Blur by low-pass filtering in the 2-D FFT (preset "paper-lowpass").
@@ -60,11 +75,25 @@ class LowPass(Confounder):
         self.kind = kind
         self.order = int(order)
 
+    def apply_into(self, src: torch.Tensor, dst: torch.Tensor, uids: list[str]) -> torch.Tensor:
+        h, w = src.shape[-2:]
+        k, mask = _lowpass_plan(h, w, self.cutoff, self.kind, self.order, str(src.device))
+        # separable 2-D rFFT, pruned to the columns the mask keeps: rfft along W, FFT along H on
+        # k <= w // 2 + 1 columns, multiply, inverse FFT along H, irfft along W (zero-pads to w)
+        spec = torch.fft.rfft(src.float(), dim=-1)
+        if k < spec.shape[-1]:
+            spec = spec[..., :k].contiguous()
+        spec = torch.fft.fft(spec, dim=-2)
+        torch.view_as_real(spec).mul_(mask)
+        spec = torch.fft.ifft(spec, dim=-2)
+        if dst.dtype == torch.float32 and dst.is_contiguous():
+            torch.fft.irfft(spec, n=w, dim=-1, out=dst)
+        else:
+            dst.copy_(torch.fft.irfft(spec, n=w, dim=-1))
+        return dst
+
     def apply(self, images: torch.Tensor, uids: list[str]) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        mask = lowpass_mask(h, w, self.cutoff, self.kind, self.order, images.device)
-        spec = torch.fft.rfft2(images.float())
-        return torch.fft.irfft2(spec * mask, s=(h, w)).to(images.dtype)
+        return self.apply_into(images, images, uids)
 
 
 def band_pattern(h: int, w: int, band: tuple[float, float], generator: torch.Generator,

@@ -84,7 +84,8 @@ class PoissonNoise(Confounder):
 
 @register_confounder("gaussian")
 class GaussianNoise(Confounder):
-    """Additive white Gaussian noise of standard deviation ``sigma`` (intensity units)."""
+    """Additive white Gaussian noise of standard deviation ``sigma`` (intensity units), drawn in
+    float32 from the sample's generator."""
 
     miccat = ("environment", "imaging", "noise")
     deterministic = False
@@ -96,7 +97,8 @@ class GaussianNoise(Confounder):
     def apply_into(self, src: torch.Tensor, dst: torch.Tensor, uids: list[str]) -> torch.Tensor:
         for i, uid in enumerate(uids):
             g = self.generator(uid, src.device)
-            noise = torch.randn(src.shape[1:], generator=g, device=src.device, dtype=src.dtype)
+            # float32 draws whatever the input dtype: the same noise for float16/32/64 inputs
+            noise = torch.randn(src.shape[1:], generator=g, device=src.device, dtype=torch.float32)
             torch.add(src[i], noise, alpha=self.sigma, out=dst[i])
         return dst
 

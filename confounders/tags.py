@@ -135,6 +135,7 @@ class _GlyphConfounder(Confounder):
     box: bool = False
     in_place_apply = True
     keeps_range = True  # convex blend of in-range values
+    chunk_elems = 1 << 20  # no temporaries: per-chunk overhead dominates, so larger chunks
 
     def __init__(self, *, text: str, size: float, intensity: float = 1.0, opacity: float = 1.0,
                  font: str = "sans-light", jitter: float = 0.0, seed: int = 0, ref_size: int = 1024) -> None:

@@ -346,3 +346,70 @@ def test_poisson_counts_mix_exact_and_approximate_rates_elementwise() -> None:
     assert abs(float(high.var()) / 2e4 - 1) < 0.02
     # the same generator state gives the same draws: the stream depends only on the rates
     assert torch.equal(c, poisson_counts(rate, torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize(("kind", "shape"), [("ideal", (90, 117)), ("ideal", (64, 64)), ("butterworth", (77, 50))])
+def test_lowpass_equals_full_fft_filter(kind: str, shape: tuple[int, int]) -> None:
+    """The pruned separable transform gives the plain full 2-D FFT filter (odd/non-square sizes)."""
+    h, w = shape
+    rng = np.random.default_rng(h * w)
+    img = (0.3 + 0.4 * rng.random((2, 1, h, w))).astype(np.float32)
+    cutoff = 0.37
+    fy, fx = np.fft.fftfreq(h) / 0.5, np.fft.fftfreq(w) / 0.5
+    r = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    tf = (r <= cutoff).astype(float) if kind == "ideal" else 1 / (1 + (r / cutoff) ** 4)
+    ref = np.real(np.fft.ifft2(np.fft.fft2(img.astype(np.float64)) * tf))
+    out = create_confounder("lowpass", kind=kind, cutoff=cutoff, order=2)(torch.from_numpy(img), ["a", "b"])
+    np.testing.assert_allclose(out.numpy(), np.clip(ref, 0, 1), atol=2e-6)
+
+
+def test_jpeg_matches_a_float64_block_dct_codec() -> None:
+    """Against scipy's orthonormal 8x8 DCT in float64 with the IJG table (replicate padding)."""
+    from scipy.fft import dctn, idctn
+
+    from confounders.artifacts import jpeg_quant_table
+
+    rng = np.random.default_rng(3)
+    img = rng.random((3, 1, 45, 70)).astype(np.float32)
+    out = create_confounder("jpeg", quality=35)(torch.from_numpy(img), ["a", "b", "c"]).numpy()
+    q = jpeg_quant_table(35).numpy()
+    x = np.pad(np.round(img.astype(np.float64) * 255) - 128, ((0, 0), (0, 0), (0, 3), (0, 2)), mode="edge")
+    ref = np.empty_like(x)
+    for i in range(0, 48, 8):
+        for j in range(0, 72, 8):
+            blk = x[..., i : i + 8, j : j + 8]
+            coef = np.round(dctn(blk, axes=(-2, -1), norm="ortho") / q) * q
+            ref[..., i : i + 8, j : j + 8] = idctn(coef, axes=(-2, -1), norm="ortho")
+    ref = np.clip(np.round(ref[..., :45, :70] + 128), 0, 255) / 255
+    diff = np.abs(out - ref)
+    # float32 GEMMs: a coefficient at a rounding tie may flip, changing a few blocks slightly
+    assert float((diff > 1e-6).mean()) < 0.01
+    assert float(diff.mean()) < 1e-3
+
+
+def test_copy_path_reports_the_whole_batch_range_and_inplace_leaves_bad_input_alone() -> None:
+    conf = create_confounder("paper-lowpass")
+    x, uids = _batch(b=40, size=64)  # several CPU chunks
+    bad = x.clone()
+    bad[37, 0, 5, 5] = 1.7
+    bad[2, 0, 1, 1] = -0.25
+    with pytest.raises(InputError, match=r"\[-0\.25, 1\.7\]"):
+        conf(bad, uids)
+    bad[37, 0, 5, 5] = float("inf")
+    keep = bad.clone()
+    with pytest.raises(InputError, match="NaN or inf"):
+        conf(bad, uids, inplace=True)
+    assert torch.equal(bad, keep)
+
+
+@pytest.mark.parametrize("name", ["paper-lowpass", "poisson", "jpeg", "paper-tag", "gaussian"])
+def test_non_contiguous_and_float64_inputs(name: str) -> None:
+    conf = create_confounder(name)
+    x, uids = _batch(b=3, size=64)
+    ref = conf(x, uids)
+    wide = torch.cat([x, x], dim=1)[:, 1:]  # a strided view
+    assert not wide.is_contiguous()
+    torch.testing.assert_close(conf(wide, uids), ref, atol=1e-6, rtol=0)
+    out64 = conf(x.double(), uids)
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64.float(), ref, atol=1e-5, rtol=0)
