@@ -2,8 +2,8 @@
 
 Every image is a function of ``(seed, uid)`` (and of its patient, itself a function of
 ``(seed, uid_prefix, patient index)``), so the same uid gives the same image whatever ``n`` or order.
-Images are rendered "linear" (the reference look) and then passed through the vendor's curve and
-noise (``medbench.data.vendors``). Display convention: larger = brighter = more attenuation.
+Images are rendered "linear" (the reference look); the vendor's detector noise is then added to
+that linear signal and the vendor's curve applied on top (``medbench.data.vendors``). Display convention: larger = brighter = more attenuation.
 
 Patients: patient ``j`` owns 1-3 consecutive images (follow-ups) sharing anatomy, sex, age and the
 label (a positive patient's lesion persists across its images), so patient grouping matters.
@@ -245,7 +245,11 @@ def _lesion(x: np.ndarray, y: np.ndarray, a: dict[str, Any], jitter: float, lung
 
 
 def render_cxr(record: CxrRecord, *, size: int = 256, seed: int = 0, apply_vendor: bool = True) -> np.ndarray:
-    """Render one image; with ``apply_vendor`` the vendor curve and noise are applied."""
+    """Render one image; with ``apply_vendor`` the detector noise and then the vendor curve are applied.
+
+    The detector noise is drawn from ``(seed, uid)`` alone, so the same uid in two vendors' looks is
+    the same exposure processed by two different curves.
+    """
     lin = render_cxr_linear(record, size=size, seed=seed)
     if not apply_vendor:
         return lin
@@ -278,7 +282,7 @@ def make_cxr(
         vendor: Force this Manufacturer (key of ``VENDORS``); ``None`` draws from the default mix.
         lesion_prob: Probability that a patient has the lesion (label 1).
         uid_prefix: Prefix of uids and patient ids (``{prefix}-000012``, ``{prefix}-p00007``).
-        apply_vendor: ``False`` returns the linear reference look (no vendor curve or vendor noise).
+        apply_vendor: ``False`` returns the linear reference look (no detector noise, no vendor curve).
         vendor_mix: Manufacturer -> weight used when ``vendor`` is None.
 
     Returns:

@@ -1,9 +1,27 @@
-"""Vendor "looks": monotone intensity curves on [0, 1] and the noise level of each Manufacturer.
+"""Vendor "looks": monotone intensity curves on [0, 1] and the detector noise of each Manufacturer.
 
-A vendor look is applied to a linear (reference) image ``x`` in [0, 1] as ``curve(x) + noise``.
+Physics. A digital radiograph is first a *linear* detector signal (proportional to the
+transmitted dose, here displayed so that larger = more attenuation). Its noise - quantum
+(Poisson) noise of the X-ray photons plus detector electronics - is born in that linear signal.
+Only then does the vendor's image processing apply its non-linear intensity curve (gamma,
+logarithmic, contrast "S"/inverse-S look-up tables). A vendor look is therefore applied as::
+
+    y = curve(clip(x + detector_noise, 0, 1))
+
+and not as ``curve(x) + noise``: the curve shapes the noise together with the anatomy.
+
+Why it matters. Vendors here differ only by their processing curve (the premise of GDCE, which
+learns a global curve per image): every Manufacturer has the same detector noise SD, so the
+exact inverse curve maps a vendor's image back onto the reference look *including its noise*
+(with the same uid and seed, onto the very same pixels). With post-curve noise of a different SD
+per vendor, the inverse curve would amplify that noise (up to 2.6x for the log look near 1) and
+no global intensity curve could undo the difference, putting the reference AUC out of GDCE's
+reach for reasons that have nothing to do with intensity dynamics.
+
 ``VENDOR_CURVES`` maps a curve name to a vectorised monotone map of [0, 1] into [0, 1];
 ``VENDOR_INVERSES`` holds exact inverses where they exist (the sigmoid is inverted on its range
-[0.1, 0.9] and clipped outside). ``VENDORS`` maps a Manufacturer name to ``(curve, noise)``.
+[0.1, 0.9] and clipped outside). ``VENDORS`` maps a Manufacturer name to ``(curve, noise)``, the
+noise being the SD of the Gaussian detector noise added to the linear signal before the curve.
 """
 
 from __future__ import annotations
@@ -112,18 +130,21 @@ VENDOR_INVERSES: dict[str, Curve] = {
 
 
 class VendorLook(NamedTuple):
-    """A Manufacturer's look: curve name (key of ``VENDOR_CURVES``) and added Gaussian noise SD."""
+    """A Manufacturer's look: curve name (key of ``VENDOR_CURVES``) and the SD of the Gaussian
+    detector noise added to the linear signal before the curve."""
 
     curve: str
     noise: float
 
 
+DETECTOR_NOISE = 0.010  # SD of the linear-domain detector noise, the same for every vendor
+
 VENDORS: dict[str, VendorLook] = {
-    "RefVendor": VendorLook("identity", 0.010),
-    "VendorPow": VendorLook("power0.6", 0.015),
-    "VendorLog": VendorLook("log", 0.020),
-    "VendorInvS": VendorLook("inverse_s", 0.012),
-    "VendorSig": VendorLook("sigmoid", 0.018),
+    "RefVendor": VendorLook("identity", DETECTOR_NOISE),
+    "VendorPow": VendorLook("power0.6", DETECTOR_NOISE),
+    "VendorLog": VendorLook("log", DETECTOR_NOISE),
+    "VendorInvS": VendorLook("inverse_s", DETECTOR_NOISE),
+    "VendorSig": VendorLook("sigmoid", DETECTOR_NOISE),
 }
 
 # Manufacturer -> (ManufacturerModelName, Modality)
@@ -161,9 +182,20 @@ def check_vendor(name: str) -> VendorLook:
 def apply_vendor_look(
     x: np.ndarray, vendor: str, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Apply ``vendor``'s curve to a linear image in [0, 1] and add its noise (when ``rng`` given)."""
+    """Add ``vendor``'s detector noise to a linear image in [0, 1] (when ``rng`` is given), then
+    apply its curve: ``curve(clip(x + noise, 0, 1))``.
+
+    Args:
+        x: Linear (reference-look) image, values in [0, 1].
+        vendor: Manufacturer name (key of ``VENDORS``).
+        rng: Generator of the detector noise; ``None`` applies the curve alone (noise-free).
+
+    Returns:
+        float32 image of ``x``'s shape in [0, 1].
+    """
     look = check_vendor(vendor)
-    y = VENDOR_CURVES[look.curve](x)
+    lin = np.asarray(x, dtype=np.float32)
     if rng is not None and look.noise > 0:
-        y = y + rng.standard_normal(y.shape, dtype=np.float32) * np.float32(look.noise)
+        lin = lin + rng.standard_normal(lin.shape, dtype=np.float32) * np.float32(look.noise)
+    y = VENDOR_CURVES[look.curve](np.clip(lin, 0.0, 1.0))
     return np.clip(y, 0.0, 1.0).astype(np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medbench.data.synthetic import (
-    VENDOR_CURVES,
+    VENDOR_INVERSES,
     VENDORS,
     cxr_records,
     make_cxr,
@@ -62,16 +62,20 @@ def test_metadata_ranges_balance_and_patients() -> None:
     assert 0.12 < skew["label"].mean() < 0.28
 
 
-def test_forced_vendor_is_curve_of_linear_plus_noise() -> None:
-    for vendor in ("VendorPow", "VendorSig"):
+def test_forced_vendor_is_curve_of_noisy_linear_and_inverts_to_the_reference() -> None:
+    ref, _ = make_cxr(4, size=64, seed=2, vendor="RefVendor")
+    for vendor in ("VendorPow", "VendorLog", "VendorInvS", "VendorSig"):
         img, meta = make_cxr(4, size=64, seed=2, vendor=vendor)
         lin, meta_lin = make_cxr(4, size=64, seed=2, vendor=vendor, apply_vendor=False)
         assert (meta["vendor"] == vendor).all() and meta.equals(meta_lin)
         look = VENDORS[vendor]
-        resid = img - np.clip(VENDOR_CURVES[look.curve](lin), 0, 1)
-        inner = (img > 0.02) & (img < 0.98)  # away from clipping
-        assert abs(float(resid[inner].mean())) < 0.003
-        assert float(resid[inner].std()) == pytest.approx(look.noise, rel=0.15)
+        # the detector noise lives in the linear signal, before the vendor's curve
+        resid = VENDOR_INVERSES[look.curve](img) - lin
+        inner = (lin > 0.05) & (lin < 0.95)  # away from clipping
+        assert abs(float(resid[inner].mean())) < 0.002
+        assert float(resid[inner].std()) == pytest.approx(look.noise, rel=0.1)
+        # same uid, same exposure: undoing the vendor curve gives the reference image back
+        np.testing.assert_allclose(VENDOR_INVERSES[look.curve](img), ref, atol=1e-3)
     ref_lin, _ = make_cxr(4, size=64, seed=2, vendor="RefVendor", apply_vendor=False)
     np.testing.assert_array_equal(ref_lin, lin)  # the linear image does not depend on the vendor
 

@@ -58,15 +58,23 @@ def test_inverses_compose_to_identity(name: str) -> None:
     np.testing.assert_allclose(f(g(y)), y, atol=2e-4)
 
 
-def test_vendor_table_and_noise() -> None:
+def test_vendor_table_and_noise_before_the_curve() -> None:
     for name, look in VENDORS.items():
         assert look.curve in VENDOR_CURVES, name
         assert 0 < look.noise < 0.05
     assert VENDORS["RefVendor"].curve == "identity"
+    # vendors differ by their processing curve only: one detector, one noise level
+    assert len({look.noise for look in VENDORS.values()}) == 1
     x = np.full((128, 128), 0.5, dtype=np.float32)
     y = apply_vendor_look(x, "VendorLog", np.random.default_rng(0))
     expected_mean = np.log1p(4.5) / np.log(10.0)
     assert abs(float(y.mean()) - expected_mean) < 0.002
-    assert float(y.std()) == pytest.approx(VENDORS["VendorLog"].noise, rel=0.1)
+    # noise added to the linear signal, then shaped by the curve: SD = noise * curve'(0.5)
+    slope = 9.0 / (5.5 * np.log(10.0))
+    assert float(y.std()) == pytest.approx(VENDORS["VendorLog"].noise * slope, rel=0.05)
+    # the inverse curve gives back exactly the reference look's noisy linear signal
+    ref = apply_vendor_look(x, "RefVendor", np.random.default_rng(0))
+    np.testing.assert_allclose(VENDOR_INVERSES["log"](y), ref, atol=2e-4)
+    np.testing.assert_array_equal(apply_vendor_look(x, "VendorLog"), VENDOR_CURVES["log"](x))  # no rng: no noise
     with pytest.raises(InputError, match="vendor"):
         apply_vendor_look(x, "VendorPw")
