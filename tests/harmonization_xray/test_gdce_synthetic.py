@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harmonization.xray.baselines import create_harmonizer
-from harmonization.xray.curves import apply_curve
+from harmonization.xray.curves import apply_curve, fit_curve_to_map
 from harmonization.xray.evaluate import PerVendorGDCE, evaluate_methods, predict_proba
 from harmonization.xray.features import random_conv_features
 from harmonization.xray.gdce import GDCEConfig, fit_gdce
@@ -53,7 +53,12 @@ def setup():
     fits = {}
     for v in (*SOURCES, "VendorSig"):
         xs, ms = make_cxr(150, size=SIZE, seed=3, vendor=v, uid_prefix=f"train-{v}")
-        cfg = GDCEConfig(steps=40, lr=1e-3, input_size=SIZE, widths=(8, 16, 32, 64, 128), val_every=20)
+        # lambda_feat 30: the frozen classifier's cross-entropy alone rewards curves that sharpen the
+        # lesion beyond the reference look (at lambda_feat 1 the inverse-S fit drifts to RMSE
+        # 0.0105-0.0123 from the inverse over GDCE seeds 0-2 while its AUC stays within 0.002); the
+        # feature-statistics term is what pins the reference look
+        cfg = GDCEConfig(steps=40, lr=1e-3, input_size=SIZE, widths=(8, 16, 32, 64, 128), val_every=20,
+                         lambda_feat=30.0)
         fits[v] = fit_gdce(clf, random_conv_features(), xs, ms["label"].to_numpy(), xr, mr["label"].to_numpy(),
                            cfg=cfg, progress=False)
     return clf, (xr, mr["label"].to_numpy()), test, fits
@@ -77,11 +82,8 @@ def test_gdce_recovers_reference_auc_and_inverts_the_vendor_curve(setup):
         pix = x[:40].reshape(40, -1)[:, ::3].astype(np.float64)
         fitted = apply_curve(torch.tensor(pix), a[:40].double()).numpy()
         rmse = float(np.sqrt(np.mean((fitted - VENDOR_INVERSES[VENDORS[v].curve](pix)) ** 2)))
-        assert before <= ref_auc + 0.005, f"{v}: the vendor look should not help ({before:.3f} vs {ref_auc:.3f})"
-        # within 0.01 where the vendor adds no more noise than the reference; VendorLog's noise (SD 0.02
-        # against 0.01) is amplified up to 1.6x by the inverse curve, which no global curve can undo
-        tol = 0.01 if VENDORS[v].noise <= 0.015 else 0.025
-        assert abs(after - ref_auc) <= tol, f"{v}: AUC {before:.3f} -> {after:.3f}, reference {ref_auc:.3f}"
+        assert ref_auc - before > 0.01, f"{v}: the vendor look should cost AUC ({before:.4f} vs {ref_auc:.4f})"
+        assert abs(after - ref_auc) <= 0.01, f"{v}: AUC {before:.4f} -> {after:.4f}, reference {ref_auc:.4f}"
         assert rmse < 0.01, f"{v}: fitted curve RMSE {rmse:.4f} from the inverse vendor curve"
     drops = [ref_auc - _auc(clf, *test[v]) for v in ("VendorPow", "VendorLog")]
     assert min(drops) > 0.1  # the strong looks really hurt the reference classifier
@@ -111,6 +113,10 @@ def test_sigmoid_vendor_is_beyond_gdce_but_histogram_matching_handles_it(setup):
     fitted = apply_curve(torch.tensor(pix), a.double()).numpy()
     rmse = float(np.sqrt(np.mean((fitted - VENDOR_INVERSES["sigmoid"](pix)) ** 2)))
     assert rmse > 0.02, f"GDCE unexpectedly inverted the sigmoid (RMSE {rmse:.4f})"
+    # the limit is the family's, not the training's: even the best curve fitted to the inverse itself misses
+    sub = pix.ravel()[::11]
+    _, best = fit_curve_to_map(sub, VENDOR_INVERSES["sigmoid"](sub), steps=600)
+    assert best > 0.05, f"the curve family can invert the sigmoid to RMSE {best:.4f}"
     matched = create_harmonizer("histmatch").fit(xr).transform(x[:40]).reshape(40, -1)[:, ::3]
     rmse_hm = float(np.sqrt(np.mean((matched - VENDOR_INVERSES["sigmoid"](pix)) ** 2)))
-    assert rmse_hm < rmse / 2, f"histogram matching {rmse_hm:.4f} vs GDCE {rmse:.4f}"
+    assert rmse_hm < min(best, rmse), f"histogram matching {rmse_hm:.4f} vs GDCE {rmse:.4f} (family best {best:.4f})"
