@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+DEFAULT_BASELINES = "histmatch,zscore,histeq,clahe,minmax"  # harmonization.xray.fit_job.BASELINES
+
 
 def register(app: typer.Typer) -> None:
     harm = typer.Typer(help="Cross-vendor X-ray harmonization (GDCE and classical baselines).",
@@ -23,8 +25,14 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(128, help="Image size used for training and evaluation."),
         steps: int = typer.Option(400, help="GDCE optimisation steps."),
         lr: float = typer.Option(1e-3, help="GDCE learning rate (the paper: 1e-4 with more steps)."),
-        arch: str = typer.Option("resnet10t", help="timm architecture of the reference classifier."),
-        epochs: int = typer.Option(8, help="Epochs of the reference classifier."),
+        classifier_source: str = typer.Option(None, help="Reference classifier: 'cnn' (a small CNN trained "
+                                              "from scratch; the default) or a medbench source name "
+                                              "(random, imagenet, radimagenet, ...)."),
+        arch: str = typer.Option(None, help="timm architecture of a source classifier (alone: 'random' "
+                                 "weights of that architecture)."),
+        epochs: int = typer.Option(20, help="Epochs of the reference classifier."),
+        baselines: str = typer.Option(DEFAULT_BASELINES, help="Comma-separated classical baselines to "
+                                      "compare (histmatch, zscore, histeq, clahe, minmax, window); '' for none."),
         feature_source: str = typer.Option("auto", help="Feature network for the feature loss: a source "
                                            "name, 'auto' (EfficientNet-Lite0 if installed) or 'random'."),
         seed: int = typer.Option(0),
@@ -36,9 +44,11 @@ def register(app: typer.Typer) -> None:
         table = read_table(manifest)
         if labels is not None:
             table = join_labels(table, read_table(labels))
+        names = tuple(b.strip() for b in baselines.split(",") if b.strip())
         res = fit_harmonizer(table, out, vendor_column=vendor_column, reference=reference, label=label,
-                             size=size, steps=steps, lr=lr, classifier_arch=arch, classifier_epochs=epochs,
-                             feature_source=feature_source, seed=seed)
+                             size=size, steps=steps, lr=lr, classifier_source=classifier_source,
+                             classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
+                             baselines=names, seed=seed)
         wide = res["results"].pivot_table(index="method", columns="vendor", values="auc")
         typer.echo(wide.round(3).to_string())
         typer.echo(f"model: {out / 'model.pt'}\nreport: {out / 'report.html'}")

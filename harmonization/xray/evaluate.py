@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,31 +14,13 @@ import torch
 from torch import nn
 
 from harmonization.xray.baselines import Harmonizer
+from harmonization.xray.classifier import train_classifier  # noqa: F401 - re-exported for callers
 from harmonization.xray.predictor import CurvePredictor
 from medbench.eval.metrics import auc
 
 log = logging.getLogger(__name__)
 
 Images = np.ndarray  # (N, H, W) float32 in [0, 1]
-
-
-def train_classifier(images: Images, labels: np.ndarray, out_dir: str | Path, *, source: str = "random",
-                     arch: str = "resnet10t", epochs: int = 8, lr: float = 1e-3, batch_size: int = 32,
-                     seed: int = 0, val_frac: float = 0.2, progress: bool = False) -> nn.Module:
-    """Fine-tune a medbench source on grey images with the medbench engine; returns the best model."""
-    from medbench.data.dataset import ArrayDataset
-    from medbench.sources import create_source
-    from medbench.train.engine import TrainConfig, fit
-
-    n = len(images)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(2, int(round(val_frac * n)))
-    tr, va = order[n_val:], order[:n_val]
-    model = create_source(source, arch=arch, num_classes=2, in_chans=1)
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device="cpu", patience=None,
-                      progress=progress, optimizer="adam", schedule="cosine")
-    res = fit(model, ArrayDataset(images[tr], labels[tr]), ArrayDataset(images[va], labels[va]), cfg, out_dir)
-    return res.model.eval()
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from harmonization.xray.baselines import create_harmonizer
+from harmonization.xray.classifier import train_classifier
 from harmonization.xray.curves import curve_values
 from harmonization.xray.evaluate import (
     PerVendorGDCE,
@@ -18,7 +19,6 @@ from harmonization.xray.evaluate import (
     evaluate_methods,
     gdce_transform,
     histograms_figure,
-    train_classifier,
 )
 from harmonization.xray.features import feature_network_from_source, random_conv_features
 from harmonization.xray.gdce import GDCEConfig, fit_gdce, save_predictor
@@ -64,8 +64,9 @@ def fit_harmonizer(
     size: int = 128,
     steps: int = 400,
     lr: float = 1e-3,
-    classifier_arch: str = "resnet10t",
-    classifier_epochs: int = 8,
+    classifier_source: str | None = None,
+    classifier_arch: str | None = None,
+    classifier_epochs: int = 20,
     feature_source: str = "auto",
     baselines: tuple[str, ...] = BASELINES,
     seed: int = 0,
@@ -74,10 +75,15 @@ def fit_harmonizer(
     """Fit GDCE on a labelled multi-vendor table and compare it with the baselines.
 
     Writes ``model.pt`` (the predictor), ``results.csv`` (AUC per method x vendor), ``report.html``.
+    The reference classifier is :class:`~harmonization.xray.classifier.SmallCnn` trained from
+    scratch unless ``classifier_source``/``classifier_arch`` name a medbench source (see
+    :func:`~harmonization.xray.classifier.resolve_source`). Per-image baselines (``baselines``)
+    each retrain that classifier on normalised reference images.
     """
     from medbench.train.experiment import assign_splits, prepare_table
 
     out = Path(out_dir)
+    methods_base = {b: create_harmonizer(b) for b in baselines}  # unknown names fail before any training
     vcol = resolve_vendor_column(table, vendor_column)
     df = prepare_table(table, label)
     vendors = sorted(df[vcol].astype(str).unique())
@@ -93,12 +99,12 @@ def fit_harmonizer(
     ref_train = (images[is_ref & ~part["test"]], y[is_ref & ~part["test"]])
     ref_test = (images[is_ref & part["test"]], y[is_ref & part["test"]])
     log.info("training the reference classifier on %d %s images", len(ref_train[0]), reference)
-    clf = train_classifier(*ref_train, out / "reference_classifier", arch=classifier_arch,
-                           epochs=classifier_epochs, seed=seed, progress=progress)
+    clf_kw = {"source": classifier_source, "arch": classifier_arch, "epochs": classifier_epochs, "seed": seed,
+              "progress": progress}
+    clf = train_classifier(*ref_train, out / "reference_classifier", **clf_kw)
 
     def retrain(x: np.ndarray, yy: np.ndarray, name: str):
-        return train_classifier(x, yy, out / f"classifier_{name}", arch=classifier_arch,
-                                epochs=classifier_epochs, seed=seed, progress=progress)
+        return train_classifier(x, yy, out / f"classifier_{name}", **clf_kw)
 
     feat, feat_desc = _feature_net(feature_source)
     cfg = GDCEConfig(steps=steps, lr=lr, input_size=min(256, size), seed=seed)
@@ -118,7 +124,7 @@ def fit_harmonizer(
     save_predictor(predictors, out / "model.pt", cfg, reference=reference)
     vendor_tests = {v: (images[(df[vcol] == v).to_numpy() & part["test"]], y[(df[vcol] == v).to_numpy() & part["test"]])
                     for v in vendors if v != reference}
-    methods = {"gdce": PerVendorGDCE(predictors), **{b: create_harmonizer(b) for b in baselines}}
+    methods = {"gdce": PerVendorGDCE(predictors), **methods_base}
     results = evaluate_methods(clf, ref_train, ref_test, vendor_tests, methods, retrain=retrain)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
