@@ -312,7 +312,7 @@ print({v: VENDORS[v] for v in ["RefVendor", *vendors]})
     md("""
 ## The vendor looks
 
-One linear image through each vendor's curve (plus its noise), and the curves themselves.
+One linear image (with its detector noise) through each vendor's curve, and the curves themselves.
 """),
     code("""
 fig, ax = plt.subplots(1, len(vendors) + 2, figsize=(2.2 * (len(vendors) + 2), 2.6))

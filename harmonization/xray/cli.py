@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
                                       "compare (histmatch, zscore, histeq, clahe, minmax, window); '' for none."),
         feature_source: str = typer.Option("auto", help="Feature network for the feature loss: a source "
                                            "name, 'auto' (EfficientNet-Lite0 if installed) or 'random'."),
+        feature_weight: float = typer.Option(1.0, help="Weight of the feature-statistics loss against the "
+                                             "classifier loss (larger holds the curve closer to the reference "
+                                             "look; the synthetic vendor test uses 30)."),
         seed: int = typer.Option(0),
     ) -> None:
         """Train GDCE against a frozen reference-vendor classifier and compare with baselines."""
@@ -48,6 +51,7 @@ def register(app: typer.Typer) -> None:
         res = fit_harmonizer(table, out, vendor_column=vendor_column, reference=reference, label=label,
                              size=size, steps=steps, lr=lr, classifier_source=classifier_source,
                              classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
+                             feature_weight=feature_weight,
                              baselines=names, seed=seed)
         wide = res["results"].pivot_table(index="method", columns="vendor", values="auc")
         typer.echo(wide.round(3).to_string())

@@ -68,6 +68,7 @@ def fit_harmonizer(
     classifier_arch: str | None = None,
     classifier_epochs: int = 20,
     feature_source: str = "auto",
+    feature_weight: float = 1.0,
     baselines: tuple[str, ...] = BASELINES,
     seed: int = 0,
     progress: bool = True,
@@ -107,7 +108,7 @@ def fit_harmonizer(
         return train_classifier(x, yy, out / f"classifier_{name}", **clf_kw)
 
     feat, feat_desc = _feature_net(feature_source)
-    cfg = GDCEConfig(steps=steps, lr=lr, input_size=min(256, size), seed=seed)
+    cfg = GDCEConfig(steps=steps, lr=lr, input_size=min(256, size), seed=seed, lambda_feat=feature_weight)
     fits = {}
     for v in vendors:
         if v == reference:

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """Write synthetic chest radiographs (DX/CR DICOM + labels.csv) and CT phantom series.
 
         Images show a body, lungs, ribs, heart and texture; label 1 = a lesion (nodule or opacity)
-        in a lung. Manufacturers differ by intensity curve and noise; patients may have several
+        in a lung. Manufacturers differ by intensity curve; patients may have several
         images, so split by patient_id. Example: medbench synth --out data/synth --n 300 --ct-series 2
         """
         from medbench.data.synthetic import write_ct_series_dataset, write_cxr_dataset

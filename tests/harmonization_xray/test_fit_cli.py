@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from harmonization.xray.gdce import load_predictors
@@ -32,10 +33,11 @@ def test_harmonize_fit_then_apply(tmp_path: Path, vendor_data: Path) -> None:
     res = CliRunner().invoke(app, [
         "harmonize", "fit", "--manifest", str(vendor_data / "labels.csv"), "--reference", "RefVendor",
         "--out", str(run), "--size", "64", "--steps", "30", "--epochs", "20", "--feature-source", "random",
-        "--baselines", "histmatch,zscore",
+        "--baselines", "histmatch,zscore", "--feature-weight", "10",
     ])
     assert res.exit_code == 0, res.output
     preds, reference = load_predictors(run / "model.pt")
+    assert torch.load(run / "model.pt", weights_only=True)["config"]["lambda_feat"] == 10.0
     assert reference == "RefVendor" and set(preds) == {"VendorLog"}
     assert isinstance(preds["VendorLog"], CurvePredictor)
     results = pd.read_csv(run / "results.csv")
