@@ -13,6 +13,15 @@ when available, else medbench.io's own writer), warms the OS file cache, then ti
 - ``scan(workers=N)``: the same checks over N worker processes.
 
 Prints files/s and the ratios against the baseline measured in the same run, plus the load average.
+
+Measured on the 2-core VM, quiet (64 px synthetic radiographs, page cache warm):
+
+    --n 3000  --repeats 5:  baseline 3516 files/s, scan_1 8703, scan_2 11055  -> 3.14x (scan_2 vs scan_1 1.27x)
+    --n 12000 --repeats 3:  baseline 3545 files/s, scan_1 8860, scan_2 14207  -> 4.01x (scan_2 vs scan_1 1.60x)
+
+``scan_1`` beats the bare pydicom loop because common headers are parsed straight from the bytes
+(:mod:`medbench.io.fastscan`, 0.11 CPU ms/file against pydicom's 0.29); the worker pool's start-up
+and result pickling is what keeps ``scan_2`` below 2x ``scan_1`` on small folders.
 """
 
 from __future__ import annotations
