@@ -8,9 +8,11 @@ file's VOI LUT / window. :func:`read_header` and :func:`check_pixel_data` are th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,11 +79,15 @@ def read_header(
         DicomReadError: ``not_dicom``, ``truncated`` (file ends inside the header) or
             ``inconsistent`` (a header pydicom cannot parse).
     """
-    tags = None
-    if keywords is not None:
-        wanted = {*keywords, *_REQUIRED_IMAGE_TAGS, *_CHECK_KEYWORDS}
-        tags = sorted({int(pydicom.datadict.tag_for_keyword(k)) for k in wanted} | set(_PIXEL_TAGS))
+    tags = None if keywords is None else list(_header_tags(tuple(keywords)))
     return _read(path, defer_size=defer_size, specific_tags=tags, fmt=fmt)
+
+
+@functools.lru_cache(maxsize=16)
+def _header_tags(keywords: tuple[str, ...]) -> tuple[int, ...]:
+    """Sorted tags of ``keywords`` plus what :func:`check_pixel_data` needs (computed once per set)."""
+    wanted = {*keywords, *_REQUIRED_IMAGE_TAGS, *_CHECK_KEYWORDS}
+    return tuple(sorted({int(pydicom.datadict.tag_for_keyword(k)) for k in wanted} | set(_PIXEL_TAGS)))
 
 
 def _read(
@@ -315,14 +321,19 @@ def _first(value: Any) -> float | None:
     return float(value)
 
 
-def _spacing(ds: Dataset) -> tuple[float, float] | None:
+def _spacing(ds: Dataset | Mapping[str, Any]) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from PixelSpacing, ImagerPixelSpacing or the functional groups;
+    ``ds`` may also be a keyword -> value dict (:func:`medbench.io.fastheader.header_values`)."""
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(key)
         try:
-            if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
+            if (value is not None and not isinstance(value, str) and len(value) == 2
+                    and float(value[0]) > 0 and float(value[1]) > 0):
                 return float(value[0]), float(value[1])
         except (TypeError, ValueError):
             continue
+    if not isinstance(ds, Dataset):
+        return None
     item = _fg_item(ds, "PixelMeasuresSequence", 0) if "SharedFunctionalGroupsSequence" in ds else None
     if item is not None and item.get("PixelSpacing"):
         return float(item.PixelSpacing[0]), float(item.PixelSpacing[1])

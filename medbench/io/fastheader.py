@@ -43,11 +43,7 @@ def _encoding(ds: Dataset) -> str | None:
     if raw is None:
         return "latin-1"
     value = raw.value if not isinstance(raw, RawDataElement) else (raw.value or b"").decode("latin-1")
-    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
-    text = text.strip(" \x00")
-    if text not in _SIMPLE_CHARSETS:
-        return None
-    return "utf-8" if text == "ISO_IR 192" else "latin-1"
+    return charset_codec(value if isinstance(value, str) else "\\".join(str(v) for v in value))
 
 
 def header_values(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -121,9 +117,10 @@ def decode_raw(raw: bytes, vr: str, *, little: bool, codec: str | None, default:
     return parts[0] if len(parts) == 1 else parts
 
 
-def charset_codec(value: bytes | None) -> str | None:
-    """Python codec for a raw SpecificCharacterSet value (None: not a simple charset)."""
-    text = (value or b"").decode("latin-1").strip(" \x00")
+def charset_codec(value: bytes | str | None) -> str | None:
+    """Python codec for a SpecificCharacterSet value, raw or decoded (None: not a simple charset)."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else (value or "")
+    text = text.strip(" \x00")
     if text not in _SIMPLE_CHARSETS:
         return None
     return "utf-8" if text == "ISO_IR 192" else "latin-1"

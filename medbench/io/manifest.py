@@ -29,6 +29,7 @@ from pydicom.uid import UID
 from medbench.errors import InputError
 from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
+from medbench.io.dicom import _spacing as _dicom_spacing
 from medbench.io.fastheader import header_values
 from medbench.io.fastscan import CHUNK, parse_header
 from medbench.io.sniff import RASTER_FORMATS, sniff_bytes
@@ -110,17 +111,6 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _spacing(values: dict[str, Any]) -> tuple[float, float]:
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = values.get(key)
-        try:
-            if value is not None and not isinstance(value, str) and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
-                return float(value[0]), float(value[1])
-        except (TypeError, ValueError):
-            continue
-    return math.nan, math.nan
-
-
 def _dicom_row(path: str, decode: bool, fmt: str, head: bytes = b"", size: int = -1) -> dict[str, Any]:
     fast = parse_header(head, _ROW_KEYWORDS) if fmt == "dicom" and head else None
     if fast is not None:
@@ -139,7 +129,7 @@ def _dicom_row(path: str, decode: bool, fmt: str, head: bytes = b"", size: int =
         pixels = read_dicom(path).pixels
         if not np.isfinite(pixels).all():
             raise DicomReadError(path, "undecodable", "decoded pixels contain NaN/inf")
-    dy, dx = _spacing(v)
+    dy, dx = _dicom_spacing(v) or (math.nan, math.nan)
     pid = _text(v["PatientID"])
     return {
         "path": path,
