@@ -8,7 +8,6 @@ tensors.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medbench.errors import InputError
-
-logger = logging.getLogger(__name__)
 
 Item = tuple[torch.Tensor, int, dict[str, Any]]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -143,42 +140,19 @@ def load_image01(path: str | Path, *, window: Window = None) -> np.ndarray:
     return _read_dicom01(p, window)
 
 
-def _bits_window(ds: Any) -> tuple[float, float]:
-    top = float(2 ** int(ds.get("BitsStored", 16)) - 1)
-    return (top / 2.0, top)
-
-
 def _read_dicom01(path: Path, window: Window) -> np.ndarray:
-    if window is not None and isinstance(window, str) and window != "bits":
+    if isinstance(window, str) and window != "bits":
         raise InputError(f"window must be (center, width), None or 'bits' (got {window!r})")
-    try:
-        from medbench.io.dicom import read_dicom, to_unit
-    except ImportError:  # medbench.io not available: minimal pydicom fallback
-        return _fallback_dicom01(path, window)
+    from medbench.io.dicom import read_dicom, to_unit
+
     img = read_dicom(path)
     if window == "bits":
-        window = _bits_window(img.dataset)
+        top = float(2 ** int(img.dataset.get("BitsStored", 16)) - 1)
+        window = (top / 2.0, top)
     pix = img.pixels
     if pix.ndim == 3 and pix.shape[-1] not in (3, 4):  # multi-frame: first frame
         pix = pix[0]
     return np.asarray(to_unit(pix, window=window), dtype=np.float32)
-
-
-def _fallback_dicom01(path: Path, window: Window) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
-
-    ds = pydicom.dcmread(path)
-    arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        arr = float(2 ** int(ds.get("BitsStored", 16)) - 1) - arr
-    if window == "bits":
-        window = _bits_window(ds)
-    if window is not None:
-        c, w = window
-        return np.clip((arr - (c - w / 2)) / w, 0.0, 1.0)
-    lo, hi = float(arr.min()), float(arr.max())
-    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
 
 
 class ImageDataset(Dataset):
