@@ -30,6 +30,16 @@ def make_uid(*keys: object) -> str:
     return f"2.25.{int.from_bytes(h, 'big')}"
 
 
+def radiograph_sop_uid(seed: int, uid: str) -> str:
+    """SOPInstanceUID that :func:`write_radiograph` gives image ``uid`` written with ``seed``."""
+    return make_uid("medbench-synth", seed, uid, "sop")
+
+
+def ct_series_uid(seed: int, series_key: str) -> str:
+    """SeriesInstanceUID that :func:`write_ct_slice` gives series ``series_key`` written with ``seed``."""
+    return make_uid("medbench-synth-ct", seed, series_key, "series")
+
+
 def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -102,7 +112,7 @@ def write_radiograph(
     if modality not in ("DX", "CR"):
         raise ValueError(f"modality must be DX or CR (got {modality!r})")
     sop_class = DX_PRESENTATION_STORAGE if modality == "DX" else CR_STORAGE
-    sop_uid = make_uid("medbench-synth", seed, uid, "sop")
+    sop_uid = radiograph_sop_uid(seed, uid)
     ds = _base(sop_class, sop_uid, patient)
     key = study_key if study_key is not None else uid
     ds.StudyInstanceUID = make_uid("medbench-synth", seed, key, "study")
@@ -161,7 +171,7 @@ def write_ct_slice(
     sop_uid = make_uid("medbench-synth-ct", seed, series_key, index)
     ds = _base(CT_STORAGE, sop_uid, patient)
     ds.StudyInstanceUID = make_uid("medbench-synth-ct", seed, series_key, "study")
-    ds.SeriesInstanceUID = make_uid("medbench-synth-ct", seed, series_key, "series")
+    ds.SeriesInstanceUID = ct_series_uid(seed, series_key)
     ds.FrameOfReferenceUID = make_uid("medbench-synth-ct", seed, series_key, "for")
     ds.Modality = "CT"
     ds.SeriesNumber = 1

@@ -10,11 +10,16 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medbench.data.dicom_out import is_complete_dicom, make_uid, write_ct_slice, write_radiograph
+from medbench.data.dicom_out import (
+    ct_series_uid,
+    is_complete_dicom,
+    radiograph_sop_uid,
+    write_ct_slice,
+    write_radiograph,
+)
 from medbench.data.synthetic_ct import CT_HU, CT_LABELS, make_ct_phantom
 from medbench.data.synthetic_cxr import (
     META_COLUMNS,
@@ -51,7 +56,6 @@ __all__ = [
     "CxrRecord",
     "VendorLook",
     "apply_vendor_look",
-    "ct_series_phantom",
     "cxr_records",
     "lesion_center",
     "make_ct_phantom",
@@ -111,11 +115,8 @@ def write_cxr_dataset(
         mix = {v: 1.0 for v in vendors} if not isinstance(vendors, dict) else dict(vendors)
         if not mix:
             raise InputError("vendors must name at least one Manufacturer (or be None)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"out_dir {out} exists and is not a folder: choose another --out")
     recs = cxr_records(n, seed=seed, lesion_prob=lesion_prob, uid_prefix=uid_prefix, vendor_mix=mix)
-    _check_settings(out / SETTINGS_FILE, {
+    out = _prepare_out(out_dir, {
         "kind": "cxr", "size": int(size), "seed": int(seed), "monochrome1_fraction": float(monochrome1_fraction),
         "vendor_mix": mix, "lesion_prob": float(lesion_prob), "uid_prefix": uid_prefix,
     })
@@ -127,19 +128,19 @@ def write_cxr_dataset(
         path = out / "images" / f"{rec.uid}.dcm"
         mono1 = bool(numpy_rng(seed, rec.uid, "photometric").random() < monochrome1_fraction)
         model, modality = VENDOR_MODELS[rec.vendor]
-        sop_uid = make_uid("medbench-synth", seed, rec.uid, "sop")
+        meta = rec.meta()
         if is_complete_dicom(path):
             skipped += 1
         else:
             img = render_cxr(rec, size=int(size), seed=seed)
             write_radiograph(
-                path, img, uid=rec.uid, seed=seed, patient=rec.meta(), manufacturer=rec.vendor,
+                path, img, uid=rec.uid, seed=seed, patient=meta, manufacturer=rec.vendor,
                 model=model, modality=modality, monochrome1=mono1, pixel_spacing_mm=spacing,
                 study_key=rec.uid,
             )
         rows.append({
-            "path": str(path.resolve()), **rec.meta(), "model": model, "modality": modality,
-            "photometric": "MONOCHROME1" if mono1 else "MONOCHROME2", "sop_uid": sop_uid,
+            "path": str(path.resolve()), **meta, "model": model, "modality": modality,
+            "photometric": "MONOCHROME1" if mono1 else "MONOCHROME2", "sop_uid": radiograph_sop_uid(seed, rec.uid),
         })
     if skipped:
         logger.info("resumed: %d of %d images were already written in %s", skipped, len(recs), out)
@@ -150,8 +151,13 @@ def write_cxr_dataset(
     return df
 
 
-def _check_settings(path: Path, settings: dict) -> None:
-    """Record the generator settings of a folder; refuse to resume with different ones."""
+def _prepare_out(out_dir: str | Path, settings: dict) -> Path:
+    """Check ``out_dir`` is (or can be) a folder and record its generator settings there; refuse
+    to resume with different ones."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out_dir {out} exists and is not a folder: choose another --out")
+    path = out / SETTINGS_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old != json.loads(json.dumps(settings)):
@@ -161,8 +167,9 @@ def _check_settings(path: Path, settings: dict) -> None:
                 f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}): "
                 "use the same settings to resume, or choose another --out"
             )
-        return
-    write_json_atomic(path, settings)
+    else:
+        write_json_atomic(path, settings)
+    return out
 
 
 def read_labels(folder: str | Path) -> pd.DataFrame:
@@ -197,10 +204,7 @@ def write_ct_series_dataset(
     """
     if int(n_series) < 0:
         raise InputError(f"n_series must be >= 0 (got {n_series})")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"out_dir {out} exists and is not a folder: choose another --out")
-    _check_settings(out / SETTINGS_FILE, {
+    out = _prepare_out(out_dir, {
         "kind": "ct", "n_slices": int(n_slices), "size": int(size), "seed": int(seed),
         "slice_thickness_mm": float(slice_thickness_mm),
     })
@@ -218,7 +222,7 @@ def write_ct_series_dataset(
         manufacturer, model = ("RefVendor", "RefCT 64") if s % 2 == 0 else ("VendorPow", "PowerCT 128")
         origin = (-_CT_FOV_MM / 2 + spacing / 2, -_CT_FOV_MM / 2 + spacing / 2, -slice_thickness_mm * int(n_slices) / 2)
         orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        series_uid = make_uid("medbench-synth-ct", seed, key, "series")
+        series_uid = ct_series_uid(seed, key)
         for k, path in enumerate(paths):
             if not is_complete_dicom(path):
                 if hu is None:
@@ -242,8 +246,3 @@ def write_ct_series_dataset(
             df.to_csv(tmp, index=False)
     return df
 
-
-def ct_series_phantom(row_or_seed: pd.Series | int, n_slices: int, *, size: int = 128) -> np.ndarray:
-    """The HU volume a written CT series was made from (from its ``phantom_seed``)."""
-    pseed = int(row_or_seed["phantom_seed"]) if isinstance(row_or_seed, pd.Series) else int(row_or_seed)
-    return make_ct_phantom(int(n_slices), size=int(size), seed=pseed)  # type: ignore[return-value]
