@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from medbench.errors import InputError
 from medbench.io.dicom import DicomReadError, read_dicom
+from medbench.io.manifest import list_files
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,7 @@ def _expand(folder_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLike
     if isinstance(folder_or_paths, (str, os.PathLike)):
         root = Path(folder_or_paths)
         if root.is_dir():
-            files = sorted(str(p) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not files:
-                raise InputError(f"{root}: folder is empty; point to a folder of DICOM slices")
-            return files
+            return list_files(root)  # the scan's listing: recursive, hidden entries skipped, sorted
         if root.is_file():
             return [str(root)]
         raise InputError(f"{root}: no such file or folder")
