@@ -136,12 +136,9 @@ class SmallCNN(nn.Module):
         return self.head(x.amax((2, 3))).squeeze(1)
 
 
-def cxr_data(n_train: int, n_val: int, size: int) -> tuple[torch.Tensor, ...] | None:
-    try:
-        from medbench.data.synthetic import make_cxr
-    except ImportError:
-        print("cxr: medbench.data.synthetic.make_cxr is not available; part skipped")
-        return None
+def cxr_data(n_train: int, n_val: int, size: int) -> tuple[torch.Tensor, ...]:
+    from medbench.data.synthetic import make_cxr
+
     xtr, mtr = make_cxr(n_train, size=size, seed=0)
     xva, mva = make_cxr(n_val, size=size, seed=1)
     return (torch.tensor(xtr)[:, None], torch.tensor(mtr["label"].to_numpy()).float(),
@@ -190,12 +187,9 @@ class CnnRun:
         return float(roc_auc_score(yva.numpy(), score.numpy()))
 
 
-def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dict[str, Any] | None:
+def run_cxr(epochs: int, n_train: int, n_val: int, size: int, batch: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    data = cxr_data(n_train, n_val, size)
-    if data is None:
-        return None
-    xtr, ytr, xva, yva = data
+    xtr, ytr, xva, yva = cxr_data(n_train, n_val, size)
     n_params = sum(p.numel() for p in SmallCNN().parameters())
     print(f"cxr: {n_train} train / {n_val} val images {size}x{size}, SmallCNN ({n_params} params, "
           f"BatchNorm), batch {batch}, {epochs} epochs, Adam 1e-3; variants interleaved per epoch")
