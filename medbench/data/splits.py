@@ -8,7 +8,6 @@ part sizes balanced even when patients have several images.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import pandas as pd
 from medbench.errors import InputError
 from medbench.utils.files import atomic_path
 from medbench.utils.rng import numpy_rng
-
-logger = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
 

@@ -12,7 +12,6 @@ label (a positive patient's lesion persists across its images), so patient group
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +21,6 @@ import pandas as pd
 from medbench.data.vendors import DEFAULT_VENDOR_MIX, apply_vendor_look, check_vendor
 from medbench.errors import InputError
 from medbench.utils.rng import numpy_rng
-
-logger = logging.getLogger(__name__)
 
 META_COLUMNS = ["uid", "patient_id", "label", "sex", "age", "vendor"]
 
