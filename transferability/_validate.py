@@ -90,11 +90,6 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def to_torch(x: np.ndarray, device: str | torch.device | None) -> torch.Tensor:
-    """float64 tensor on ``device`` (default CPU) from a numpy array."""
-    return torch.as_tensor(x, dtype=torch.float64, device=device or "cpu")
-
-
 def prepare(features: Any, labels: Any, *, min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
     """Validate ``features`` and ``labels`` together; returns ``(X, y, C)``."""
     x = as_features(features)

@@ -22,9 +22,9 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
-from transferability._validate import check_backend, prepare, to_torch
+from transferability._backend import get_backend
+from transferability._validate import as_features, prepare
 from transferability.metrics.base import register_metric
 
 log = logging.getLogger(__name__)
@@ -33,34 +33,18 @@ _EPS = 1e-5  # the reference's guard in the alpha/beta updates
 _RANK_TOL = 1e-10  # singular values below this are treated as zero (as in the reference)
 
 
-def _spectrum(x: np.ndarray, targets: np.ndarray, backend: str, device: Any) -> tuple[np.ndarray, np.ndarray]:
+def _spectrum(xp: Any, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (sigma = squared singular values (k,), U^T targets (k, T)) of the feature matrix."""
     n, d = x.shape
-    if backend == "torch":
-        xt = to_torch(x, device)
-        yt = to_torch(targets, device)
-        if n > d:
-            evals, v = torch.linalg.eigh(xt.T @ xt)
-            s = evals.clamp_min(0).sqrt()
-            keep = s > _RANK_TOL
-            proj = (v[:, keep].T @ (xt.T @ yt)) / s[keep, None]
-        else:
-            evals, u = torch.linalg.eigh(xt @ xt.T)
-            s = evals.clamp_min(0).sqrt()
-            keep = s > _RANK_TOL
-            proj = u[:, keep].T @ yt
-        return (s[keep] ** 2).cpu().numpy(), proj.cpu().numpy()
-    if n > d:
-        evals, v = np.linalg.eigh(x.T @ x)
-        s = np.sqrt(np.clip(evals, 0, None))
-        keep = s > _RANK_TOL
-        proj = (v[:, keep].T @ (x.T @ targets)) / s[keep, None]
-    else:
-        evals, u = np.linalg.eigh(x @ x.T)
-        s = np.sqrt(np.clip(evals, 0, None))
-        keep = s > _RANK_TOL
-        proj = u[:, keep].T @ targets
-    return s[keep] ** 2, proj
+    xt, yt = xp.asarray(x), xp.asarray(targets)
+    evals, vecs = xp.eigh(xt.T @ xt if n > d else xt @ xt.T)
+    s = xp.sqrt(xp.maximum(evals, 0.0))
+    keep = s > _RANK_TOL
+    if n > d:  # right singular vectors V: U^T targets = V^T F^T targets / s
+        proj = (vecs[:, keep].T @ (xt.T @ yt)) / s[keep, None]
+    else:  # left singular vectors U directly
+        proj = vecs[:, keep].T @ yt
+    return xp.to_numpy(s[keep] ** 2), xp.to_numpy(proj)
 
 
 def _evidence_terms(sigma: np.ndarray, x2: np.ndarray, res_x2: float, t: float) -> tuple[float, float, float]:
@@ -100,11 +84,11 @@ def logme_details(features: Any, labels: Any, *, backend: str = "numpy", device:
         dict with ``score`` (mean per-sample evidence), ``evidence``, ``alpha``, ``beta`` and
         ``steps`` (arrays over classes).
     """
-    check_backend(backend)
+    xp = get_backend(backend, device)
     x, y, c = prepare(features, labels)
     n, d = x.shape
     onehot = (y[:, None] == np.arange(c)[None, :]).astype(np.float64)
-    sigma, proj = _spectrum(x, onehot, backend, device)
+    sigma, proj = _spectrum(xp, x, onehot)
     out = np.array([_fixed_point(sigma, proj[:, k], float(onehot[:, k].sum()), n, d,
                                  max_iter=max_iter, tol=tol) for k in range(c)])
     return {"score": float(out[:, 0].mean()), "evidence": out[:, 0], "alpha": out[:, 1],
@@ -113,11 +97,9 @@ def logme_details(features: Any, labels: Any, *, backend: str = "numpy", device:
 
 def logme_evidence(features: Any, target: Any, *, max_iter: int = 11, tol: float = 1e-3) -> tuple[float, float, float]:
     """Maximised per-sample log evidence of a real-valued target; returns (evidence/N, alpha, beta)."""
-    from transferability._validate import as_features
-
     x = as_features(features)
     t = as_features(np.asarray(target, dtype=np.float64).reshape(-1, 1), "target")
-    sigma, proj = _spectrum(x, t, "numpy", None)
+    sigma, proj = _spectrum(get_backend("numpy"), x, t)
     ev, a, b, _ = _fixed_point(sigma, proj[:, 0], float(np.sum(t**2)), x.shape[0], x.shape[1],
                                max_iter=max_iter, tol=tol)
     return ev, a, b
