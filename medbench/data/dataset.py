@@ -256,7 +256,7 @@ class ArrayDataset(Dataset):
             raise InputError("images must be finite and in [0, 1]: rescale them (e.g. medbench.io.to_unit)")
         n = t.shape[0]
         lab = labels.detach().cpu().numpy() if torch.is_tensor(labels) else labels
-        lab_df = pd.DataFrame({"label": np.asarray(lab).reshape(-1)}) if not isinstance(lab, pd.Series) else pd.DataFrame({"label": lab.to_numpy()})
+        lab_df = pd.DataFrame({"label": np.asarray(lab).reshape(-1)})  # a Series too: its values, not its index
         if len(lab_df) != n:
             raise InputError(f"labels has {len(lab_df)} entries but images has {n}")
         self.labels = check_labels(lab_df, "label")
