@@ -87,7 +87,8 @@ def fit_harmonizer(
     methods_base = {b: create_harmonizer(b) for b in baselines}  # unknown names fail before any training
     vcol = resolve_vendor_column(table, vendor_column)
     df = prepare_table(table, label)
-    vendors = sorted(df[vcol].astype(str).unique())
+    vendor_of = df[vcol].astype(str).to_numpy()
+    vendors = sorted(set(vendor_of))
     if reference not in vendors:
         raise InputError(f"reference vendor {reference!r} not found in column {vcol!r}: vendors are {vendors}")
     if len(vendors) < 2:
@@ -95,7 +96,7 @@ def fit_harmonizer(
     df["split"] = assign_splits(df, val_frac=0.15, test_frac=0.3, seed=seed)
     images = load_images(df["path"].tolist(), size)
     y = df[label].to_numpy()
-    is_ref = (df[vcol].astype(str) == reference).to_numpy()
+    is_ref = vendor_of == reference
     part = {s: (df["split"] == s).to_numpy() for s in ("train", "val", "test")}
     ref_train = (images[is_ref & ~part["test"]], y[is_ref & ~part["test"]])
     ref_test = (images[is_ref & part["test"]], y[is_ref & part["test"]])
@@ -113,17 +114,18 @@ def fit_harmonizer(
     for v in vendors:
         if v == reference:
             continue
-        is_v = (df[vcol].astype(str) == v).to_numpy()
+        is_v = vendor_of == v
         tr, va = is_v & part["train"], is_v & part["val"]
         if len(np.unique(y[tr])) < 2:
             raise InputError(f"vendor {v!r} has fewer than two classes in its training part: add more images")
         log.info("fitting GDCE for %s (%d training images)", v, int(tr.sum()))
+        has_val = len(np.unique(y[va])) == 2
         fits[v] = fit_gdce(clf, feat, images[tr], y[tr], *ref_train,
-                           val_images=images[va] if len(np.unique(y[va])) == 2 else None,
-                           val_labels=y[va] if len(np.unique(y[va])) == 2 else None, cfg=cfg, progress=progress)
+                           val_images=images[va] if has_val else None,
+                           val_labels=y[va] if has_val else None, cfg=cfg, progress=progress)
     predictors = {v: r.predictor for v, r in fits.items()}
     save_predictor(predictors, out / "model.pt", cfg, reference=reference)
-    vendor_tests = {v: (images[(df[vcol] == v).to_numpy() & part["test"]], y[(df[vcol] == v).to_numpy() & part["test"]])
+    vendor_tests = {v: (images[(vendor_of == v) & part["test"]], y[(vendor_of == v) & part["test"]])
                     for v in vendors if v != reference}
     methods = {"gdce": PerVendorGDCE(predictors), **methods_base}
     results = evaluate_methods(clf, ref_train, ref_test, vendor_tests, methods, retrain=retrain)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from harmonization.xray.curves import N_ITERATIONS
+from harmonization.xray.curves import N_ITERATIONS, fit_curve_to_map
 from harmonization.xray.predictor import CurvePredictor
 from medbench.errors import InputError
 from medbench.utils.files import atomic_path
@@ -109,17 +109,9 @@ def validation_scores(classifier: nn.Module, images: torch.Tensor, labels: torch
     return worst, float(F.cross_entropy(z, labels))
 
 
-def worst_class_recall(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                       predictor: CurvePredictor | None = None, batch: int = 64) -> float:
-    """min over classes of recall of ``classifier`` on (optionally harmonised) ``images``."""
-    return validation_scores(classifier, images, labels, predictor, batch)[0]
-
-
 def histogram_init(source: torch.Tensor, reference: torch.Tensor, n: int, *, n_quantiles: int = 129,
                    max_pixels: int = 2_000_000) -> np.ndarray:
     """Curve parameters mapping pooled source quantiles onto pooled reference quantiles."""
-    from harmonization.xray.curves import fit_curve_to_map
-
     q = torch.linspace(0.0, 1.0, n_quantiles, dtype=torch.float64)[1:-1]
     qs = [torch.quantile(t.reshape(-1)[:: max(1, t.numel() // max_pixels)].double(), q).numpy()
           for t in (source, reference)]
@@ -159,11 +151,11 @@ def fit_gdce(
     ys, yr = _labels(source_labels, len(xs), "source"), _labels(reference_labels, len(xr), "reference")
     xv = _as_tensor(val_images) if val_images is not None else xs
     yv = _labels(val_labels, len(xv), "validation") if val_labels is not None else ys
+    xv, yv = xv.to(dev), yv.to(dev)
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(cfg.seed)  # predictor init; restored below so no global state leaks
-    predictor = CurvePredictor(cfg.n_iterations, cfg.input_size, tuple(cfg.widths)).to(dev)
-    torch.random.set_rng_state(torch_state)
+    with torch.random.fork_rng(devices=[]):  # seeded predictor init; no global state leaks
+        torch.manual_seed(cfg.seed)
+        predictor = CurvePredictor(cfg.n_iterations, cfg.input_size, tuple(cfg.widths)).to(dev)
     if cfg.init == "histogram":
         a0 = histogram_init(xs, xr, cfg.n_iterations)
         with torch.no_grad():
@@ -177,7 +169,7 @@ def fit_gdce(
     opt = torch.optim.Adam(predictor.parameters(), lr=cfg.lr)
     samp_s, samp_r = _BalancedSampler(ys, cfg.batch_per_class, gen), _BalancedSampler(yr, cfg.batch_per_class, gen)
     best_state = copy.deepcopy(predictor.state_dict())
-    wr0, ce0 = validation_scores(classifier, xv.to(dev), yv.to(dev), predictor)
+    wr0, ce0 = validation_scores(classifier, xv, yv, predictor)
     best_key, best_step = (wr0, -ce0), 0
     history = [{"step": 0, "worst_recall": wr0, "val_ce": ce0}]
     for step in tqdm(range(1, cfg.steps + 1), desc="GDCE", disable=not progress):
@@ -194,7 +186,7 @@ def fit_gdce(
         loss.backward()
         opt.step()
         if step % cfg.val_every == 0 or step == cfg.steps:
-            wr, vce = validation_scores(classifier, xv.to(dev), yv.to(dev), predictor)
+            wr, vce = validation_scores(classifier, xv, yv, predictor)
             history.append({"step": step, "loss": float(loss.detach()), "ce": float(ce.detach()),
                             "feat": float(feat.detach()), "worst_recall": wr, "val_ce": vce})
             if (wr, -vce) > best_key:  # worst per-class recall, ties broken by validation loss
@@ -235,15 +227,3 @@ def load_predictors(path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
         model.load_state_dict(sd)
         out[vendor] = model.eval()
     return out, str(blob.get("reference", ""))
-
-
-def load_predictor(path: str | Path, vendor: str | None = None) -> CurvePredictor:
-    """The predictor for ``vendor`` (or the only one in the file)."""
-    models, _ = load_predictors(path)
-    if vendor is not None and vendor in models:
-        return models[vendor]
-    if "*" in models:
-        return models["*"]
-    if vendor is None and len(models) == 1:
-        return next(iter(models.values()))
-    raise InputError(f"{path} has no GDCE curve for vendor {vendor!r}; it was fitted for {sorted(models)}")

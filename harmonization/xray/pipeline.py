@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ import torch.nn.functional as F
 
 from medbench.errors import InputError
 
+if TYPE_CHECKING:
+    from medbench.io.dicom import DicomImage
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +30,11 @@ def read_unit_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float]]:
     """A grey image in [0, 1] normalised by its stored range, and that range (lo, hi)."""
     from medbench.io import read_dicom
 
-    img = read_dicom(path)
+    return _unit_image(read_dicom(path), path)
+
+
+def _unit_image(img: DicomImage, path: str | Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """:func:`read_unit_image` of an already decoded image."""
     if img.pixels.ndim != 2:
         raise InputError(f"{path}: GDCE works on single-frame grey X-rays (pixels shape {img.pixels.shape})")
     lo, hi = img.meta.get("inversion_range", (float(img.pixels.min()), float(img.pixels.max())))
@@ -68,8 +76,9 @@ def _apply_one(job: _ApplyJob) -> str:
     if job.model not in _PREDICTORS:  # one load per worker process
         _PREDICTORS[job.model] = load_predictors(job.model)
     models, reference = _PREDICTORS[job.model]
-    x, (lo, hi) = read_unit_image(job.src)
-    vendor = str(read_dicom(job.src).meta.get("manufacturer") or "")
+    img = read_dicom(job.src)  # read once: pixels and the vendor
+    x, (lo, hi) = _unit_image(img, job.src)
+    vendor = str(img.meta.get("manufacturer") or "")
     if vendor and vendor == reference:
         h, how = x, f"reference vendor {vendor}: intensities unchanged"
     else:
@@ -104,7 +113,7 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
     if not Path(model).is_file():
         raise InputError(f"GDCE model {model} not found: train one with `medbench harmonize fit`")
     files = sorted(p for p in src_root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    files = [p for p in files if p.suffix.lower() in (".dcm", ".dicom", "") ]
+    files = [p for p in files if p.suffix.lower() in (".dcm", ".dicom", "")]
     if not files:
         raise InputError(f"no DICOM files (*.dcm) under {src_root}")
     if dst_root.resolve() == src_root.resolve() or src_root.resolve() in dst_root.resolve().parents:
