@@ -12,6 +12,19 @@ def center(xp: Any, x: Any) -> Any:
     return x - xp.mean(x, axis=0, keepdims=True)
 
 
+def class_means(xp: Any, x: Any, y: np.ndarray, c: int) -> Any:
+    """(C, D) means of the rows of ``x`` per class of ``y`` (every class of [0, C) present)."""
+    onehot = (y[:, None] == np.arange(c)[None, :]).astype(np.float64)
+    return (xp.asarray(onehot).T @ x) / xp.asarray(onehot.sum(axis=0)[:, None])
+
+
+def softmax(xp: Any, s: Any) -> Any:
+    """Row-wise softmax of (N, K) scores (max-shifted)."""
+    s = s - xp.amax(s, axis=1, keepdims=True)
+    e = xp.exp(s)
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
 def pca(xp: Any, x: Any, k: int | float) -> tuple[Any, np.ndarray]:
     """PCA scores of ``x`` and the explained variances of all components (decreasing).
 

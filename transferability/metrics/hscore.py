@@ -15,16 +15,14 @@ import numpy as np
 
 from transferability._backend import get_backend
 from transferability._validate import prepare
-from transferability.metrics._linalg import center, ledoit_wolf
+from transferability.metrics._linalg import center, class_means, ledoit_wolf
 from transferability.metrics.base import register_metric
 
 
 def _cov_class_means(xp: Any, x: Any, y: np.ndarray, c: int) -> Any:
     """cov(g) (unbiased) of g_i = E[f | y = y_i], from the C class means instead of N rows."""
     counts = np.bincount(y, minlength=c).astype(np.float64)
-    onehot = (y[:, None] == np.arange(c)[None, :]).astype(np.float64)
-    means = (xp.asarray(onehot).T @ x) / xp.asarray(counts[:, None])
-    dev = means - xp.mean(x, axis=0, keepdims=True)  # the mean of g is the mean of f
+    dev = class_means(xp, x, y, c) - xp.mean(x, axis=0, keepdims=True)  # the mean of g is the mean of f
     return (dev.T @ (dev * xp.asarray(counts[:, None]))) / (x.shape[0] - 1)
 
 

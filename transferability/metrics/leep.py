@@ -16,14 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from medbench.errors import InputError
+from transferability._backend import get_backend
 from transferability._validate import as_logits, canonical_order, prepare
+from transferability.metrics._linalg import pca, softmax
 from transferability.metrics.base import register_metric
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _eep(theta: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
@@ -46,7 +43,7 @@ def leep(features: Any, labels: Any, *, logits: Any = None) -> float:
         logits: (N, Z) source-model logits on the target data (required).
     """
     x, y, c = prepare(features, labels)
-    theta = _softmax(as_logits(logits, x.shape[0], "leep"))
+    theta = softmax(get_backend("numpy"), as_logits(logits, x.shape[0], "leep"))
     eep = _eep(theta, y, c)
     return float(np.mean(np.log(eep[np.arange(len(y)), y])))
 
@@ -81,14 +78,9 @@ def nleep(features: Any, labels: Any, *, logits: Any = None, component_ratio: in
     """
     from sklearn.mixture import GaussianMixture
 
-    from transferability._backend import get_backend
-    from transferability.metrics._linalg import pca
-
     x, y, c = prepare(features, labels)
     k = component_ratio * c
     if x.shape[0] < k:
-        from medbench.errors import InputError
-
         raise InputError(f"nleep fits {k} mixture components ({component_ratio} per class) and needs "
                          f"at least that many samples, got N={x.shape[0]}; add samples or lower component_ratio")
     order = canonical_order(x)  # fit on a canonical row order: results do not depend on input order

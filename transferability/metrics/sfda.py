@@ -23,6 +23,7 @@ import numpy as np
 
 from transferability._backend import get_backend
 from transferability._validate import prepare
+from transferability.metrics._linalg import class_means, softmax
 from transferability.metrics.base import register_metric
 
 
@@ -44,12 +45,13 @@ def _shrunk(xp: Any, cov: Any, shrinkage: float) -> Any:
     return (1.0 - shrinkage) * cov + shrinkage * mu * xp.eye(d)
 
 
-def _fda_proba(xp: Any, x: Any, y: np.ndarray, c: int, shrinkage: float | None) -> tuple[Any, float]:
-    """Fit the regularised FDA and return (p(y | x) for the fitted samples, shrinkage)."""
+def _fda_proba(xp: Any, x: Any, y: np.ndarray, c: int,
+               shrinkage: float | None) -> tuple[Any, float, Any]:
+    """Fit the regularised FDA; return (p(y | x) for the fitted samples, shrinkage, class means)."""
     n = x.shape[0]
     counts = np.bincount(y, minlength=c)
     priors = counts / n
-    m = _class_means(xp, x, y, c)
+    m = class_means(xp, x, y, c)
     xc = x - m[xp.index(y)]
     sw = (xc.T @ xc) / n  # = sum_c prior_c cov_c with biased class covariances
     if shrinkage is None:
@@ -58,18 +60,7 @@ def _fda_proba(xp: Any, x: Any, y: np.ndarray, c: int, shrinkage: float | None) 
     sw_s = _shrunk(xp, sw, shrinkage)
     coef = xp.solve(sw_s, m.T).T  # M S_w^-1, (C, D)
     intercept = -0.5 * xp.sum(m * coef, axis=1) + xp.asarray(np.log(priors))
-    return _softmax(xp, x @ coef.T + intercept), shrinkage
-
-
-def _class_means(xp: Any, x: Any, y: np.ndarray, c: int) -> Any:
-    onehot = (y[:, None] == np.arange(c)[None, :]).astype(np.float64)
-    return (xp.asarray(onehot).T @ x) / xp.asarray(onehot.sum(axis=0)[:, None])
-
-
-def _softmax(xp: Any, s: Any) -> Any:
-    s = s - xp.amax(s, axis=1, keepdims=True)
-    e = xp.exp(s)
-    return e / xp.sum(e, axis=1, keepdims=True)
+    return softmax(xp, x @ coef.T + intercept), shrinkage, m
 
 
 @register_metric("sfda", torch=True, reference="Shao et al., SFDA, ECCV 2022")
@@ -87,13 +78,12 @@ def sfda(features: Any, labels: Any, *, logits: Any = None, backend: str = "nump
     xp = get_backend(backend, device)
     x_np, y, c = prepare(features, labels)
     x = xp.asarray(x_np)
-    prob, shrinkage = _fda_proba(xp, x, y, c, None)
-    prob = _softmax(xp, prob)  # the authors' "softening" of the probabilities
-    means = _class_means(xp, x, y, c)
+    prob, shrinkage, means = _fda_proba(xp, x, y, c, None)
+    prob = softmax(xp, prob)  # the authors' "softening" of the probabilities
     outer = (xp.sum(means, axis=0, keepdims=True) - means) / (c - 1)  # mean of the other classes' means
     yi = xp.index(y)
     p = prob[xp.index(np.arange(len(y))), yi][:, None]  # p(y_i | x_i) after softening
     mixed = p * x + (1.0 - p) * outer[yi]  # ConfMix into a new array: the inputs stay untouched
-    prob2, _ = _fda_proba(xp, mixed, y, c, shrinkage)
+    prob2, _, _ = _fda_proba(xp, mixed, y, c, shrinkage)
     p_true = xp.to_numpy(prob2)[np.arange(len(y)), y]
     return float(np.mean(p_true))
