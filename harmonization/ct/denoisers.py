@@ -150,9 +150,6 @@ class BM3D(Denoiser):
         x = hu.astype(np.float64) / 1000.0
         return np.asarray(self._bm3d.bm3d(x, sigma_psd=self.sigma_hu / 1000.0), np.float64) * 1000.0
 
-    def params(self) -> dict[str, Any]:
-        return {"sigma_hu": self.sigma_hu}
-
 
 def _checkpoint_path(checkpoint: str | Path | None, default_name: str) -> Path:
     if checkpoint is not None:

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harmonization.ct.learned import (
+    _adjacent,
     load_checkpoint,
     network_entry,
     network_from_state,
@@ -145,6 +146,18 @@ def _same_run(saved: dict[str, Any] | None, current: dict[str, Any]) -> bool:
     return {k: v for k, v in saved.items() if k != "epochs"} == {k: v for k, v in current.items() if k != "epochs"}
 
 
+class _Scaled(torch.nn.Module):
+    """``inner(*inputs) / scale``: trains ``inner`` on a loss in ``scale`` units (state keys ``inner.*``)."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scale = scale
+
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        return self.inner(*inputs) / self.scale
+
+
 def _stack(data: list[LowDoseResult], attr: str) -> list[np.ndarray]:
     return [np.asarray(getattr(d, attr), np.float32) for d in data]
 
@@ -189,15 +202,7 @@ def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir:
         t = torch.from_numpy(np.stack(ts))[:, None]
         return x, (s if cfg.use_prior else None), t
 
-    class _Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = net
-
-        def forward(self, x: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
-            return net(x, s) / scale
-
-    hist = train_network(_Wrap(), sample, cfg=cfg, stage="projection", out_dir=out_dir, progress=progress)
+    hist = train_network(_Scaled(net, scale), sample, cfg=cfg, stage="projection", out_dir=out_dir, progress=progress)
     return net, hist
 
 
@@ -216,26 +221,17 @@ def train_image_stage(data: list[LowDoseResult], res_hu: list[np.ndarray] | None
         for _ in range(cfg.batch_size):
             v = int(rng.integers(len(ld)))
             z = int(rng.integers(ld[v].shape[0]))
-            idx = np.clip(np.arange(z - k // 2, z - k // 2 + k), 0, ld[v].shape[0] - 1)
             r, c = _crop_starts(rng, ld[v].shape[1:], cfg.patch)
             win = (slice(r, r + cfg.patch), slice(c, c + cfg.patch))
-            xs.append(ld[v][idx][(slice(None), *win)])
+            xs.append(_adjacent(ld[v], z, k)[(slice(None), *win)])
             if use_res:
-                rs.append(res_hu[v][idx][(slice(None), *win)])  # type: ignore[index]
+                rs.append(_adjacent(res_hu[v], z, k)[(slice(None), *win)])  # type: ignore[index]
             ts.append((ld[v][z][win] - fd[v][z][win])[None])
         x = torch.from_numpy(np.stack(xs))
         r_t = torch.from_numpy(np.stack(rs)) if use_res else None
         return x, r_t, torch.from_numpy(np.stack(ts)) / 50.0
 
-    class _Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = net
-
-        def forward(self, x: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
-            return net(x, r) / 50.0
-
-    hist = train_network(_Wrap(), sample, cfg=cfg, stage=stage, out_dir=out_dir, progress=progress)
+    hist = train_network(_Scaled(net, 50.0), sample, cfg=cfg, stage=stage, out_dir=out_dir, progress=progress)
     return net, hist
 
 
@@ -307,15 +303,7 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
             ts.append(fd[v][win][None])
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)) / 50.0
 
-    class _Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return net(x) / 50.0
-
-    hist = train_network(_Wrap(), sample, cfg=cfg, stage="redcnn", out_dir=out, progress=progress)
+    hist = train_network(_Scaled(net, 50.0), sample, cfg=cfg, stage="redcnn", out_dir=out, progress=progress)
     meta = {"config": asdict(cfg), "history": hist, "n0": _reference_n0(data),
             "n0_train": sorted({float(d.n0) for d in data})}
     save_checkpoint(final, {"model": "redcnn", "image": network_entry("redcnn", _net_config(net), net),
