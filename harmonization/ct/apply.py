@@ -53,8 +53,6 @@ def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
                  fn: Callable[[Any], tuple[np.ndarray, str, dict[str, Any]]], *,
                  progress: bool = True) -> list[Path]:
     """Run ``fn(series) -> (hu, description, info)`` on every series under ``path``; skip finished ones."""
-    from medbench.io import write_ct_series
-
     groups = find_series(path)
     out_root = Path(out_dir)
     written = []
@@ -65,12 +63,18 @@ def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
             written.append(folder)
             continue
         series = _read(files, uid)
-        hu, description, info = fn(series)
-        paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description)
-        write_json_atomic(folder / MARKER, {"source_series_hash": hash_id(uid), "files": [p.name for p in paths],
-                                            "description": description, **info})
+        _write(folder, uid, series, *fn(series))
         written.append(folder)
     return written
+
+
+def _write(folder: Path, uid: str, series: Any, hu: np.ndarray, description: str, info: dict[str, Any]) -> None:
+    """Write the derived series into ``folder``, then its :data:`MARKER` (last: marks it done)."""
+    from medbench.io import write_ct_series
+
+    paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description)
+    write_json_atomic(folder / MARKER, {"source_series_hash": hash_id(uid), "files": [p.name for p in paths],
+                                        "description": description, **info})
 
 
 def _square(vol: np.ndarray, path_hint: str) -> np.ndarray:
@@ -107,24 +111,6 @@ def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return _process_all(path, out_dir, "simulate", fn, progress=progress)
 
 
-def denoise_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
-                   params: dict[str, Any] | None = None, n0: float | None = None,
-                   progress: bool = True) -> list[Path]:
-    """Denoise every CT series under ``path`` (folder or single file) and write derived series."""
-    from harmonization.ct.denoisers import create_denoiser
-
-    find_series(path)  # fail on a bad input path before loading any model
-    kw = dict(params or {})
-    if denoiser in ("two_stage", "redcnn"):
-        kw.setdefault("progress", progress)
-    den = create_denoiser(denoiser, **kw)
-
-    def fn(series: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
-        return _denoise_volume(den, denoiser, series, n0, progress)
-
-    return _process_all(path, out_dir, f"denoise {denoiser}", fn, progress=progress)
-
-
 def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None,
                     progress: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
     """Denoised HU volume, derivation description and marker info of one series."""
@@ -151,7 +137,6 @@ _DENOISERS: dict[str, Any] = {}
 def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool]) -> str:
     """One task of :func:`denoise_batch`: denoise one series into its folder ("written"/"skipped")."""
     from harmonization.ct.denoisers import create_denoiser
-    from medbench.io import write_ct_series
 
     uid, files, folder_name, denoiser, kw, n0, progress = job
     folder = Path(folder_name)
@@ -161,17 +146,15 @@ def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | No
     if key not in _DENOISERS:  # one model load per worker process
         _DENOISERS[key] = create_denoiser(denoiser, **kw)
     series = _read(files, uid)
-    hu, description, info = _denoise_volume(_DENOISERS[key], denoiser, series, n0, progress)
-    paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description)
-    write_json_atomic(folder / MARKER, {"source_series_hash": hash_id(uid), "files": [p.name for p in paths],
-                                        "description": description, **info})
+    _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress))
     return "written"
 
 
 def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
                   params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
                   executor: str = "local", scheduler: str | None = None, progress: bool = True) -> Any:
-    """:func:`denoise_series` as one task per series on :func:`medbench.parallel.map_items`.
+    """Denoise every CT series under ``path`` (folder or single file) into derived series, one task
+    per series on :func:`medbench.parallel.map_items`; finished series are skipped.
 
     Series that fail are reported (status "failed" with the error) and the batch goes on.
 

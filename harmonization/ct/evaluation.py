@@ -12,7 +12,7 @@ import pandas as pd
 
 from harmonization.ct.denoisers import Denoiser, create_denoiser, tune
 from harmonization.ct.phantoms import PhantomInfo, make_phantom_volume
-from harmonization.ct.quality import SOFT_TISSUE, edge_mtf, noise_sd, psnr, rmse, ssim
+from harmonization.ct.quality import SOFT_TISSUE, edge_mtf, image_quality
 from harmonization.ct.simulate import Geometry, LowDoseResult, simulate_low_dose
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,15 @@ def measure(out: np.ndarray, case: Case, *, window: tuple[float, float] = SOFT_T
     ``mtf50`` is from the slice-averaged edge ROI (cycles/mm); ``mtf50_ratio`` relative to the
     full-dose FBP's.
     """
-    ref = case.sim.fd_hu
-    px = case.sim.geometry.pixel_mm
+    ref, px = case.sim.fd_hu, case.sim.geometry.pixel_mm
     r, c, h, w = case.info.edge_roi  # type: ignore[misc]
-    m_out = edge_mtf(out[:, r:r + h, c:c + w], pixel_mm=px).mtf50
+    q = image_quality(out, ref, window=window, flat_rois=case.info.flat_rois, edge_roi=case.info.edge_roi,
+                      pixel_mm=px)
     m_ref = edge_mtf(ref[:, r:r + h, c:c + w], pixel_mm=px).mtf50
-    row = {
-        "psnr": psnr(out, ref, window=window),
-        "ssim": ssim(out, ref, window=window),
-        "rmse": rmse(out, ref, window=window),
-        "mtf50": m_out,
-        "mtf50_ratio": m_out / m_ref,
-    }
-    if case.info.flat_rois:
-        row["noise_sd"] = noise_sd(out - ref, case.info.flat_rois)
+    row = {k: q[k] for k in ("psnr", "ssim", "rmse", "mtf50")}
+    row["mtf50_ratio"] = q["mtf50"] / m_ref
+    if "noise_sd" in q:
+        row["noise_sd"] = q["noise_sd"]
     return row
 
 
