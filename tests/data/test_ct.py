@@ -73,7 +73,7 @@ def test_written_series_tags_consistent(synthetic_ct_dir: Path) -> None:
 
 
 def test_series_reads_back_through_medbench_io(synthetic_ct_dir: Path) -> None:
-    series = pytest.importorskip("medbench.io.series", reason="medbench.io not available yet")
+    from medbench.io import series
     index = pd.read_csv(synthetic_ct_dir / "ct_series.csv")
     rows = index[index["series_index"] == 1]
     ct = series.read_series(synthetic_ct_dir / "ct-001")

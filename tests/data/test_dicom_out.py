@@ -67,7 +67,7 @@ def test_pixels_match_in_memory_images_and_monochrome1_inverts(synthetic_cxr_dir
 
 
 def test_monochrome1_twin_through_medbench_io(tmp_path: Path) -> None:
-    io = pytest.importorskip("medbench.io.dicom", reason="medbench.io not available yet")
+    from medbench.io import dicom as io
     img, meta = make_cxr(1, size=64, seed=9)
     from medbench.data.dicom_out import write_radiograph
 
