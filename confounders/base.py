@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
 import sys
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 
 from confounders.taxonomy import MiccatPath, validate_path
-from medbench.errors import InputError
-from medbench.registry import Registry
+from medbench.errors import InputError, UnknownNameError
+from medbench.registry import Registry, did_you_mean
 from medbench.utils.rng import torch_generator
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,7 @@ def create_confounder(name: str, **kwargs: Any) -> Confounder:
     if name in PRESETS and name not in CONFOUNDERS:
         base, params = PRESETS[name]
         return CONFOUNDERS.create(base, **{**params, **kwargs})
-    if name not in CONFOUNDERS:
-        # search both registries for the "did you mean" hint
-        from medbench.errors import UnknownNameError
-        from medbench.registry import did_you_mean
-
+    if name not in CONFOUNDERS:  # search both registries for the "did you mean" hint
         raise UnknownNameError(
             f"unknown confounder {name!r}: {did_you_mean(name, CONFOUNDERS.names() + list(PRESETS))}"
         )
@@ -87,13 +84,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "paper-noise": ("poisson", {"n0": 1.5e7}),
     "paper-noise-reference": ("poisson", {"n0": 2.0e7}),
 }
-
-
-def check_images(images: Any, uids: Sequence[str], *, argname: str = "images") -> torch.Tensor:
-    """Validate a ``(B, C, H, W)`` float batch in [0, 1] with one uid per sample."""
-    _check_layout(images, uids, argname)
-    _check_range(images, argname)
-    return images
 
 
 def _check_layout(images: Any, uids: Sequence[str], argname: str) -> None:
@@ -130,7 +120,17 @@ def _check_range(images: torch.Tensor, argname: str) -> None:
 
 _MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
 _HUGE = 1 << 21
-_madvise: Any = None
+
+
+@functools.cache
+def _libc_madvise() -> Any:
+    """libc's ``madvise`` (None where the symbol is missing)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
 
 
 def _new_output(images: torch.Tensor) -> torch.Tensor:
@@ -140,24 +140,17 @@ def _new_output(images: torch.Tensor) -> torch.Tensor:
     A fresh 64 MB batch otherwise costs one page fault per 4 KiB on first write, which on a VM is
     several times the cost of the copy itself; the advice only changes the page size.
     """
-    global _madvise
     out = torch.empty_like(images)
     storage = out.untyped_storage()
     nbytes = storage.nbytes()
     if out.device.type != "cpu" or nbytes < 4 * _HUGE or not sys.platform.startswith("linux"):
         return out
-    if _madvise is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).madvise
-            fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-            _madvise = fn
-        except (OSError, AttributeError):  # pragma: no cover - no libc symbol
-            _madvise = False
-    if _madvise:
+    madvise = _libc_madvise()
+    if madvise is not None:
         ptr = storage.data_ptr()
         start, end = (ptr + _HUGE - 1) & ~(_HUGE - 1), (ptr + nbytes) & ~(_HUGE - 1)
         if end > start:
-            _madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: failure just keeps 4 KiB pages
+            madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: failure just keeps 4 KiB pages
     return out
 
 
@@ -283,7 +276,7 @@ class Confounder:
 
     def params(self) -> dict[str, Any]:
         """Constructor parameters (for configs and reports)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "deterministic"}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

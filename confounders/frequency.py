@@ -136,15 +136,23 @@ class FrequencyPattern(Confounder):
             self.band = (lo, hi)
         self.amplitude = check_positive(amplitude, "amplitude")
         self.per_sample = bool(per_sample)
-        self.deterministic = not self.per_sample  # type: ignore[misc]
         self._cache: dict[tuple, torch.Tensor] = {}
 
+    @property
+    def deterministic(self) -> bool:  # type: ignore[override]
+        """True for the fixed pattern (no per-uid phases)."""
+        return not self.per_sample
+
     def pattern(self, h: int, w: int, device: torch.device, uid: str | None = None) -> torch.Tensor:
-        key = (h, w, str(device), uid)
+        """The (h, w) pattern: the fixed one (cached per size and device) or ``uid``'s own."""
+        if uid is not None:  # per-sample phases: drawn on each call, never cached
+            g = torch_generator(self.seed, self.name, h, w, uid or "fixed")
+            return band_pattern(h, w, self.band, g, device)
+        key = (h, w, str(device))
         if key not in self._cache:
             if len(self._cache) > 64:
                 self._cache.clear()
-            g = torch_generator(self.seed, self.name, h, w, uid or "fixed")
+            g = torch_generator(self.seed, self.name, h, w, "fixed")
             self._cache[key] = band_pattern(h, w, self.band, g, device)
         return self._cache[key]
 
@@ -153,5 +161,4 @@ class FrequencyPattern(Confounder):
         if not self.per_sample:
             return images + self.amplitude * self.pattern(h, w, images.device).to(images.dtype)
         pats = torch.stack([self.pattern(h, w, images.device, u) for u in uids])[:, None]
-        self._cache.clear()
         return images + self.amplitude * pats.to(images.dtype)

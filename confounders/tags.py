@@ -94,20 +94,11 @@ def render_glyph(text: str, font: str, size_px: int, box: bool = False) -> np.nd
     return mask
 
 
-_TENSOR_CACHE: dict[tuple, torch.Tensor] = {}
-
-
+@functools.lru_cache(maxsize=512)
 def glyph_tensor(text: str, font: str, size_px: int, box: bool, device: torch.device,
                  dtype: torch.dtype) -> torch.Tensor:
     """The cached glyph mask as a tensor on ``device``."""
-    key = (text, font, int(size_px), box, str(device), dtype)
-    t = _TENSOR_CACHE.get(key)
-    if t is None:
-        if len(_TENSOR_CACHE) > 512:
-            _TENSOR_CACHE.clear()
-        t = torch.from_numpy(render_glyph(text, font, int(size_px), box).copy()).to(device=device, dtype=dtype)
-        _TENSOR_CACHE[key] = t
-    return t
+    return torch.from_numpy(render_glyph(text, font, int(size_px), box).copy()).to(device=device, dtype=dtype)
 
 
 def composite(out: torch.Tensor, mask: torch.Tensor, y: int, x: int, value: float,
@@ -151,7 +142,11 @@ class _GlyphConfounder(Confounder):
         self.jitter = float(jitter)
         if self.jitter < 0:
             raise InputError(f"jitter must be >= 0 reference pixels; got {jitter!r}")
-        self.deterministic = self.jitter == 0  # type: ignore[misc]
+
+    @property
+    def deterministic(self) -> bool:  # type: ignore[override]
+        """True without jitter (the same position on every image)."""
+        return self.jitter == 0
 
     def size_px(self, images: torch.Tensor) -> int:
         h, w = images.shape[-2:]
