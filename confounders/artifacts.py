@@ -100,7 +100,7 @@ class Collimation(Confounder):
         xx = torch.arange(W, device=images.device).view(1, 1, W)
         m = ((yy < b[:, 0].view(B, 1, 1)) | (yy >= H - b[:, 1].view(B, 1, 1))
              | (xx < b[:, 2].view(B, 1, 1)) | (xx >= W - b[:, 3].view(B, 1, 1)))
-        return torch.where(m[:, None], torch.full_like(images, self.intensity), images)
+        return images.masked_fill_(m[:, None], self.intensity)  # images is the output buffer
 
 
 VENDOR_CURVE_NAMES = ("gamma", "sigmoid", "log", "inverse_s")
@@ -158,24 +158,13 @@ def jpeg_quant_table(quality: int) -> torch.Tensor:
     return t.view(8, 8)
 
 
-@functools.lru_cache(maxsize=8)
-def _dct_matrix(device: str) -> torch.Tensor:
-    k = torch.arange(8, dtype=torch.float64)
-    m = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-    m[0] /= math.sqrt(2)
-    return m.to(device)
-
-
-@functools.lru_cache(maxsize=8)
-def _dct2_matrix(device: str) -> torch.Tensor:
-    d = _dct_matrix(device)
-    return torch.kron(d, d)
-
-
 @functools.lru_cache(maxsize=32)
 def _jpeg_operators(quality: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """float32 (K^T, K, 1/Q, Q): forward/inverse 2-D DCT of flattened blocks and the (64,) table."""
-    k = _dct2_matrix(device)
+    i = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * i[None, :] + 1) * i[:, None] * math.pi / 16) * math.sqrt(2 / 8)  # 1-D DCT-II
+    d[0] /= math.sqrt(2)
+    k = torch.kron(d, d).to(device)
     q = jpeg_quant_table(quality).to(device).reshape(64)
     return k.T.float().contiguous(), k.float().contiguous(), (1 / q).float(), q.float()
 
