@@ -109,8 +109,8 @@ class AuditConfig:
         for c in self.confounders:  # fail early on unknown names/bad params
             if not is_sampled(c):
                 build_confounder(c, seed=self.seed)
-                if baseline_spec(c) is not None:
-                    build_confounder(baseline_spec(c), seed=self.seed)
+                if (base := baseline_spec(c)) is not None:
+                    build_confounder(base, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditConfig:

@@ -109,6 +109,14 @@ def _take(df: pd.DataFrame, k: int, rng_keys: tuple, seed: int) -> pd.DataFrame:
     return df.iloc[np.sort(order[:k])]
 
 
+def _caps(pool: pd.DataFrame, in_group: pd.Series) -> tuple[int, int]:
+    """Largest positive and negative counts drawable at every ``p``: per class, the smaller of the
+    in-group and out-of-group row counts."""
+    pos = pool.target == 1
+    return (int(min((pos & in_group).sum(), (pos & ~in_group).sum())),
+            int(min((~pos & in_group).sum(), (~pos & ~in_group).sum())))
+
+
 def _sample_set(pool: pd.DataFrame, n_pos: int, n_neg: int, p_pos: float, p_neg: float,
                 keys: tuple, seed: int, in_group: pd.Series) -> pd.DataFrame:
     parts = []
@@ -192,8 +200,7 @@ def build_prevalence_splits(
         sets: dict[str, pd.DataFrame] = {}
         for name, pool in pools.items():
             ing = ing_all.loc[pool.index]
-            cap_pos = int(min(((pool.target == 1) & ing).sum(), ((pool.target == 1) & ~ing).sum()))
-            cap_neg = int(min(((pool.target == 0) & ing).sum(), ((pool.target == 0) & ~ing).sum()))
+            cap_pos, cap_neg = _caps(pool, ing)
             npos = n_pos if (n_pos is not None and name == "train") else cap_pos
             nneg = n_neg if (n_neg is not None and name == "train") else cap_neg
             if name == "val" and n_pos is not None:
@@ -203,9 +210,7 @@ def build_prevalence_splits(
             sets[name] = _sample_set(pool, npos, nneg, p, p_neg, (name, f), seed, ing)
         ing_t = ing_all.loc[test_pool.index]
         test_ood = test_pool[((test_pool.target == 1) & ~ing_t) | ((test_pool.target == 0) & ing_t)]
-        cap_pos = int(min(((test_pool.target == 1) & ing_t).sum(), ((test_pool.target == 1) & ~ing_t).sum()))
-        cap_neg = int(min(((test_pool.target == 0) & ing_t).sum(), ((test_pool.target == 0) & ~ing_t).sum()))
-        test_iid = _sample_set(test_pool, cap_pos, cap_neg, p, p_neg, ("test", f), seed, ing_t)
+        test_iid = _sample_set(test_pool, *_caps(test_pool, ing_t), p, p_neg, ("test", f), seed, ing_t)
         out.append(PrevalenceSplit(f, p, sets["train"], sets["val"], test_iid, test_ood, column, group))
         logger.debug("fold %d p=%.2f: train %d, val %d, test_iid %d, test_ood %d", f, p,
                      len(sets["train"]), len(sets["val"]), len(test_iid), len(test_ood))
