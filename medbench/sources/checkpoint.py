@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 _PREFIXES = ("module.", "backbone.", "model.")
 _META_PREPROCESSING = "medbench.preprocessing"
-_META_ARCH = "medbench.arch"
-_META_VARIANT = "medbench.variant"
+META_ARCH = "medbench.arch"
+META_VARIANT = "medbench.variant"
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -180,26 +180,31 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     The file is written atomically and can be read back with ``create_source("checkpoint", ...)``.
     """
-    p = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta: dict[str, str] = {}
+    card = getattr(model, "card", None)
+    if card is not None:
+        meta[_META_PREPROCESSING] = preprocessing_to_json(card.preprocessing)
+        cfg = getattr(getattr(model, "backbone", None), "pretrained_cfg", None) or {}
+        if cfg.get("architecture"):
+            meta[META_ARCH] = str(cfg["architecture"])
+        if cfg.get("variant"):
+            meta[META_VARIANT] = str(cfg["variant"])
+    return write_state_dict(sd, path, metadata=meta)
+
+
+def write_state_dict(
+    sd: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``sd`` atomically as ``.safetensors`` (with string ``metadata``) or with ``torch.save``."""
+    p = Path(path)
     with atomic_path(p) as tmp:
         if p.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            meta: dict[str, str] = {}
-            card = getattr(model, "card", None)
-            if card is not None:
-                meta[_META_PREPROCESSING] = preprocessing_to_json(card.preprocessing)
-                backbone = getattr(model, "backbone", None)
-                arch = (getattr(backbone, "pretrained_cfg", None) or {}).get("architecture")
-                if arch:
-                    meta[_META_ARCH] = str(arch)
-                variant = (getattr(backbone, "pretrained_cfg", None) or {}).get("variant")
-                if variant:
-                    meta[_META_VARIANT] = str(variant)
-            save_file(sd, str(tmp), metadata=meta)
+            save_file(dict(sd), str(tmp), metadata=dict(metadata or {}))
         else:
-            torch.save(sd, tmp)
+            torch.save(dict(sd), tmp)
     return p
 
 
@@ -235,7 +240,7 @@ def _first_conv_chans(sd: Mapping[str, torch.Tensor]) -> int | None:
     return None
 
 
-def _load_checkpoint(
+def _checkpoint_loader(
     card: SourceCard,
     *,
     arch: str,
@@ -244,6 +249,9 @@ def _load_checkpoint(
     weights: str | os.PathLike[str],
     drop_rate: float,
 ) -> nn.Module:
+    meta = read_metadata(weights)
+    if meta.get(META_ARCH) and arch == card.arch:  # the card's default arch yields to the file's own
+        arch = meta[META_ARCH]
     sd = strip_prefixes(read_state_dict(weights))
     saved_chans = _first_conv_chans(sd) or 3
     chans = in_chans if saved_chans == in_chans else model_channels(card, in_chans)
@@ -260,7 +268,7 @@ def _load_checkpoint(
 
     if arch == "resnet50" and is_keras_v1_state_dict(sd):  # e.g. a fine-tuned RadImageNet model
         model = keras_v1_resnet50(num_classes=n, in_chans=chans, drop_rate=drop_rate)
-    elif read_metadata(weights).get(_META_VARIANT) == "keras" and arch in ("densenet121", "inception_v3"):
+    elif meta.get(META_VARIANT) == "keras" and arch in ("densenet121", "inception_v3"):
         from medbench.sources.radimagenet import build_backbone
 
         model = build_backbone(arch, "keras", num_classes=n, in_chans=chans, drop_rate=drop_rate)
@@ -268,13 +276,6 @@ def _load_checkpoint(
         model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
     load_into(model, sd, source=str(weights), keep_head=True)
     return model
-
-
-def _checkpoint_loader(card: SourceCard, **kw: Any) -> nn.Module:
-    meta = read_metadata(kw["weights"])
-    if meta.get(_META_ARCH) and kw["arch"] == card.arch and meta[_META_ARCH] != card.arch:
-        kw["arch"] = meta[_META_ARCH]
-    return _load_checkpoint(card, **kw)
 
 
 CHECKPOINT = register_source(
@@ -291,4 +292,12 @@ CHECKPOINT = register_source(
     )
 )
 
-__all__ = ["read_state_dict", "read_metadata", "load_into", "save_checkpoint", "strip_prefixes", "CHECKPOINT"]
+__all__ = [
+    "read_state_dict",
+    "read_metadata",
+    "load_into",
+    "save_checkpoint",
+    "write_state_dict",
+    "strip_prefixes",
+    "CHECKPOINT",
+]

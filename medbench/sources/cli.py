@@ -45,10 +45,10 @@ def convert_radimagenet_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors (recommended) or .pt file."),
 ) -> None:
     """Convert RadImageNet weights to a timm-named state dict (load it with weights=OUT)."""
-    from medbench.sources.radimagenet import convert_radimagenet, read_radimagenet
+    from medbench.sources.radimagenet import read_radimagenet, write_radimagenet
 
-    arch, variant, _ = read_radimagenet(src)
-    path = convert_radimagenet(src, out)
+    arch, variant, sd = read_radimagenet(src)
+    path = write_radimagenet(arch, variant, sd, out, source=src)
     typer.echo(f"wrote {path} ({arch}, {variant} variant): create_source('radimagenet', arch='{arch}', weights='{path}')")
 
 

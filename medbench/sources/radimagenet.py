@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 _KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")
+_HEADS = ("fc.", "classifier.", "classif.")  # classifier prefixes of the SUPPORTED timm networks
 _RESNET_SEQ = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 _TV_DENSE_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
@@ -90,7 +91,7 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
         ``(arch, variant, state_dict)`` with ``arch`` in :data:`SUPPORTED`, ``variant`` "keras" (the
         network Keras computes) or "torchvision" (timm's own resnet50/densenet121), and timm key names.
     """
-    from medbench.sources.checkpoint import read_metadata, read_state_dict
+    from medbench.sources.checkpoint import META_VARIANT, read_metadata, read_state_dict
     from medbench.sources.keras_resnet import is_keras_v1_state_dict
 
     p = Path(path)
@@ -115,15 +116,11 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
             # timm's network is already TF-faithful: the "torchvision" variant is the plain timm model
             return arch, "torchvision", inception_resnet_v2_state_dict(weights, source=str(p))
         raise InputError(f"{str(p)!r}: no Keras ResNet50/DenseNet121 layers found (first: {list(weights)[:4]})")
-    sd = read_state_dict(p)
-    meta = read_metadata(p)
-    arch, sd = _torch_layout_to_timm(sd, source=str(p))
+    arch, sd = _torch_layout_to_timm(read_state_dict(p), source=str(p))
     if arch == "resnet50":
         variant = "keras" if is_keras_v1_state_dict(sd) else "torchvision"
-    elif arch in ("inception_v3", "inception_resnet_v2"):
-        variant = meta.get("medbench.variant", "torchvision")
     else:
-        variant = meta.get("medbench.variant", "torchvision")
+        variant = read_metadata(p).get(META_VARIANT, "torchvision")
     return arch, variant, sd
 
 
@@ -144,19 +141,24 @@ def build_backbone(arch: str, variant: str, **kwargs: Any) -> nn.Module:
 
 def convert_radimagenet(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
     """Convert RadImageNet weights (``.h5`` or a port) to a timm-named ``.safetensors``/``.pt`` file."""
-    from medbench.utils.files import atomic_path
+    return write_radimagenet(*read_radimagenet(src), dst, source=src)
 
-    arch, variant, sd = read_radimagenet(src)
-    out = Path(dst)
-    sd = {k: v.contiguous() for k, v in sd.items()}
-    with atomic_path(out) as tmp:
-        if out.suffix == ".safetensors":
-            from safetensors.torch import save_file
 
-            save_file(sd, str(tmp), metadata={"medbench.arch": arch, "medbench.variant": variant})
-        else:
-            torch.save(sd, tmp)
-    logger.info("converted %s (%s, %s variant) to %s", src, arch, variant, out)
+def write_radimagenet(
+    arch: str,
+    variant: str,
+    sd: dict[str, torch.Tensor],
+    dst: str | os.PathLike[str],
+    *,
+    source: str | os.PathLike[str] = "",
+) -> Path:
+    """Write what :func:`read_radimagenet` returned as a ``.safetensors`` (arch/variant recorded) or ``.pt``."""
+    from medbench.sources.checkpoint import META_ARCH, META_VARIANT, write_state_dict
+
+    out = write_state_dict(
+        {k: v.contiguous() for k, v in sd.items()}, dst, metadata={META_ARCH: arch, META_VARIANT: variant}
+    )
+    logger.info("converted %s (%s, %s variant) to %s", source, arch, variant, out)
     return out
 
 
@@ -179,17 +181,15 @@ def _loader(
             f"{str(weights)!r} holds RadImageNet {file_arch} weights but arch={arch!r} was asked: "
             f"pass arch={file_arch!r}"
         )
-    has_head = any(k.startswith(("fc.", "classifier.", "classif.")) for k in sd)
-    if num_classes is None and not has_head:
-        raise InputError(
-            f"{str(weights)!r} has no classification head (a 'notop' file): there are no source "
-            f"logits to keep; pass num_classes=0 for features or num_classes=K for a new head"
-        )
-    if num_classes is None:
-        head = next(k for k in sd if k.startswith(("fc.", "classifier.", "classif.")) and k.endswith(".weight"))
+    n = num_classes
+    if n is None:
+        head = next((k for k in sd if k.startswith(_HEADS) and k.endswith(".weight")), None)
+        if head is None:
+            raise InputError(
+                f"{str(weights)!r} has no classification head (a 'notop' file): there are no source "
+                f"logits to keep; pass num_classes=0 for features or num_classes=K for a new head"
+            )
         n = int(sd[head].shape[0])
-    else:
-        n = num_classes
     model = build_backbone(arch, variant, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
     load_into(model, sd, source=str(weights), keep_head=True)
     return model
