@@ -175,16 +175,13 @@ class SourceCard:
             changes["channel_policy"] = channel_policy
         return dataclasses.replace(self, **changes) if changes else self
 
-    def _weights_text(self) -> str:
-        return _weights_source(self)
-
     def summary(self) -> dict[str, str]:
         """Flat string fields for tables and reports."""
         p = self.preprocessing
         return {
             "name": self.name,
             "arch": self.arch if self.arch_choices is None else "|".join(self.arch_choices),
-            "weights": self._weights_text(),
+            "weights": _weights_source(self),
             "input": f"{p.channel_order} {p.input_range[0]:g}..{p.input_range[1]:g}",
             "mean/std": f"{_fmt(p.mean)} / {_fmt(p.std)}",
             "preprocessing": p.name,

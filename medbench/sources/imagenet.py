@@ -22,12 +22,19 @@ HUB_PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def build_timm(arch: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names."""
+def check_timm_arch(arch: str) -> None:
+    """Raise :class:`InputError` (with close matches) when ``arch`` is not a timm architecture."""
     import timm
 
     if not timm.is_model(arch):
         raise InputError(f"unknown timm architecture {arch!r}: {did_you_mean(arch, timm.list_models())}")
+
+
+def build_timm(arch: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names."""
+    import timm
+
+    check_timm_arch(arch)
     return timm.create_model(arch, **kwargs)
 
 
@@ -77,7 +84,7 @@ def _imagenet_loader(
         model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
         load_into(model, read_state_dict(weights), source=str(weights), keep_head=True)
         return model, _card_for(card, model)
-    build_timm(arch, pretrained=False, num_classes=0)  # validates the name before any download
+    check_timm_arch(arch)  # before any download
     if not hub_offline() and not hub_reachable():
         raise OfflineError(_offline_message(arch, f"no connection within {HUB_PROBE_TIMEOUT_S:g} s"))
     try:
