@@ -50,6 +50,11 @@ def evaluate_predictions(
         ``{"per_source": DataFrame, "subgroups": {column: DataFrame}, "pairwise": DataFrame,
         "reliability": {source: DataFrame}}``.
     """
+    return _evaluate_frame(_select(pred, split), n_boot=n_boot, seed=seed)
+
+
+def _select(pred: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """The rows of ``split`` with a ``source`` (default "model") and, from ``age``, an ``age_band``."""
     for col in ("label", "prob"):
         if col not in pred.columns:
             raise InputError(f"predictions table lacks column {col!r}; it has {list(pred.columns)}")
@@ -62,6 +67,10 @@ def evaluate_predictions(
         df["source"] = "model"
     if "age" in df.columns and "age_band" not in df.columns:
         df["age_band"] = age_band(df["age"])
+    return df
+
+
+def _evaluate_frame(df: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
     gcol = _group_column(df)
     rows, rel, subgroups = [], {}, {}
     for source, part in df.groupby("source", sort=False):
@@ -88,7 +97,7 @@ def evaluate_predictions(
                                         groups=None if gcol is None else first[gcol].to_numpy()[ok])
             pairs.append({"a": a, "b": b, **res})
     return {"per_source": pd.DataFrame(rows), "subgroups": subgroups, "pairwise": pd.DataFrame(pairs),
-            "reliability": rel, "_frame": df}
+            "reliability": rel}
 
 
 def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "medbench report",
@@ -96,8 +105,9 @@ def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "m
                      notes: list[str] | None = None) -> Path:
     """Evaluate ``pred`` and write ``metrics.json``, CSV tables and ``report.html`` into ``out_dir``."""
     out = Path(out_dir)
-    res = evaluate_predictions(pred, split=split, n_boot=n_boot, seed=seed)
-    per, pairwise, df = res["per_source"], res["pairwise"], res.pop("_frame")
+    df = _select(pred, split)
+    res = _evaluate_frame(df, n_boot=n_boot, seed=seed)
+    per, pairwise = res["per_source"], res["pairwise"]
     metrics = {"split": split, "per_source": per.to_dict(orient="records"),
                "pairwise": pairwise.to_dict(orient="records"),
                "subgroups": {k: v.to_dict(orient="records") for k, v in res["subgroups"].items()}}

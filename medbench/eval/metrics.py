@@ -130,10 +130,10 @@ class AucCI:
         return asdict(self)
 
 
-def _cluster_indices(groups: np.ndarray | None, n: int) -> list[np.ndarray]:
+def _cluster_indices(groups: Sequence[object] | np.ndarray | None, n: int) -> list[np.ndarray]:
     if groups is None:
         return [np.array([i]) for i in range(n)]
-    codes, uniq = pd.factorize(pd.Series(groups).astype(str), sort=True)
+    codes, uniq = pd.factorize(pd.Series(np.asarray(groups)).astype(str), sort=True)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
     return [order[bounds[k] : bounds[k + 1]] for k in range(len(uniq))]
@@ -176,7 +176,7 @@ def bootstrap_auc_ci(
     """
     y_arr, p_arr = _as_binary(y, p)
     point = auc(y_arr, p_arr)
-    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    clusters = _cluster_indices(groups, y_arr.shape[0])
     boots = _bootstrap(lambda idx: _auc_binary(y_arr[idx], p_arr[idx]), clusters, n_boot, seed)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(boots, [a, 1.0 - a])
@@ -202,7 +202,7 @@ def paired_bootstrap_test(
     y_arr, a1 = _as_binary(y, p1)
     _, a2 = _as_binary(y, p2)
     delta = auc(y_arr, a1) - auc(y_arr, a2)
-    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    clusters = _cluster_indices(groups, y_arr.shape[0])
     diffs_arr = _bootstrap(lambda idx: _auc_binary(y_arr[idx], a1[idx]) - _auc_binary(y_arr[idx], a2[idx]),
                            clusters, n_boot, seed)
     a = (1.0 - level) / 2.0
@@ -227,7 +227,7 @@ def permutation_test(
     y_arr, a1 = _as_binary(y, p1)
     _, a2 = _as_binary(y, p2)
     observed = auc(y_arr, a1) - auc(y_arr, a2)
-    clusters = _cluster_indices(None if groups is None else np.asarray(groups), y_arr.shape[0])
+    clusters = _cluster_indices(groups, y_arr.shape[0])
     cluster_of = np.empty(y_arr.shape[0], dtype=np.int64)
     for k, idx in enumerate(clusters):
         cluster_of[idx] = k
