@@ -46,6 +46,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _resolve_workers(workers: int | None) -> int:
+    """``workers`` clamped to at least 1, or :func:`default_workers` when ``None``."""
+    return default_workers() if workers is None else max(1, int(workers))
+
+
 def map_items(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -78,7 +83,7 @@ def map_items(
         from medbench.registry import did_you_mean
 
         raise ValueError(f"unknown executor {executor!r}: {did_you_mean(executor, ['local', 'dask'])}")
-    workers = default_workers() if workers is None else max(1, int(workers))
+    workers = _resolve_workers(workers)
     bar = tqdm(total=len(items), desc=desc or None, disable=not progress, unit="item")
     try:
         if workers == 1 or len(items) <= 1:

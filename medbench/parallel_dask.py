@@ -39,12 +39,11 @@ def dask_map(
         progress: Show a progress bar.
     """
     distributed = optional_import("dask.distributed", extra="scale", purpose="--executor dask")
-    from medbench.parallel import _safe_call, default_workers
+    from medbench.parallel import _resolve_workers, _safe_call
 
     cluster = None
     if scheduler is None:
-        n = default_workers() if workers is None else max(1, int(workers))
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+        cluster = distributed.LocalCluster(n_workers=_resolve_workers(workers), threads_per_worker=1, processes=True,
                                            dashboard_address=None)
         client = distributed.Client(cluster)
     else:
