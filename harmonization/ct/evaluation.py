@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +69,12 @@ def tune_classical(names: Sequence[str], val: Sequence[Case], *,
 
 
 def compare(denoisers: Mapping[str, Denoiser], cases: Sequence[Case], *,
-            window: tuple[float, float] = SOFT_TISSUE) -> pd.DataFrame:
-    """One row per (case, denoiser) with all metrics and the run time; learned models get sinograms."""
+            window: tuple[float, float] = SOFT_TISSUE,
+            outputs: MutableMapping[tuple[str, str], np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per (case, denoiser) with all metrics and the run time; learned models get sinograms.
+
+    ``outputs``, when given, is filled with the denoised volumes by ``(case name, denoiser label)``.
+    """
     rows = []
     for case in cases:
         for label, den in denoisers.items():
@@ -78,6 +82,8 @@ def compare(denoisers: Mapping[str, Denoiser], cases: Sequence[Case], *,
             out = den(case.sim.ld_hu, sinograms=case.sim.sino_ld, n0=case.sim.n0,
                       pixel_mm=case.sim.geometry.pixel_mm)
             dt = time.perf_counter() - t0
+            if outputs is not None:
+                outputs[(case.name, label)] = out
             rows.append({"case": case.name, "denoiser": label, **measure(out, case, window=window),
                          "seconds": dt})
     return pd.DataFrame(rows)

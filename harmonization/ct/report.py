@@ -88,7 +88,8 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
     val = make_cases(1, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="val")
     test = make_cases(n_volumes, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="test")
     dens = build_denoisers(names, val, checkpoint=checkpoint, redcnn_checkpoint=redcnn_checkpoint, window=window)
-    table = compare(dens, test, window=window)
+    outputs: dict[tuple[str, str], np.ndarray] = {}
+    table = compare(dens, test, window=window, outputs=outputs)
     summary = summarise(table)
     paths = {"metrics": out / "metrics.csv", "summary": out / "summary.csv", "json": out / "metrics.json",
              "report": out / "report.html"}
@@ -102,8 +103,7 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                                       "pixel_mm": geometry.pixel_mm, "seed": seed})
     case = next((c for c in test if c.info.flat_rois), test[0])  # one with flat ROIs for the NPS
     z = case.sim.ld_hu.shape[0] // 2
-    outs = {n: d(case.sim.ld_hu, sinograms=case.sim.sino_ld, n0=case.sim.n0, pixel_mm=geometry.pixel_mm)
-            for n, d in dens.items()}
+    outs = {n: outputs[(case.name, n)] for n in dens}  # computed by compare, not denoised again
     rep = HtmlReport("Low-dose CT denoising", subtitle=f"N0 = {n0:g}, {geometry.n_views} views, {size} px")
     rep.heading("Summary").text(
         f"Held-out synthetic phantoms ({n_volumes} volumes x {n_slices} slices). Reference: noise-free "
