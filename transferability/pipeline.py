@@ -92,6 +92,7 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
     """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches."""
     path = run_dir / "features" / f"{_slug(spec)}.npz"
     uids = np.asarray([str(m.get("uid", "")) for m in dataset.meta.to_dict("records")])
+    out: dict[str, np.ndarray] | None = None
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             cached = {k: z[k] for k in z.files}
@@ -100,10 +101,13 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
         if same and (not fu or "fu" in cached):
             log.info("features of %s: reusing %s", spec, path)
             return cached
+        if same:  # only FU is missing: keep the cached features, compute FU alone
+            out = cached
     name, arch = parse_source(spec)
     model, has_head = _load_model(name, arch, weights, with_head=True)
-    out = extract_features(model, dataset, batch_size=batch_size, device=device, logits=has_head)
-    out["size"] = np.asarray(size)
+    if out is None:
+        out = extract_features(model, dataset, batch_size=batch_size, device=device, logits=has_head)
+        out["size"] = np.asarray(size)
     if fu:
         import torch
 
