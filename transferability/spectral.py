@@ -103,8 +103,9 @@ def artifact_spectrum(confounded: Any, clean: Any | None = None) -> Spectrum:
 def spectral_alignment(a: Spectrum, b: Spectrum, *, exclude_dc: bool = True) -> float:
     """Cosine similarity of two unit-sum radial spectra (``b`` interpolated onto ``a``'s grid)."""
     pa = a.normalised(exclude_dc=exclude_dc)
-    pb_raw = Spectrum(b.freqs, b.normalised(exclude_dc=exclude_dc))
-    pb = pb_raw.power if np.array_equal(a.freqs, b.freqs) else np.interp(a.freqs, b.freqs, pb_raw.power)
+    pb = b.normalised(exclude_dc=exclude_dc)
+    if not np.array_equal(a.freqs, b.freqs):
+        pb = np.interp(a.freqs, b.freqs, pb)
     na, nb = np.linalg.norm(pa), np.linalg.norm(pb)
     if na == 0 or nb == 0:
         raise InputError("a spectrum is all zero (besides DC); nothing to align")
@@ -130,6 +131,11 @@ def _floating(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else x.float()
 
 
+def _long_labels(labels: Any) -> torch.Tensor:
+    """Labels (array or tensor) as a CPU int64 tensor."""
+    return torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels), dtype=torch.long)
+
+
 def _loss(out: torch.Tensor, y: torch.Tensor, objective: str) -> torch.Tensor:
     if objective == "auto":
         objective = "ce" if out.ndim == 2 and out.shape[1] > int(y.max()) and out.shape[1] > 1 else "norm"
@@ -150,7 +156,7 @@ def input_gradients(model: nn.Module, images: torch.Tensor, labels: Any, *, obje
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise InputError("images must be a (N, C, H, W) tensor")
-    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels), dtype=torch.long)
+    y = _long_labels(labels)
     was = model.training
     model.to(device).eval()
     out = []
@@ -181,7 +187,7 @@ def weight_gradient_spectrum(model: nn.Module, images: torch.Tensor, labels: Any
     if layer not in mods or not isinstance(mods[layer], nn.Conv2d):
         raise InputError(f"layer {layer!r} is not a Conv2d of the model")
     w = mods[layer].weight
-    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels), dtype=torch.long)
+    y = _long_labels(labels)
     was = model.training
     model.to(device).eval()
     try:
