@@ -9,15 +9,34 @@ Example:
 
 from __future__ import annotations
 
-from medbench.sources.card import PREPROCESSING, Preprocessing, SourceCard, get_preprocessing
-from medbench.sources.model import SourceModel
-from medbench.sources.registry import (
-    SOURCES,
-    create_source,
-    get_card,
-    list_sources,
-    register_source,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medbench.sources.card import PREPROCESSING, Preprocessing, SourceCard, get_preprocessing
+    from medbench.sources.model import SourceModel
+    from medbench.sources.registry import (
+        SOURCES,
+        create_source,
+        get_card,
+        list_sources,
+        register_source,
+    )
+
+# Re-exports resolved on first use: ``medbench sources`` registers its command through
+# ``medbench.sources.cli``, which must not pay for importing torch.
+_EXPORTS = {
+    "PREPROCESSING": "medbench.sources.card",
+    "Preprocessing": "medbench.sources.card",
+    "SourceCard": "medbench.sources.card",
+    "get_preprocessing": "medbench.sources.card",
+    "SourceModel": "medbench.sources.model",
+    "SOURCES": "medbench.sources.registry",
+    "create_source": "medbench.sources.registry",
+    "get_card": "medbench.sources.registry",
+    "list_sources": "medbench.sources.registry",
+    "register_source": "medbench.sources.registry",
+}
 
 __all__ = [
     "PREPROCESSING",
@@ -31,3 +50,16 @@ __all__ = [
     "list_sources",
     "register_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
