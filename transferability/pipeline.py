@@ -125,8 +125,7 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
 
 def _finetune_auc(table: pd.DataFrame, run_dir: Path, spec: str, *, label: str, size: int, epochs: int,
                   batch_size: int, device: str, seed: int, weights: str | None) -> float:
-    from sklearn.metrics import roc_auc_score
-
+    from medbench.eval.metrics import auc
     from medbench.train.config import TrainConfig
     from medbench.train.experiment import run_experiment
 
@@ -136,10 +135,8 @@ def _finetune_auc(table: pd.DataFrame, run_dir: Path, spec: str, *, label: str, 
                          size=size, cfg=cfg, weights=weights)
     pred = res.fit.predictions
     test = pred[pred["split"] == "test"]
-    if "prob" in test.columns:
-        return float(roc_auc_score(test["label"], test["prob"]))
-    probs = test[[c for c in test.columns if c.startswith("prob_")]].to_numpy()
-    return float(roc_auc_score(test["label"], probs, multi_class="ovr"))
+    probs = test["prob"] if "prob" in test.columns else test[[c for c in test.columns if c.startswith("prob_")]]
+    return auc(test["label"].to_numpy(), probs.to_numpy())  # binary, or macro one-vs-rest
 
 
 def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[str],
