@@ -42,20 +42,15 @@ def mean_balance(
     Returns:
         ``(plus, s)``: ``plus[t]`` True where ``s += g_t - m_prev`` (front slot), and the new sum.
     """
-    s = s.clone()
-    plus = torch.zeros(grads.shape[0], dtype=torch.bool)
-    for t in range(grads.shape[0]):
-        c = grads[t] - m_prev
-        if torch.dot(s, c) < 0:
-            s += c
-            plus[t] = True
-        else:
-            s -= c
-    return plus, s
+    return pair_balance(grads - m_prev, s)
 
 
 def pair_balance(diffs: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sign pair differences ``d = g_first - g_second``; ``plus`` True: first goes front."""
+    """Sign each row ``d`` (e.g. a pair difference ``g_first - g_second``) against ``s``.
+
+    Returns:
+        ``(plus, s)``: ``plus[t]`` True where ``s += d_t`` (first/this one goes front), and the new sum.
+    """
     s = s.clone()
     plus = torch.zeros(diffs.shape[0], dtype=torch.bool)
     for t in range(diffs.shape[0]):
@@ -388,7 +383,6 @@ class GraBSampler(Sampler[int]):
         assert self._sum is not None
         self.m_prev = self._sum / self._count
         self.epochs_balanced += 1
-        self._last_count = self._count
         self._reset_epoch_state()
 
     # ----------------------------------------------------------------- checkpoints/report
@@ -452,8 +446,3 @@ class PairBalanceSampler(GraBSampler):
 
     name = "pair"
     default_balance = "pair"
-
-
-# CD-GraB ("cdgrab") lives in its own module and builds on the pieces above; importing it here
-# registers it whenever the built-in orderings are loaded.
-from medbench.train import cdgrab as _cdgrab  # noqa: E402,F401

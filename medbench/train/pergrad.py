@@ -10,6 +10,7 @@ minibatch ``.grad`` of a mean-reduced loss.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from medbench.errors import InputError
+from medbench.utils.rng import torch_generator
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -201,7 +203,7 @@ class GradTap:
                 gb = go3.sum(2)
                 k_dim = mod.weight[0].numel()
                 if conv_proj is not None and w_name is not None and k_dim > conv_proj:
-                    proj = projection(w_name, k_dim, conv_proj, seed, a.device)
+                    proj = _shared_projection(w_name, k_dim, conv_proj, seed, a.device)
                     filters = proj.T.reshape(conv_proj, *mod.weight.shape[1:])
                     cols = nn.functional.conv2d(a, filters, None, mod.stride, mod.padding, mod.dilation)
                     gw = torch.bmm(go3, cols.reshape(batch, conv_proj, -1).transpose(1, 2))
@@ -219,10 +221,13 @@ class GradTap:
 
 def projection(name: str, k_dim: int, r: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Seeded Gaussian map ``(k_dim, r)`` scaled by ``1/sqrt(r)`` (inner products kept in expectation)."""
-    from medbench.utils.rng import torch_generator
-
     g = torch_generator(seed, "conv-projection", name, k_dim, r)
     return (torch.randn(k_dim, r, generator=g) / r**0.5).to(device)
+
+
+# The maps depend only on their arguments; the per-step gradient paths reuse them (read-only)
+# instead of redrawing and copying one to the device for every layer at every step.
+_shared_projection = functools.lru_cache(maxsize=512)(projection)
 
 
 def project_conv_grads(
@@ -244,7 +249,7 @@ def project_conv_grads(
     for name, g in grads.items():
         if name in convs and g[0].numel() // g.shape[1] > r and g.ndim == 5:
             k_dim = g[0, 0].numel()
-            out[name] = g.reshape(g.shape[0], g.shape[1], k_dim) @ projection(name, k_dim, r, seed, g.device)
+            out[name] = g.reshape(g.shape[0], g.shape[1], k_dim) @ _shared_projection(name, k_dim, r, seed, g.device)
         else:
             out[name] = g
     return out
