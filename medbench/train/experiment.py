@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medbench.data.splits import train_val_test
 from medbench.errors import InputError
 from medbench.train.config import TrainConfig
 from medbench.train.engine import FitResult, fit
 from medbench.utils.files import atomic_path, hash_id, write_json_atomic
-from medbench.utils.rng import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -121,20 +121,10 @@ def assign_splits(
         return s
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise InputError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in (0, 1) and sum below 1")
-    try:
-        from medbench.data.splits import train_val_test
-    except ModuleNotFoundError:
-        return _hash_split(df["patient_hash"], val_frac, test_frac, seed)
     return pd.Series(
         np.asarray(train_val_test(df, group="patient_hash", val=val_frac, test=test_frac, seed=seed)),
         index=df.index, name="split",
     )
-
-
-def _hash_split(groups: pd.Series, val: float, test: float, seed: int) -> pd.Series:
-    """Patient-grouped split by a seeded hash of the group (used until medbench.data.splits exists)."""
-    u = np.array([derive_seed(seed, "split", g) / 2.0**63 for g in groups])
-    return pd.Series(np.where(u < test, "test", np.where(u < test + val, "val", "train")), index=groups.index)
 
 
 @dataclass
