@@ -78,6 +78,7 @@ from medbench.train.optim import (
     build_optimizer,
     build_scheduler,
     current_lr,
+    eval_mode,
     frozen_backbone,
     scheduler_state,
     set_train_mode,
@@ -223,13 +224,8 @@ class _Trainer:
     @torch.no_grad()
     def _probe_outputs(self) -> int:
         x = first_image(self.train_ds)[None].to(self.device)
-        modes = [m.training for m in self.model.modules()]
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             out = self.model(x)
-        finally:
-            for m, mode in zip(self.model.modules(), modes, strict=True):
-                m.training = mode
         return 1 if out.ndim == 1 else int(out.shape[-1])
 
     def start(self) -> None:

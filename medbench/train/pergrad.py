@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from medbench.errors import InputError
+from medbench.train.optim import eval_mode
 from medbench.utils.rng import torch_generator
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,14 +77,9 @@ def per_example_grads(
         out = functional_call(model, ({**p, **rest}, buffers), (x.unsqueeze(0),))
         return loss_fn(out, y.unsqueeze(0))
 
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         fn = vmap(grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)
         return fn(chosen, inputs, targets)
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def flatten_grads(grads: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from medbench.train import dist
 from medbench.train.batching import EvalDataset, collate_eval
 from medbench.train.dist import amp_dtype, resolve_device
+from medbench.train.optim import eval_mode
 from medbench.utils.files import atomic_path
 
 PREDICTIONS = "predictions.parquet"
@@ -81,22 +82,19 @@ def infer(
     keep_meta: Sequence[str] = (),
     progress: bool = False,
     desc: str = "predict",
-    shard: bool | None = None,
 ) -> Inference:
     """Run ``model`` in eval mode over ``dataset``; its train/eval mode is restored afterwards.
 
-    Under torchrun (``shard`` None = whenever a process group of several ranks is up) each rank
-    runs a ``DistributedSampler`` shard and the ``(index, outputs)`` of all ranks are gathered and
+    Under torchrun (whenever a process group of several ranks is up) each rank runs a
+    ``DistributedSampler`` shard and the ``(index, outputs)`` of all ranks are gathered and
     de-duplicated by dataset index (the sampler pads with repeats), so every rank returns the
     whole dataset once, in dataset order. All ranks must then call it together.
     """
     dev = resolve_device(device)
     world = dist.world_size()
-    if shard is None:
-        shard = world > 1
     eval_ds = EvalDataset(dataset, keep_meta)
     sampler = None
-    if shard and world > 1:
+    if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(eval_ds, num_replicas=world, rank=dist.rank(), shuffle=False, drop_last=False)
@@ -110,10 +108,8 @@ def infer(
         pin_memory=dev.type == "cuda",
         generator=torch.Generator(),  # the loader's base seed must not consume the global RNG
     )
-    modes = [m.training for m in model.modules()]
-    model.eval()
     logits, labels, uids, metas = [], [], [], []
-    try:
+    with eval_mode(model):
         for x, y, uid, meta in tqdm(loader, desc=desc, disable=not progress, leave=False):
             x = x.to(dev, non_blocking=True)
             if channels_last:
@@ -124,9 +120,6 @@ def infer(
             labels.append(y)
             uids.extend(uid)
             metas.extend(meta)
-    finally:
-        for m, mode in zip(model.modules(), modes, strict=True):
-            m.training = mode
     if sampler is not None:
         return _gather(list(iter(sampler)), logits, labels, uids, metas)
     if not logits:
