@@ -115,9 +115,14 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.num_workers < 0:
             raise InputError("TrainConfig.checkpoint_every and num_workers must be >= 0")
         if self.sparsity is not None:
-            parts = str(self.sparsity).split(":")
-            if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
-                raise InputError(f"TrainConfig.sparsity={self.sparsity!r}: use an N:M pattern such as '2:4'")
+            from medbench.train.nm_mask import parse_pattern  # the parser the sparsity hooks use
+
+            try:
+                parse_pattern(str(self.sparsity))
+            except InputError as exc:
+                raise InputError(
+                    f"TrainConfig.sparsity={self.sparsity!r}: use an N:M pattern such as '2:4' ({exc})"
+                ) from None
 
     @property
     def early_stopping(self) -> bool:

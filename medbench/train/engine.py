@@ -142,8 +142,10 @@ class _Trainer:
     def __init__(
         self, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
         out_dir: Path, hooks: Sequence[TrainHook], head: nn.Module | None,
+        run_info: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.out, self.train_ds, self.val_ds, self.head = cfg, out_dir, train_ds, val_ds, head
+        self.run_info = dict(run_info or {})
         self.ckpt_dir = out_dir / "checkpoints"
         self.device = dist.init_from_env(cfg.device)
         self.world = dist.world_size()
@@ -182,8 +184,7 @@ class _Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.p = _Progress()
-        self._ran_nothing = False  # set when the folder holds a finished run
-        self.run_info: dict[str, Any] = {}
+        self._ran_nothing = False  # set by start() when the folder holds a finished run
 
     # ----------------------------------------------------------------- set-up and resume
     def _make_sampler(self) -> Any:
@@ -238,6 +239,7 @@ class _Trainer:
         else:
             if self.cfg.seed is not None:
                 torch.manual_seed(self.cfg.seed)
+        self._ran_nothing = self.p.finished
         if dist.is_main():
             write_config(self.out, self.cfg, self._resolved(), self.run_info)
         dist.barrier()
@@ -527,10 +529,8 @@ def fit(
     dist.init_from_env(cfg.device)
     log_ctx = run_log(out / "train.log") if dist.is_main() else contextlib.nullcontext()
     with log_ctx, frozen_backbone(model, cfg.linear_probe) as head:
-        trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head)
-        trainer.run_info = dict(run_info or {})
+        trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head, run_info)
         trainer.start()
-        trainer._ran_nothing = trainer.p.finished
         t0 = time.perf_counter()
         trainer.run()
         logger.info("training done in %.1f s (%d epochs, best epoch %d)", time.perf_counter() - t0,
