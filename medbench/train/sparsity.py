@@ -357,7 +357,7 @@ class STEPHook(NMHook):
     def summary(self) -> dict[str, Any]:
         opt = self.optimizer
         return {
-            **super().summary(), "lambda_w": self.lambda_w, **{k: v for k, v in self.adam_options.items()},
+            **super().summary(), "lambda_w": self.lambda_w, **self.adam_options,
             "switch_step": opt.switch_step if opt else None,
             "switch_reason": opt.switch_reason if opt else None,
             "steps": opt.t if opt else 0,
