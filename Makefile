@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test quick lint bench
 
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,10 @@ demo: install
 	$(VENV)/bin/medbench demo --out runs/demo
 
 test: install
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+quick: install
+	$(PY) -m pytest -n 2 --dist loadgroup -m 'not slow' --durations=10
