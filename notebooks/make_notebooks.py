@@ -15,20 +15,16 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = """\
-%matplotlib inline
-import json, logging, time
-import warnings
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import torch
-from IPython.display import display
-
-warnings.filterwarnings("ignore", category=UserWarning)
-logging.basicConfig(level=logging.WARNING)
-T0 = time.perf_counter()"""
+def setup(*extra: str) -> str:
+    """The first code cell: imports (only the ``extra`` third-party ones a notebook uses), quiet logs."""
+    third_party = {"numpy": "import numpy as np", "pandas": "import pandas as pd", "torch": "import torch"}
+    lines = ["import matplotlib.pyplot as plt", *(third_party[name] for name in extra),
+             "from IPython.display import display"]
+    return "\n".join(["%matplotlib inline", "import json", "import logging", "import time", "import warnings",
+                      "", *lines, "",
+                      'warnings.filterwarnings("ignore", category=UserWarning)',
+                      "logging.basicConfig(level=logging.WARNING)",
+                      "T0 = time.perf_counter()"])
 
 
 def md(text: str):
@@ -57,7 +53,7 @@ split, a few epochs) with two sources: a randomly initialised tiny ResNet and th
 EfficientNet-Lite0. The numbers are noisy at this size; the full protocol uses 5 splits and
 `ps = [0, .1, .2, .5, .8, 1]` (`medbench audit -c audit.yaml`).
 """),
-    code(SETUP),
+    code(setup()),
     code("""
 from confounders.audit import AuditConfig, load_data, run_audit
 from confounders.audit_report import auc_vs_p_figure, examples_figure, plain_summary
@@ -100,7 +96,8 @@ display(result.summary[cols].round(3))
 ## AUC vs p (the paper's figure)
 
 Solid: i.i.d., dashed: o.o.d., dotted: clean. A source that learns the tag keeps a high i.i.d. AUC
-while its o.o.d. AUC falls with p (below 0.5: the tag now points to the wrong class); the clean
+while its o.o.d. AUC falls with p (below 0.5: the tag now points to the wrong class)
+the clean
 AUC shows how much of the lesion it learned besides.
 """),
     code("""
@@ -141,11 +138,12 @@ are three sources:
 - `imagenet-lite0`: EfficientNet-Lite0 with its genuine ImageNet weights.
 
 We compute feature metrics (LogME, H-score, SFDA, PARC, LP, ...), the gradient metric FU and the
-paper's score min-max(LP) x min-max(FU); then fine-tune every source briefly and check how well each
+paper's score min-max(LP) x min-max(FU)
+then fine-tune every source briefly and check how well each
 metric ranks the sources (weighted Kendall tau). With three sources and a tiny fine-tuning budget
 the ranking is a demonstration, not evidence.
 """),
-    code(SETUP),
+    code(setup("numpy", "pandas", "torch")),
     code("""
 from medbench.data.dataset import ArrayDataset
 from medbench.data.synthetic import make_cxr
@@ -200,7 +198,8 @@ display(wide.round(3))
 scaled = wide.sub(wide.min(axis=1), axis=0).div((wide.max(axis=1) - wide.min(axis=1)).replace(0, 1), axis=0)
 fig, ax = plt.subplots(figsize=(8, 3.2))
 scaled.plot.bar(ax=ax)
-ax.set_ylabel("min-max scaled score"); ax.set_title("which source each metric prefers (1 = best)")
+ax.set_ylabel("min-max scaled score")
+ax.set_title("which source each metric prefers (1 = best)")
 fig.tight_layout()
 display(fig)
 plt.close(fig)
@@ -286,12 +285,19 @@ This notebook uses the synthetic vendor looks of `medbench.data.vendors` (48 px,
 classifier and a short GDCE run, so that it runs on a CPU in about a minute) and compares GDCE with
 classical baselines by the reference classifier's AUC on the vendor's held-out images.
 """),
-    code(SETUP),
+    code(setup("numpy", "pandas", "torch")),
     code("""
 from harmonization.xray.baselines import create_harmonizer
 from harmonization.xray.curves import curve_values, fit_curve_to_map
-from harmonization.xray.evaluate import (PerVendorGDCE, curves_figure, evaluate_methods, gdce_transform,
-                                         histograms_figure, predict_proba, train_classifier)
+from harmonization.xray.evaluate import (
+    PerVendorGDCE,
+    curves_figure,
+    evaluate_methods,
+    gdce_transform,
+    histograms_figure,
+    predict_proba,
+    train_classifier,
+)
 from harmonization.xray.features import random_conv_features
 from harmonization.xray.gdce import GDCEConfig, fit_gdce
 from medbench.data.synthetic import make_cxr
@@ -318,11 +324,14 @@ One linear image (with its detector noise) through each vendor's curve, and the 
 fig, ax = plt.subplots(1, len(vendors) + 2, figsize=(2.2 * (len(vendors) + 2), 2.6))
 for a, v in zip(ax, ["RefVendor", *vendors]):
     img, _ = make_cxr(1, size=SIZE, seed=5, vendor=v)
-    a.imshow(img[0], cmap="gray", vmin=0, vmax=1); a.set_title(v, fontsize=9); a.axis("off")
+    a.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    a.set_title(v, fontsize=9)
+    a.axis("off")
 grid = np.linspace(0, 1, 101)
 for v in ["RefVendor", *vendors]:
     ax[-1].plot(grid, VENDOR_CURVES[VENDORS[v].curve](grid), label=VENDORS[v].curve)
-ax[-1].set_title("vendor curves", fontsize=9); ax[-1].legend(fontsize=6)
+ax[-1].set_title("vendor curves", fontsize=9)
+ax[-1].legend(fontsize=6)
 fig.tight_layout()
 display(fig)
 plt.close(fig)
@@ -429,10 +438,10 @@ for a fair baseline) with the bundled small RED-CNN and two-stage (projection + 
 models, on a held-out phantom: PSNR/SSIM/RMSE in a soft-tissue window, noise SD in flat regions,
 and MTF50 at an edge, so that blurring is not mistaken for denoising.
 """),
-    code(SETUP),
+    code(setup("numpy")),
     code("""
 from harmonization.ct.denoisers import create_denoiser
-from harmonization.ct.evaluation import Case, comparison_figure, compare, summarise, tune_classical
+from harmonization.ct.evaluation import Case, compare, comparison_figure, summarise, tune_classical
 from harmonization.ct.phantoms import make_phantom_volume
 from harmonization.ct.quality import edge_mtf
 from harmonization.ct.simulate import simulate_low_dose
@@ -461,11 +470,15 @@ Full-dose (noise-free) FBP, the low-dose sinogram and the low-dose FBP of one sl
     code("""
 z = sim.fd_hu.shape[0] // 2
 fig, ax = plt.subplots(1, 3, figsize=(10, 3.4))
-ax[0].imshow(sim.fd_hu[z], cmap="gray", vmin=-160, vmax=240); ax[0].set_title("full-dose FBP")
-ax[1].imshow(sim.sino_ld[z], cmap="gray", aspect="auto"); ax[1].set_title("low-dose sinogram")
-ax[2].imshow(sim.ld_hu[z], cmap="gray", vmin=-160, vmax=240); ax[2].set_title(f"low-dose FBP (N0={N0:g})")
+ax[0].imshow(sim.fd_hu[z], cmap="gray", vmin=-160, vmax=240)
+ax[0].set_title("full-dose FBP")
+ax[1].imshow(sim.sino_ld[z], cmap="gray", aspect="auto")
+ax[1].set_title("low-dose sinogram")
+ax[2].imshow(sim.ld_hu[z], cmap="gray", vmin=-160, vmax=240)
+ax[2].set_title(f"low-dose FBP (N0={N0:g})")
 for a in ax:
-    a.set_xticks([]); a.set_yticks([])
+    a.set_xticks([])
+    a.set_yticks([])
 fig.tight_layout()
 display(fig)
 plt.close(fig)
@@ -492,7 +505,8 @@ print("L1 per epoch:", np.round(load_checkpoint(quick_path)["meta"]["history"], 
     md("""
 ## Denoisers
 
-Classical ones are tuned (PSNR on the validation phantom); the learned ones are the model just
+Classical ones are tuned (PSNR on the validation phantom)
+the learned ones are the model just
 trained and the bundled checkpoints (trained on other phantoms at the same dose). The learned
 models receive the low-dose sinograms too.
 """),
@@ -510,7 +524,8 @@ display(summary[["denoiser", "psnr", "ssim", "rmse", "noise_sd", "mtf50", "mtf50
     md("""
 ## Side by side
 
-Top: the slice after each denoiser (soft-tissue window); bottom: difference to the full-dose image.
+Top: the slice after each denoiser (soft-tissue window)
+bottom: difference to the full-dose image.
 Structure in the difference images is lost detail, not noise.
 """),
     code("""
