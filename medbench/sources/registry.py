@@ -24,7 +24,7 @@ _BUILTIN_MODULES = (
     "medbench.sources.imagenet",
     "medbench.sources.efficientnet_lite",
     "medbench.sources.radimagenet",
-    "medbench.sources.checkpoint",
+    "medbench.sources.checkpoint_source",
 )
 _loaded = False
 
