@@ -93,6 +93,7 @@ def environment() -> dict[str, Any]:
         except Exception as exc:  # report any import failure, not only ImportError
             missing[name] = f"{type(exc).__name__}: {exc}"[:300]
     env["missing_modules"] = missing
+    env["carried_wheels"] = os.environ.get("GPU_CHECK_WHEELS", "").split()
     return env
 
 

@@ -26,7 +26,10 @@
 # device image lacks blocked, 2025-12): none; summary.json's environment.missing_modules lists any
 # needed module that is absent there, naming the wheel to carry. wheels/ is gitignored; keep it
 # small (the carried tree must stay under 64 MiB) and hold one version of each package.
-# A rerun of selected steps:  run(command="bash benchmarks/gpu_check.sh --steps gpu", ...)
+# Worst case the call lasts budget + 60 s plus the machine's start (1-2 min): about 8 minutes of
+# the 15. A rerun of selected steps in what is left, e.g. only the benchmark:
+#   run(command="GPU_CHECK_BUDGET=200 bash benchmarks/gpu_check.sh --steps gpu", timeout_s=300, carry=[])
+# ($OUT comes back with the files listed above; summary.json is the one to read first.)
 #
 # CPU rehearsal here:  PYTHON=/work/main/.venv/bin/python bash benchmarks/gpu_check.sh --small
 # (writes into benchmarks/results/gpu_check/ when $OUT is unset). Extra arguments go to gpu_check.py.
@@ -49,6 +52,7 @@ if ((${#wheels[@]})); then
     done
     echo "unpacked ${#wheels[@]} wheel(s) into $SITE"
 fi
+export GPU_CHECK_WHEELS="${wheels[*]}"  # recorded in summary.json
 export PYTHONPATH="$PWD$site_path${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 MPLBACKEND=Agg
 
