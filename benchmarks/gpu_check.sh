@@ -23,8 +23,8 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d wheels pydicom==3.0.2
 #   run(command="bash benchmarks/gpu_check.sh", timeout_s=480, carry=["wheels"])
 # Measured minimal set (imports of the CUDA tests, gpu.py and confounders.py with every module the
-# device image lacks blocked, 2025-12): none; summary.json's environment.missing_modules lists any
-# needed module that is absent there, naming the wheel to carry. wheels/ is gitignored; keep it
+# device image lacks blocked, 2026-12): none; summary.json's environment.missing_modules lists any
+# needed module that is absent there (carry its wheel and its own needs). wheels/ is gitignored; keep it
 # small (the carried tree must stay under 64 MiB) and hold one version of each package.
 # Worst case the call lasts budget + 60 s plus the machine's start (1-2 min): about 8 minutes of
 # the 15. A rerun of selected steps in what is left, e.g. only the benchmark:
