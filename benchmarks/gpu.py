@@ -1,7 +1,7 @@
 """Benchmark: the engine's GPU data path, switch by switch, against a plain fp32 training loop.
 
 Run:  .venv/bin/python benchmarks/gpu.py [--arch resnet18] [--size 224] [--batch-size 64] [--n 1024]
-      [--epochs 2] [--json out.json]
+      [--epochs 2] [--sparse-features 4096] [--json out.json]
 
 In one process it measures training images/s of
 
@@ -24,6 +24,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,18 @@ def sparse_inference(features: int = 4096, layers: int = 4, batch: int = 4096, r
     dense = model.to(device="cuda", dtype=torch.float16).eval()
     dense_rate = rate(dense)
     converted = to_semi_structured(dense)
-    sparse_rate = rate(dense) if converted else float("nan")
+    sparse_rate = rate(dense) if converted else float("nan")  # ``dense`` now holds the converted layers
     return {"supported": True, "layers_converted": len(converted), "dense_samples_per_s": dense_rate,
             "sparse_samples_per_s": sparse_rate, "speedup": sparse_rate / dense_rate}
+
+
+def _write(path: Path | None, result: dict[str, Any]) -> None:
+    """Write ``result`` as JSON to ``path`` (if given) through a temporary file, so it is never half-written."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--n", type=int, default=1024, help="training images per epoch")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--sparse-features", type=int, default=4096, help="2:4 benchmark: Linear width")
+    ap.add_argument("--sparse-layers", type=int, default=4, help="2:4 benchmark: Linear layers")
+    ap.add_argument("--sparse-batch", type=int, default=4096, help="2:4 benchmark: samples per forward")
+    ap.add_argument("--sparse-reps", type=int, default=50, help="2:4 benchmark: timed forwards")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the results here (rewritten after every measured configuration)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -136,32 +151,40 @@ def main(argv: list[str] | None = None) -> int:
     x, y = _data(args.n, args.size)
     run = (args.arch, x, y, args.batch_size, args.epochs)
     off = {"amp": "none", "channels_last": False, "compile": False}
-    rows: list[tuple[str, float]] = [
-        ("plain loop fp32", plain_loop(*run, pinned=False)),
-        ("plain loop fp32 + pinned/non_blocking", plain_loop(*run, pinned=True)),
-        ("engine fp32 (all off)", engine_rate(*run, **off)),
-        ("engine + amp bf16", engine_rate(*run, **{**off, "amp": "bf16"})),
-        ("engine + amp fp16", engine_rate(*run, **{**off, "amp": "fp16"})),
-        ("engine + channels_last", engine_rate(*run, **{**off, "channels_last": True})),
-        ("engine + compile", engine_rate(*run, **{**off, "compile": True})),
+    configs: list[tuple[str, Callable[[], float]]] = [
+        ("plain loop fp32", lambda: plain_loop(*run, pinned=False)),
+        ("plain loop fp32 + pinned/non_blocking", lambda: plain_loop(*run, pinned=True)),
+        ("engine fp32 (all off)", lambda: engine_rate(*run, **off)),
+        ("engine + amp bf16", lambda: engine_rate(*run, **{**off, "amp": "bf16"})),
+        ("engine + amp fp16", lambda: engine_rate(*run, **{**off, "amp": "fp16"})),
+        ("engine + channels_last", lambda: engine_rate(*run, **{**off, "channels_last": True})),
+        ("engine + compile", lambda: engine_rate(*run, **{**off, "compile": True})),
         ("engine all on (bf16, channels_last, compile)",
-         engine_rate(*run, amp="bf16", channels_last=True, compile=True)),
+         lambda: engine_rate(*run, amp="bf16", channels_last=True, compile=True)),
     ]
+    result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
+                              "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                              "images_per_s": {}, "sparse": None}
+    rows: list[tuple[str, float]] = []
+    for name, measure in configs:
+        rows.append((name, measure()))
+        log.info("%s: %.1f images/s", name, rows[-1][1])
+        result["images_per_s"] = dict(rows)
+        _write(args.json, result)  # after every row: a run stopped by a time limit keeps its figures
     base = rows[0][1]
     width = max(len(name) for name, _ in rows)
     log.info("%s  %10s  %8s", "configuration".ljust(width), "images/s", "vs plain")
     for name, r in rows:
         log.info("%s  %10.1f  %7.2fx", name.ljust(width), r, r / base)
-    sparse = sparse_inference()
+    sparse = sparse_inference(args.sparse_features, args.sparse_layers, args.sparse_batch, args.sparse_reps)
     if sparse["supported"]:
         log.info("2:4 semi-structured inference: %d layers, dense %.0f, sparse %.0f samples/s (%.2fx)",
                  sparse["layers_converted"], sparse["dense_samples_per_s"], sparse["sparse_samples_per_s"],
                  sparse["speedup"])
     else:
         log.info("2:4 semi-structured kernels need CUDA compute capability 8.0+: skipped")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "images_per_s": dict(rows), "sparse": sparse}, indent=2))
+    result["sparse"] = sparse
+    _write(args.json, result)
     return 0
 
 
