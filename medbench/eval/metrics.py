@@ -302,7 +302,8 @@ def _student_t(x: np.ndarray, y: np.ndarray, equal_var: bool) -> np.ndarray:
         se = np.sqrt(vx / nx + vy / ny)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = diff / se
-    return np.where(se > 0, t, np.nan_to_num(np.sign(diff) * np.inf, nan=0.0))
+        degenerate = np.nan_to_num(np.sign(diff) * np.inf, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.where(se > 0, t, degenerate)
 
 
 def permutation_ttest_ind(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10000, seed: int = 0,
