@@ -176,13 +176,17 @@ def test_paired_bootstrap_p_is_never_zero_and_prints_its_floor():
     assert M.format_p(3e-5) == "3e-05" and M.format_p(float("nan")) == "n/a"
 
 
+def _student_t(x: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.ttest_ind(x, z, axis=axis).statistic
+
+
 def test_unpaired_permutation_ttest_exact_and_sampled():
     a = np.array([0.15, 0.21, 0.28, 0.14, 0.07])
     b = np.array([0.40, 0.45, 0.50, 0.35, 0.42])
     res = M.permutation_ttest_ind(a, b)
     # independent: scipy's permutation_test enumerates all C(10, 5) = 252 relabellings
-    ref = stats.permutation_test((a, b), lambda x, z: stats.ttest_ind(x, z).statistic,
-                                 permutation_type="independent", n_resamples=10000)
+    ref = stats.permutation_test((a, b), _student_t, permutation_type="independent", n_resamples=10000,
+                                 vectorized=True)
     assert res["exact"] and res["n_perm"] == 252
     assert res["p_value"] == pytest.approx(ref.pvalue) == pytest.approx(2 / 252)
     assert res["t"] == pytest.approx(stats.ttest_ind(a, b).statistic)
@@ -192,8 +196,8 @@ def test_unpaired_permutation_ttest_exact_and_sampled():
     rng = np.random.default_rng(3)
     x, z = rng.normal(size=8), rng.normal(size=9) + 0.8
     samp = M.permutation_ttest_ind(x, z, n_perm=10000, seed=0)
-    exact_p = stats.permutation_test((x, z), lambda u, v: stats.ttest_ind(u, v).statistic,
-                                     permutation_type="independent", n_resamples=10**6).pvalue
+    exact_p = stats.permutation_test((x, z), _student_t, permutation_type="independent", n_resamples=10**6,
+                                     vectorized=True).pvalue
     sd = np.sqrt(exact_p * (1 - exact_p) / 10000)
     assert not samp["exact"] and abs(samp["p_value"] - exact_p) < 4 * sd + 1 / 10001
     assert samp["p_min"] == pytest.approx(1 / 10001)
