@@ -115,11 +115,12 @@ def comparison_sentences(comparisons: pd.DataFrame, alpha: float = 0.05) -> list
     if comparisons.empty or "p_perm" not in comparisons:
         return out
     for _, r in comparisons.dropna(subset=["p_perm"]).iterrows():
-        better = r.source_a if r.mean_diff > 0 else r.source_b
+        better = ("equal means" if r.mean_diff == 0 else
+                  f"{r.source_a if r.mean_diff > 0 else r.source_b} higher")
         sig = "significant" if r.p_perm < alpha else "not significant"
         p_txt = format_p(r.p_perm, r.get("p_perm_min"), exact=bool(r.get("p_perm_exact", False)))
         line = (f"{r.confounder}, p = {r.p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
-                f"{r.mean_b:.2f} ({better} higher; unpaired permutation t-test over {int(r.n_a)} vs "
+                f"{r.mean_b:.2f} ({better}; unpaired permutation t-test over {int(r.n_a)} vs "
                 f"{int(r.n_b)} splits p = {p_txt}, {sig} at alpha = {alpha:g}")
         if "p_paired" in r and pd.notna(r.p_paired):
             line += f"; paired sign-flip test p = {format_p(r.p_paired)}"
