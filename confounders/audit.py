@@ -8,9 +8,18 @@ three test sets; ``gap = AUC_iid - AUC_ood``. Which positives carry the artifact
 (rank of a uniform number drawn from ``(seed, confounder, uid)``), so the confounded set at a larger
 ``p`` contains the one at a smaller ``p``.
 
-Each finished unit writes one JSON row to ``<out>/units/``; a rerun skips units whose row exists
-with the same settings hash. ``results.csv``, ``summary.csv``, ``comparisons.csv`` and
-``report.html`` are rebuilt from the rows at the end.
+Each finished unit writes its folder ``<out>/units/<unit>/`` (the name carries source, confounder,
+``p<value>`` and split): ``sets.parquet`` (``uid, patient_id, label, set, confounded``, plus ``sex``
+when the data has it and the sampled column for sampled confounders; ``set`` is one of
+:data:`SET_NAMES`), ``predictions.parquet`` (``uid, set, label, prob`` for the three test sets; the
+row's AUCs are recomputable from it) and, last, ``row.json``. A rerun skips units whose
+``row.json`` exists with the same settings hash. ``results.csv``, ``summary.csv``,
+``comparisons.csv`` and ``report.html`` are rebuilt from the rows at the end.
+
+Statistics: AUCs with patient-level bootstrap CIs (``n_boot``, default 1,000), Keras' one-hot AUC
+as an extra column (``auc_*_keras``, the paper's numbers), and the source comparison of
+:mod:`confounders.audit_stats` (the authors' unpaired permutation t-test with ``n_perm``
+relabellings as the headline, the paired sign-flip test as an extra).
 
 Example:
     >>> cfg = AuditConfig(sources=["random"], confounders=["paper-tag"], ps=[0, 0.5, 1], splits=2)
@@ -79,7 +88,10 @@ class AuditConfig:
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
         drop_rate: Dropout before the new head (the paper: 0.5).
         seed: Seeds the artifact selection and (plus the split index) training.
-        n_boot: Bootstrap resamples of the AUC CIs (patient-level).
+        n_boot: Bootstrap resamples of the AUC CIs (patient-level; >= 1,000 keeps the CI bounds
+            stable to about 0.01 between seeds).
+        n_perm: Relabellings of the source comparison (the authors: 10,000; exact when fewer exist).
+        alpha: Significance level the report uses and checks the tests' p-value floor against.
         keep_checkpoints: Keep each unit's training folder (default: removed once its row is saved).
     """
 
@@ -91,7 +103,9 @@ class AuditConfig:
     train: dict[str, Any] = field(default_factory=dict)
     drop_rate: float = 0.5
     seed: int = 0
-    n_boot: int = 200
+    n_boot: int = 1000
+    n_perm: int = 10000
+    alpha: float = 0.05
     keep_checkpoints: bool = False
 
     def __post_init__(self) -> None:
@@ -100,6 +114,10 @@ class AuditConfig:
         self.ps = sorted({check_fraction(p, "p") for p in self.ps})
         if int(self.splits) < 1:
             raise InputError(f"splits must be >= 1; got {self.splits}")
+        if int(self.n_boot) < 0 or int(self.n_perm) < 1:
+            raise InputError(f"n_boot must be >= 0 and n_perm >= 1; got {self.n_boot}, {self.n_perm}")
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise InputError(f"alpha must lie in (0, 1); got {self.alpha}")
         kind = self.data.get("kind", "synthetic")
         if kind not in DATA_KINDS:
             raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
@@ -238,13 +256,21 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
                            positive=d.get("positive", 1), max_splits=splits)
 
 
+#: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
+KERAS_THRESHOLDS = 200
+
+
 def _auc_block(prefix: str, df: pd.DataFrame, n_boot: int, seed: int) -> dict[str, float]:
-    from medbench.eval.metrics import auc, bootstrap_auc_ci
+    from medbench.eval.metrics import auc, bootstrap_auc_ci, keras_auc
 
     y, prob = df["label"].to_numpy(), df["prob"].to_numpy()
     if len(np.unique(y)) < 2:
-        return {f"auc_{prefix}": float("nan"), f"auc_{prefix}_lo": float("nan"), f"auc_{prefix}_hi": float("nan")}
+        nan = float("nan")
+        return {f"auc_{prefix}": nan, f"auc_{prefix}_lo": nan, f"auc_{prefix}_hi": nan, f"auc_{prefix}_keras": nan}
     out = {f"auc_{prefix}": float(auc(y, prob))}
+    # the 2-way softmax as one-hot outputs, flattened (prob of class 0 is 1 - prob of class 1)
+    out[f"auc_{prefix}_keras"] = float(keras_auc(y.astype(int), np.column_stack([1.0 - prob, prob]),
+                                                 num_thresholds=KERAS_THRESHOLDS))
     if n_boot > 0:
         ci = bootstrap_auc_ci(y, prob, groups=df["patient_id"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
         out.update({f"auc_{prefix}_lo": float(ci.lo), f"auc_{prefix}_hi": float(ci.hi)})
@@ -276,14 +302,24 @@ def unit_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, 
     return rows, masks
 
 
-def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    from confounders.sampled import SAMPLED, add_age_band, build_prevalence_splits
+def _sampled_column_group(spec: Any) -> tuple[str, Any]:
+    from confounders.sampled import SAMPLED
 
-    name, kw = _spec_kw(unit.confounder)
+    name, kw = _spec_kw(spec)
     sc = SAMPLED.get(name)
-    column, group = kw.pop("column", sc.column), kw.pop("group", sc.group)
+    column, group = kw.get("column", sc.column), kw.get("group", sc.group)
     if group is None:
         raise InputError(f"sampled confounder {name!r} needs group= (the value of {column!r} that carries p)")
+    return column, group
+
+
+def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from confounders.sampled import add_age_band, build_prevalence_splits
+
+    name, kw = _spec_kw(unit.confounder)
+    column, group = _sampled_column_group(unit.confounder)
+    kw.pop("column", None)
+    kw.pop("group", None)
     meta = data.meta
     if column == "age_band" and column not in meta.columns:
         meta = add_age_band(meta)
@@ -291,26 +327,68 @@ def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[s
     common = dict(column=column, group=group, label_column="label", positive=1, negative=0,
                   n_splits=k, seed=cfg.seed, **kw)
     sp = build_prevalence_splits(meta, p=unit.p, **common)[unit.split]
-    clean = build_prevalence_splits(meta, p=0.5, **common)[unit.split].test_iid
     rows = {"train": sp.train.index.to_numpy(), "val": sp.val.index.to_numpy(),
             "test": sp.test_iid.index.to_numpy(), "ood": sp.test_ood.index.to_numpy(),
-            "clean": clean.index.to_numpy()}
+            "clean": sp.test_clean.index.to_numpy()}
     return rows, {s: np.zeros(len(r), dtype=bool) for s, r in rows.items()}
 
 
+#: Names of the unit's sets in ``sets.parquet``/``predictions.parquet`` (keys of :func:`unit_sets`).
+SET_NAMES: dict[str, str] = {"train": "train", "val": "val", "test": "test_iid", "ood": "test_ood",
+                             "clean": "test_clean"}
+
+
+def unit_plan(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: int = 0
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`unit_sets` as trained: without the last training image when it would form a batch
+    of one (it breaks BatchNorm in training mode)."""
+    rows, masks = unit_sets(unit, cfg, data)
+    if batch_size and len(rows["train"]) % batch_size == 1 and len(rows["train"]) > 1:
+        logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(rows["train"]))
+        rows["train"], masks["train"] = rows["train"][:-1], masks["train"][:-1]
+    return rows, masks
+
+
+def sets_table(unit: Unit, data: AuditData, rows: dict[str, np.ndarray],
+               masks: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The unit's ``sets.parquet``: one row per (set, image) with ``uid, patient_id, label, set,
+    confounded`` (+ ``sex`` when present and the sampled column). ``confounded`` is "carries the
+    artifact" for pixel confounders and "is in the sampled group" (e.g. female) for sampled ones."""
+    sampled = is_sampled(unit.confounder)
+    column = group = None
+    if sampled:
+        column, group = _sampled_column_group(unit.confounder)
+    meta = data.meta
+    if column == "age_band" and column not in meta.columns:
+        from confounders.sampled import add_age_band
+
+        meta = add_age_band(meta)
+    extra = [c for c in dict.fromkeys(["sex", column]) if c is not None and c in meta.columns]
+    parts = []
+    for key, name in SET_NAMES.items():
+        part = meta.iloc[rows[key]]
+        frame = pd.DataFrame({"uid": part["uid"].astype(str).to_numpy(),
+                              "patient_id": part["patient_id"].astype(str).to_numpy(),
+                              "label": part["label"].astype(int).to_numpy(), "set": name})
+        frame["confounded"] = (part[column] == group).to_numpy() if sampled else np.asarray(masks[key], bool)
+        for c in extra:
+            frame[c] = part[c].to_numpy()
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
 def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: int = 0,
-                  device: torch.device | None = None) -> tuple[dict[str, Any], int]:
+                  device: torch.device | None = None,
+                  plan: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+                  ) -> tuple[dict[str, Any], int]:
     """The unit's ArrayDatasets "train", "val", "test" (i.i.d.), "ood", "clean" with the artifact
     injected, and the number of confounded training images (-1 for sampled confounders).
 
-    With a CUDA ``device`` the artifacts are injected there (decoded images in, CPU tensors out)."""
+    With a CUDA ``device`` the artifacts are injected there (decoded images in, CPU tensors out).
+    ``plan`` is a precomputed :func:`unit_plan` for the same ``batch_size``."""
     from medbench.data.dataset import ArrayDataset
 
-    rows, masks = unit_sets(unit, cfg, data)
-    if batch_size and len(rows["train"]) % batch_size == 1 and len(rows["train"]) > 1:
-        # a last batch of one image breaks BatchNorm in training mode: leave one image out
-        logger.info("unit %s: dropping 1 of %d training images (last batch of 1)", unit.uid, len(rows["train"]))
-        rows["train"], masks["train"] = rows["train"][:-1], masks["train"][:-1]
+    rows, masks = plan if plan is not None else unit_plan(unit, cfg, data, batch_size=batch_size)
     conf = None if is_sampled(unit.confounder) else build_confounder(unit.confounder, seed=cfg.seed)
     base_spec = None if conf is None else baseline_spec(unit.confounder)
     base = None if base_spec is None else build_confounder(base_spec, seed=cfg.seed)
@@ -338,7 +416,16 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
     return {s: subset(rows[s], masks[s]) for s in rows}, n_conf
 
 
-def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> dict[str, Any]:
+@dataclass
+class UnitOutput:
+    """What one unit produces: its results row, its ``sets.parquet`` and ``predictions.parquet``."""
+
+    row: dict[str, Any]
+    sets: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> UnitOutput:
     """Fine-tune one source on one confounded split and evaluate i.i.d., o.o.d. and clean AUC."""
     from medbench.sources import create_source
     from medbench.train import dist
@@ -350,7 +437,8 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
     key = spec_label(unit.confounder)
     tcfg = TrainConfig.from_dict({**cfg.train_dict(), "seed": cfg.seed + unit.split})
     device = dist.init_from_env(tcfg.device)  # the training device (cuda:LOCAL_RANK under torchrun)
-    sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size, device=device)
+    plan = unit_plan(unit, cfg, data, batch_size=tcfg.batch_size)
+    sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size, device=device, plan=plan)
 
     name, kw = _spec_kw(unit.source)
     with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
@@ -360,18 +448,37 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> di
               run_info={"audit_unit": unit.uid, "p": unit.p})
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
                            "p": unit.p, "split": unit.split}
+    preds = []
     for s in ("test", "ood", "clean"):
         pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=device,
                        keep_meta=("patient_id",))
         row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s], pred, cfg.n_boot,
                               cfg.seed + unit.split))
+        preds.append(pd.DataFrame({"uid": pred["uid"].astype(str), "set": SET_NAMES[s],
+                                   "label": pred["label"].astype(int), "prob": pred["prob"].astype(float)}))
     row["gap"] = row["auc_iid"] - row["auc_ood"]
     hist = getattr(res, "history", None)
     row.update({"n_train": len(sets["train"]), "n_val": len(sets["val"]), "n_test": len(sets["test"]),
                 "n_confounded_train": n_conf,
                 "epochs_run": int(len(hist)) if hist is not None else -1,
                 "seconds": round(time.perf_counter() - t0, 2)})
-    return row
+    return UnitOutput(row, sets_table(unit, data, *plan), pd.concat(preds, ignore_index=True))
+
+
+def unit_dir(out_dir: str | Path, unit: Unit) -> Path:
+    """The unit's folder ``<out>/units/<unit uid>/``."""
+    return Path(out_dir) / "units" / unit.uid
+
+
+def write_unit(folder: Path, output: UnitOutput) -> None:
+    """Write ``sets.parquet`` and ``predictions.parquet``, then ``row.json`` (its presence marks the
+    unit finished), each atomically."""
+    from medbench.utils.files import atomic_path
+
+    for name, df in (("sets", output.sets), ("predictions", output.predictions)):
+        with atomic_path(folder / f"{name}.parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+    write_json_atomic(folder / "row.json", output.row)
 
 
 @dataclass
@@ -386,7 +493,8 @@ class AuditResult:
 
 
 def collect_rows(out_dir: Path) -> pd.DataFrame:
-    rows = [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*.json"))]
+    """All finished units' rows (``units/*/row.json``)."""
+    rows = [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*/row.json"))]
     return pd.DataFrame(rows)
 
 
@@ -421,9 +529,10 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     todo = units(cfg, n_splits)
     done = skipped = 0
     for unit in todo:
-        path = out / "units" / f"{unit.uid}.json"
+        folder = unit_dir(out, unit)
+        path = folder / "row.json"
         h = settings_hash(cfg, unit)
-        if path.is_file():
+        if path.is_file() and all((folder / f).is_file() for f in ("sets.parquet", "predictions.parquet")):
             try:
                 if json.loads(path.read_text()).get("settings_hash") == h:
                     skipped += 1
@@ -433,10 +542,10 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
             logger.info("unit %s: settings changed, recomputing", unit.uid)
         run_dir = out / "runs" / unit.uid
         logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
-        row = run_unit(unit, cfg, data, run_dir)
-        row["settings_hash"] = h
+        output = run_unit(unit, cfg, data, run_dir)
+        output.row["settings_hash"] = h
         if main:
-            write_json_atomic(path, row)
+            write_unit(folder, output)
             if not cfg.keep_checkpoints:
                 shutil.rmtree(run_dir, ignore_errors=True)
         dist.barrier()
@@ -447,7 +556,7 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     results = results[results["unit"].isin(keys)].sort_values(["source", "confounder", "p", "split"])
     results = results.reset_index(drop=True)
     summary = summarise(results)
-    comparisons = compare_sources(results, seed=cfg.seed)
+    comparisons = compare_sources(results, seed=cfg.seed, n_perm=cfg.n_perm, alpha=cfg.alpha)
     result = AuditResult(out, results, summary, comparisons)
     if not main:
         return result
@@ -481,5 +590,5 @@ def run_demo_audit(out_dir: str | Path, *, n: int = 200, size: int = 64,
     """
     cfg = AuditConfig(sources=list(sources), confounders=[confounder or DEMO_TAG], ps=list(ps), splits=splits,
                       data={"kind": "synthetic", "n": n, "size": size, "seed": 0},
-                      train={"epochs": epochs, "batch_size": 32, "device": device}, n_boot=100)
+                      train={"epochs": epochs, "batch_size": 32, "device": device}, n_boot=1000)
     return run_audit(cfg, out_dir, report=report)

@@ -108,16 +108,34 @@ def plain_summary(summary: pd.DataFrame) -> list[str]:
 
 
 def comparison_sentences(comparisons: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """One sentence per source comparison (headline: the unpaired permutation t-test)."""
+    from medbench.eval.metrics import format_p
+
     out = []
     if comparisons.empty or "p_perm" not in comparisons:
         return out
     for _, r in comparisons.dropna(subset=["p_perm"]).iterrows():
-        better = r.source_a if r.mean_diff > 0 else r.source_b
+        better = ("equal means" if r.mean_diff == 0 else
+                  f"{r.source_a if r.mean_diff > 0 else r.source_b} higher")
         sig = "significant" if r.p_perm < alpha else "not significant"
-        out.append(f"{r.confounder}, p = {r.p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
-                   f"{r.mean_b:.2f} ({better} higher; permutation t-test over {int(r.n_splits)} splits "
-                   f"p = {r.p_perm:.3f}, {sig}).")
+        p_txt = format_p(r.p_perm, r.get("p_perm_min"), exact=bool(r.get("p_perm_exact", False)))
+        line = (f"{r.confounder}, p = {r.p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
+                f"{r.mean_b:.2f} ({better}; unpaired permutation t-test over {int(r.n_a)} vs "
+                f"{int(r.n_b)} splits p = {p_txt}, {sig} at alpha = {alpha:g}")
+        if "p_paired" in r and pd.notna(r.p_paired):
+            line += f"; paired sign-flip test p = {format_p(r.p_paired)}"
+        out.append(line + ").")
     return out
+
+
+def floor_warnings(comparisons: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """Warnings for comparisons whose smallest reachable p is not below ``alpha``."""
+    if comparisons.empty or "floor_above_alpha" not in comparisons:
+        return []
+    bad = comparisons[comparisons["floor_above_alpha"].fillna(False).astype(bool)]
+    return [f"{r.confounder}, p = {r.p:g}, {r.source_a} vs {r.source_b}: with {int(r.n_a)} vs {int(r.n_b)} "
+            f"splits the smallest p the test can give is {r.p_perm_min:.4f}, not below alpha = {alpha:g}; "
+            "'not significant' here means nothing. Run more splits." for r in bad.itertuples()]
 
 
 def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: str | Path) -> Path:
@@ -139,9 +157,15 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
     rep.figure(examples_figure(data, cfg), caption="The same images without and with each artifact.")
     if not result.comparisons.empty:
         rep.heading("Source comparison (o.o.d. AUC)")
-        rep.bullets(comparison_sentences(result.comparisons) or ["fewer than 2 splits: no test"])
-        rep.table(result.comparisons, caption="Paired over splits: permutation t-test (exact sign flips) "
-                  "and t-test.")
+        alpha = getattr(cfg, "alpha", 0.05)
+        for w in floor_warnings(result.comparisons, alpha):
+            rep.text(w, css_class="warn")
+        rep.bullets(comparison_sentences(result.comparisons, alpha) or ["fewer than 2 splits: no test"])
+        rep.table(result.comparisons, caption="p_perm (headline, as the authors): unpaired Student t-test "
+                  "over splits, p from permutations of the source labels (exact enumeration when there are "
+                  "at most n_perm relabellings, else (k+1)/(B+1)); p_perm_min: the smallest p the design "
+                  "can reach. p_paired (medbench's extra): exact sign-flip test over matching splits; "
+                  "p_ttest: paired t-test.")
     rep.heading("Summary table")
     rep.table(result.summary)
     rep.heading("All units")

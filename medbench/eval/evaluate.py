@@ -20,6 +20,7 @@ from medbench.eval.metrics import (
     age_band,
     bootstrap_auc_ci,
     ece,
+    format_p,
     paired_bootstrap_test,
     reliability_curve,
     subgroup_auc,
@@ -127,7 +128,10 @@ def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "m
     if len(per) > 1:
         rep.figure(figures.auc_bar_figure(per), caption="AUC per source")
     if not pairwise.empty:
-        rep.heading("Paired comparison").table(pairwise, caption="Paired bootstrap of AUC(a) - AUC(b)")
+        shown = pairwise.assign(p_value=[format_p(p, m) for p, m in zip(pairwise["p_value"], pairwise["p_min"])])
+        rep.heading("Paired comparison").table(
+            shown, caption=f"Paired bootstrap of AUC(a) - AUC(b), {n_boot} resamples; p = 2(k+1)/(B+1), "
+            "so it never reads 0: '< p_min' means no resample crossed zero")
     curves = {s: (p["label"].to_numpy().astype(int), p["prob"].to_numpy()) for s, p in df.groupby("source", sort=False)}
     rep.heading("ROC curves").figure(figures.roc_figure(curves))
     rep.heading("Calibration").figure(figures.reliability_figure(res["reliability"]))

@@ -24,6 +24,8 @@ __all__ = [
     "permutation_test",
     "ttest_folds",
     "permutation_ttest_folds",
+    "permutation_ttest_ind",
+    "format_p",
     "ece",
     "reliability_curve",
     "subgroup_auc",
@@ -196,8 +198,10 @@ def paired_bootstrap_test(
     """Paired bootstrap of ``AUC(p1) - AUC(p2)`` on the same cases.
 
     Returns:
-        ``delta``, CI bounds ``lo``/``hi`` and a two-sided ``p_value`` (twice the smaller tail mass
-        of the bootstrap differences around zero).
+        ``delta``, CI bounds ``lo``/``hi``, a two-sided ``p_value`` and its floor ``p_min``. The
+        p-value is twice the smaller tail count around zero with the +1 correction,
+        ``2 (k + 1) / (B + 1)`` capped at 1, so it is never 0; ``p_min = 2 / (B + 1)`` is the
+        smallest value it can take (print it as "< p_min", see :func:`format_p`).
     """
     y_arr, a1 = _as_binary(y, p1)
     _, a2 = _as_binary(y, p2)
@@ -207,8 +211,10 @@ def paired_bootstrap_test(
                            clusters, n_boot, seed)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(diffs_arr, [a, 1.0 - a])
-    p_val = min(1.0, 2.0 * min((diffs_arr <= 0).mean(), (diffs_arr >= 0).mean()))
-    return {"delta": float(delta), "lo": float(lo), "hi": float(hi), "p_value": float(p_val)}
+    tail = min(int((diffs_arr <= 0).sum()), int((diffs_arr >= 0).sum()))
+    p_val = min(1.0, 2.0 * (tail + 1) / (n_boot + 1))
+    return {"delta": float(delta), "lo": float(lo), "hi": float(hi), "p_value": float(p_val),
+            "p_min": 2.0 / (n_boot + 1)}
 
 
 def permutation_test(
@@ -251,33 +257,116 @@ def ttest_folds(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return {"mean_diff": float(np.mean(a_arr - b_arr)), "t": float(res.statistic), "p_value": float(res.pvalue)}
 
 
+def _tstat_rows(x: np.ndarray) -> np.ndarray:
+    """One-sample t of each row of ``x``; a zero-variance row gives +-inf (0 for a zero mean)."""
+    sd = x.std(axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = x.mean(axis=-1) / (sd / np.sqrt(x.shape[-1]))
+        degenerate = np.sign(x.mean(axis=-1)) * np.inf
+    return np.where(sd > 0, t, np.nan_to_num(degenerate, nan=0.0, posinf=np.inf, neginf=-np.inf))
+
+
 def permutation_ttest_folds(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
                             n_perm: int = 10000) -> dict[str, float]:
-    """Permutation t-test over paired splits (the paper's comparison of two sources).
+    """Paired permutation t-test over splits (random sign flips of the per-split differences).
 
-    The paired t statistic is compared with its distribution under random sign flips of the
-    per-split differences; with few splits all 2^k flips are enumerated exactly.
+    medbench's extra to the paper's unpaired test (:func:`permutation_ttest_ind`). With at most
+    ``n_perm`` distinct flips all ``2^k`` are enumerated and the p-value is exact; otherwise it is
+    ``(hits + 1) / (n_perm + 1)``. ``p_min`` is the smallest p the design can give (``2 / 2^k``
+    exact, e.g. 0.0625 for 5 splits; ``1 / (n_perm + 1)`` sampled) and ``exact`` says which.
     """
     d = np.asarray(a, float) - np.asarray(b, float)
-    if d.size < 2:
-        raise InputError("permutation_ttest_folds needs at least 2 paired splits")
-
-    def tstat(x: np.ndarray) -> np.ndarray:
-        sd = x.std(axis=-1, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = x.mean(axis=-1) / (sd / np.sqrt(x.shape[-1]))
-            degenerate = np.sign(x.mean(axis=-1)) * np.inf
-        return np.where(sd > 0, t, np.nan_to_num(degenerate, nan=0.0, posinf=np.inf, neginf=-np.inf))
-
-    t_obs = float(tstat(d[None])[0])
+    if d.ndim != 1 or d.size < 2:
+        raise InputError("permutation_ttest_folds needs two equal-length sequences of at least 2 paired splits")
+    t_obs = float(_tstat_rows(d[None])[0])
     k = d.size
-    if k <= 16:
+    if 2**k <= n_perm:
         signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+        hits = int(np.sum(np.abs(_tstat_rows(signs * d[None])) >= abs(t_obs) - 1e-12))
+        p, p_min, exact = hits / 2**k, 2.0 / 2**k, True
     else:
         signs = np.random.default_rng(seed).choice([-1, 1], size=(n_perm, k))
-    t_null = tstat(signs * d[None])
-    p = float(np.mean(np.abs(t_null) >= abs(t_obs) - 1e-12))
-    return {"mean_diff": float(d.mean()), "t": t_obs, "p_value": p}
+        hits = int(np.sum(np.abs(_tstat_rows(signs * d[None])) >= abs(t_obs) - 1e-12))
+        p, p_min, exact = (hits + 1) / (n_perm + 1), 1.0 / (n_perm + 1), False
+    return {"mean_diff": float(d.mean()), "t": t_obs, "p_value": float(p), "p_min": p_min, "exact": exact}
+
+
+def _student_t(x: np.ndarray, y: np.ndarray, equal_var: bool) -> np.ndarray:
+    """Two-sample t statistic along the last axis (Student pooled, or Welch)."""
+    nx, ny = x.shape[-1], y.shape[-1]
+    vx, vy = x.var(axis=-1, ddof=1), y.var(axis=-1, ddof=1)
+    diff = x.mean(axis=-1) - y.mean(axis=-1)
+    if equal_var:
+        se = np.sqrt(((nx - 1) * vx + (ny - 1) * vy) / (nx + ny - 2) * (1.0 / nx + 1.0 / ny))
+    else:
+        se = np.sqrt(vx / nx + vy / ny)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = diff / se
+        degenerate = np.nan_to_num(np.sign(diff) * np.inf, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.where(se > 0, t, degenerate)
+
+
+def permutation_ttest_ind(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10000, seed: int = 0,
+                          equal_var: bool = True) -> dict[str, float]:
+    """Unpaired permutation t-test of two sources' per-split values (Source Matters' comparison).
+
+    The authors call ``scipy.stats.ttest_ind(a, b, permutations=10000)``: Student's t (pooled
+    variance; ``equal_var=False`` gives Welch's) against its distribution over relabellings of the
+    pooled values. When ``C(n_a + n_b, n_a) <= n_perm`` every relabelling is enumerated and the
+    two-sided p is exact (5 vs 5: 252 relabellings, smallest p 2/252 = 0.0079); otherwise
+    ``n_perm`` random relabellings give ``(hits + 1) / (n_perm + 1)``. Never 0.
+
+    Returns:
+        ``mean_diff`` (mean a - mean b), ``t``, ``p_value``, ``p_min`` (the smallest p the design
+        can reach), ``exact`` and ``n_perm`` (relabellings evaluated).
+    """
+    from itertools import combinations
+    from math import comb
+
+    x, y = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    if x.size < 2 or y.size < 2:
+        raise InputError("permutation_ttest_ind needs at least 2 values per group (splits per source)")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise InputError("permutation_ttest_ind got NaN/inf values: drop the unfinished splits first")
+    pooled = np.concatenate([x, y])
+    n, na = pooled.size, x.size
+    t_obs = float(_student_t(x[None], y[None], equal_var)[0])
+    total = comb(n, na)
+    if total <= n_perm:
+        mask = np.zeros((total, n), dtype=bool)
+        for r, idx in enumerate(combinations(range(n), na)):
+            mask[r, list(idx)] = True
+        exact = True
+    else:
+        rng = np.random.default_rng(seed)
+        order = np.argsort(rng.random((n_perm, n)), axis=1)
+        mask = np.zeros((n_perm, n), dtype=bool)
+        np.put_along_axis(mask, order[:, :na], True, axis=1)
+        exact = False
+    xs = pooled[None].repeat(mask.shape[0], 0)[mask].reshape(-1, na)
+    ys = pooled[None].repeat(mask.shape[0], 0)[~mask].reshape(-1, n - na)
+    hits = int(np.sum(np.abs(_student_t(xs, ys, equal_var)) >= abs(t_obs) * (1 - 1e-12) - 1e-12))
+    if exact:
+        # the relabelling and its mirror (groups swapped, when sizes match) reach |t_obs| at least
+        p, p_min = hits / total, (2.0 if na == n - na else 1.0) / total
+    else:
+        p, p_min = (hits + 1) / (n_perm + 1), 1.0 / (n_perm + 1)
+    return {"mean_diff": float(x.mean() - y.mean()), "t": t_obs, "p_value": float(p), "p_min": float(p_min),
+            "exact": exact, "n_perm": int(mask.shape[0])}
+
+
+def format_p(p: float, p_min: float | None = None, *, exact: bool = False) -> str:
+    """A p-value for reports, never "0.0": ``"< p_min"`` at a Monte-Carlo floor, 2 significant digits
+    below 0.001, else 4 decimals. An exact test's floor is a real value and is printed as such."""
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    if p_min is not None and not exact and p <= p_min * (1 + 1e-9):
+        return f"< {_fmt_small(p_min)}"
+    return _fmt_small(p)
+
+
+def _fmt_small(v: float) -> str:
+    return f"{v:.4f}" if v >= 1e-3 else f"{v:.2g}"
 
 
 def reliability_curve(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray,

@@ -34,6 +34,17 @@ figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 """
 
 
+def is_p_column(name: object) -> bool:
+    """True for p-value columns (``p_value``, ``p_perm``, ``p_perm_min``, ...); not for a bare ``p``."""
+    return isinstance(name, str) and (name == "p_value" or name.startswith("p_")) and name != "p_"
+
+
+def _format_p_cell(v: float) -> str:
+    from medbench.eval.metrics import format_p
+
+    return "" if v != v else format_p(v)
+
+
 def figure_to_png(fig: Any, *, dpi: int = 110) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     import matplotlib.pyplot as plt
@@ -68,7 +79,8 @@ class HtmlReport:
 
     def table(self, df: pd.DataFrame, *, caption: str = "", float_format: str = "{:.4f}",
               index: bool = False) -> HtmlReport:
-        fmt = {c: float_format.format for c in df.select_dtypes("float").columns}
+        fmt = {c: (_format_p_cell if is_p_column(c) else float_format.format)
+               for c in df.select_dtypes("float").columns}
         body = df.to_html(index=index, formatters=fmt, border=0, escape=True, na_rep="")
         cap = f"<p class='meta'>{html.escape(caption)}</p>" if caption else ""
         self._parts.append(cap + body)

@@ -99,6 +99,60 @@ def _fake_results() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _unpaired_enumeration(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of Student's pooled t over every split of the pooled values into |a| and |b|."""
+    import itertools
+
+    pooled, na = np.concatenate([a, b]), len(a)
+
+    def t(x: np.ndarray, y: np.ndarray) -> float:
+        return stats.ttest_ind(x, y, equal_var=True).statistic
+
+    t_obs = abs(t(a, b))
+    hits = total = 0
+    for idx in itertools.combinations(range(len(pooled)), na):
+        mask = np.zeros(len(pooled), bool)
+        mask[list(idx)] = True
+        hits += abs(t(pooled[mask], pooled[~mask])) >= t_obs * (1 - 1e-9)
+        total += 1
+    return hits / total
+
+
+def test_headline_comparison_is_unpaired_and_reaches_significance_at_5_splits(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(11)
+    rows = []
+    for src, mu in (("ImageNet", 0.40), ("RadImageNet", 0.70)):  # a clear effect: 0.3 AUC, sd 0.03
+        for s in range(5):
+            rows.append({"source": src, "confounder": "tag", "p": 0.5, "split": s, "auc_iid": 0.9,
+                         "auc_ood": mu + rng.normal(0, 0.03), "auc_clean": 0.85, "gap": 0.0})
+    res = pd.DataFrame(rows)
+    c = compare_sources(res).iloc[0]
+    a = res[res.source == "ImageNet"].auc_ood.to_numpy()
+    b = res[res.source == "RadImageNet"].auc_ood.to_numpy()
+    ref = _unpaired_enumeration(a, b)
+    assert c.p_perm == pytest.approx(ref) and c.p_perm < 0.05
+    assert c.p_perm == pytest.approx(2 / 252) and c.p_perm_min == pytest.approx(2 / 252) and c.p_perm > 0
+    assert c.t == pytest.approx(stats.ttest_ind(a, b).statistic)
+    # the paired sign-flip extra cannot go below 2/32 with 5 splits, whatever the effect
+    assert c.p_paired == pytest.approx(2 / 32) and c.p_paired_min == pytest.approx(0.0625)
+    assert not c.floor_above_alpha
+    # 3 vs 3 splits: the smallest p is 2/20 = 0.1 > alpha; flagged and logged
+    with caplog.at_level("WARNING", logger="confounders.audit_stats"):
+        small = compare_sources(res[res.split < 3]).iloc[0]
+    assert small.p_perm_min == pytest.approx(0.1) and small.floor_above_alpha
+    assert small.p_perm == pytest.approx(_unpaired_enumeration(a[:3], b[:3]))
+    assert any("cannot reach p < 0.05" in r.getMessage() for r in caplog.records)
+    from confounders.audit_report import comparison_sentences, floor_warnings
+
+    assert floor_warnings(pd.DataFrame([small]))
+    assert "p = 0.0079" in comparison_sentences(pd.DataFrame([c]))[0]
+    # unpaired: a source with a missing split still enters the headline test (5 vs 4)
+    c54 = compare_sources(res.drop(index=res.index[(res.source == "RadImageNet") & (res.split == 4)])).iloc[0]
+    assert (c54.n_a, c54.n_b, c54.n_splits) == (5, 4, 4)
+    assert c54.p_perm == pytest.approx(_unpaired_enumeration(a, b[:4]))
+
+
 def test_summary_and_source_comparison_match_scipy() -> None:
     res = _fake_results()
     summ = summarise(res)
@@ -112,12 +166,16 @@ def test_summary_and_source_comparison_match_scipy() -> None:
     b = res[(res.source == "B") & (res.p == 0.5)].sort_values("split").auc_ood.to_numpy()
     assert c.p_ttest == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert c.mean_diff == pytest.approx((a - b).mean())
-    # exact sign-flip permutation over 4 splits: all 16 flips
+    # extra column: exact sign-flip permutation over 4 paired splits, all 16 flips
     d = a - b
     t_obs = d.mean() / (d.std(ddof=1) / 2)
     flips = np.array([[1 - 2 * ((k >> j) & 1) for j in range(4)] for k in range(16)])
     tn = (flips * d).mean(1) / ((flips * d).std(1, ddof=1) / 2)
-    assert c.p_perm == pytest.approx(np.mean(np.abs(tn) >= abs(t_obs) - 1e-12))
+    assert c.p_paired == pytest.approx(np.mean(np.abs(tn) >= abs(t_obs) - 1e-12))
+    assert c.p_paired_min == pytest.approx(2 / 16)
+    # headline: unpaired Student t over all C(8, 4) = 70 relabellings
+    assert c.p_perm == pytest.approx(_unpaired_enumeration(a, b)) and c.p_perm_exact
+    assert c.p_perm_min == pytest.approx(2 / 70) and not c.floor_above_alpha
     lines = plain_summary(summ)
     assert any(line.startswith("A's o.o.d. AUC goes from") and "learned the tag" in line for line in lines)
     flat = summ.assign(auc_ood=0.5)
@@ -189,7 +247,7 @@ def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pyt
     cfg = _tiny_cfg()
     res = run_audit(cfg, tmp_path)
     assert len(res.results) == 2 and set(res.results.p) == {0.0, 1.0}
-    row = json.loads((tmp_path / "units" / "tiny__tag__p1.000__s0.json").read_text())
+    row = json.loads((tmp_path / "units" / "tiny__tag__p1.000__s0" / "row.json").read_text())
     assert row["gap"] == pytest.approx(row["auc_iid"] - row["auc_ood"])
     assert row["auc_iid_lo"] <= row["auc_iid"] <= row["auc_iid_hi"]
     assert row["n_confounded_train"] == int(row["n_confounded_train"]) > 0
@@ -201,10 +259,98 @@ def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(audit_mod, "run_unit", lambda u, *a, **k: calls.append(u.uid) or real(u, *a, **k))
     run_audit(cfg, tmp_path, report=False)
     assert calls == []
-    (tmp_path / "units" / "tiny__tag__p0.000__s0.json").unlink()
+    (tmp_path / "units" / "tiny__tag__p0.000__s0" / "predictions.parquet").unlink()  # an unfinished unit
     again = run_audit(cfg, tmp_path, report=False)
     assert calls == ["tiny__tag__p0.000__s0"]
     assert again.results.loc[again.results.p == 1.0, "auc_ood"].item() == row["auc_ood"]
+
+
+def test_unit_folders_hold_sets_and_predictions_that_reproduce_the_summary(tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from medbench.eval.metrics import keras_auc
+
+    cfg = _tiny_cfg(ps=[0.5], n_boot=0, data={"kind": "synthetic", "n": 80, "size": 32})
+    res = run_audit(cfg, tmp_path, report=False)
+    folder = tmp_path / "units" / "tiny__tag__p0.500__s0"
+    assert "tag" in folder.name and "p0.500" in folder.name
+    sets = pd.read_parquet(folder / "sets.parquet")
+    pred = pd.read_parquet(folder / "predictions.parquet")
+    assert list(sets.columns[:5]) == ["uid", "patient_id", "label", "set", "confounded"] and "sex" in sets
+    assert list(pred.columns) == ["uid", "set", "label", "prob"]
+    assert set(sets.set) == {"train", "val", "test_iid", "test_ood", "test_clean"}
+    _assert_tag_semantics(sets, 0.5)
+    row = res.results.iloc[0]
+    for name, col in (("test_iid", "auc_iid"), ("test_ood", "auc_ood"), ("test_clean", "auc_clean")):
+        part = pred[pred.set == name]
+        assert sorted(part.uid) == sorted(sets.uid[sets.set == name])
+        assert row[col] == pytest.approx(roc_auc_score(part.label, part.prob), abs=1e-12)
+        probs = np.column_stack([1 - part.prob, part.prob])
+        assert row[f"{col}_keras"] == pytest.approx(keras_auc(part.label.to_numpy(), probs, num_thresholds=200))
+    assert res.summary.iloc[0]["auc_ood"] == pytest.approx(row["auc_ood"])
+    assert {"auc_ood_keras", "auc_iid_keras"} <= set(res.summary.columns)
+    assert row["n_train"] == (sets.set == "train").sum()
+
+
+def _assert_tag_semantics(sets: pd.DataFrame, p: float) -> None:
+    """Fraction p of positives confounded in train/val/test_iid, no negative; o.o.d.: every
+    negative and no positive; clean: none."""
+    for name in ("train", "val", "test_iid"):
+        part = sets[sets.set == name]
+        pos = part[part.label == 1]
+        assert pos.confounded.sum() == round(p * len(pos)), name
+        assert not part[part.label == 0].confounded.any(), name
+    ood = sets[sets.set == "test_ood"]
+    assert ood.confounded.to_numpy().tolist() == (ood.label == 0).tolist()
+    assert not sets[sets.set == "test_clean"].confounded.any()
+    assert set(ood.uid) == set(sets.uid[sets.set == "test_iid"]) == set(sets.uid[sets.set == "test_clean"])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 1.0])
+def test_sets_table_follows_the_tag_protocol(p: float) -> None:
+    from confounders.audit import Unit, sets_table, unit_plan
+
+    meta = _meta(300, seed=3)
+    data = AuditData(torch.zeros(300, 1, 8, 8), meta, patient_kfold(meta, k=5, seed=0))
+    cfg = AuditConfig(confounders=["paper-tag"], ps=[p], splits=5)
+    unit = Unit(TINY_SOURCE, "paper-tag", p, 1)
+    _assert_tag_semantics(sets_table(unit, data, *unit_plan(unit, cfg, data)), p)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.8, 1.0])
+def test_sets_table_follows_the_sex_protocol(p: float) -> None:
+    from confounders.audit import Unit, sets_table, unit_plan
+
+    rng = np.random.default_rng(4)
+    meta = _meta(1200, seed=4)
+    meta["sex"] = np.where(rng.random(1200) < 0.5, "F", "M")
+    meta["View Position"] = np.where(rng.random(1200) < 0.85, "PA", "AP")
+    data = AuditData(torch.zeros(1200, 1, 8, 8), meta, [])
+    cfg = AuditConfig(confounders=["sex"], ps=[p], splits=5)
+    unit = Unit(TINY_SOURCE, "sex", p, 3)
+    sets = sets_table(unit, data, *unit_plan(unit, cfg, data))
+    assert list(sets.columns) == ["uid", "patient_id", "label", "set", "confounded", "sex"]
+    view = dict(zip(meta.uid, meta["View Position"]))
+    assert all(view[u] == "PA" for u in sets.uid), "only PA views"
+    assert (sets.confounded == (sets.sex == "F")).all()
+    for name in ("train", "val", "test_iid"):
+        part = sets[sets.set == name]
+        assert (part[part.label == 0].sex == "M").all(), f"{name}: negatives all male at p={p}"
+        pos = part[part.label == 1]
+        assert len(pos) > 0 and abs((pos.sex == "F").mean() - p) <= 0.5 / len(pos) + 1e-9
+    ood = sets[sets.set == "test_ood"]
+    assert set(zip(ood.label, ood.sex)) == {(1, "M"), (0, "F")}
+    # o.o.d. = every PA male positive and female negative of the split's test patients
+    test_pat = set(ood.patient_id) | set(sets.patient_id[sets.set.isin(["test_iid", "test_clean"])])
+    pool = meta[meta.patient_id.isin(test_pat) & (meta["View Position"] == "PA")]
+    expect = pool[((pool.label == 1) & (pool.sex == "M")) | ((pool.label == 0) & (pool.sex == "F"))]
+    assert set(expect.uid) == set(ood.uid)
+    clean = sets[sets.set == "test_clean"]
+    for cls in (0, 1):
+        part = clean[clean.label == cls]
+        assert len(part) > 0 and abs((part.sex == "F").mean() - 0.5) <= 0.5 / len(part) + 1e-9
+    train_pat = set(sets.patient_id[sets.set.isin(["train", "val"])])
+    assert not train_pat & test_pat
 
 
 def test_cli_confounders_and_audit(tmp_path: Path) -> None:

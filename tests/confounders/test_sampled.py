@@ -42,7 +42,9 @@ def test_counts_follow_p_and_test_is_reversed(nih_like: pd.DataFrame, p: float) 
         pos, neg = tr[tr.finding == "Atelectasis"], tr[tr.finding == "No Finding"]
         assert len(pos) == 40 and len(neg) == 40
         assert (pos.sex == "F").sum() == round(p * 40) and (pos.sex == "M").sum() == 40 - round(p * 40)
-        assert (neg.sex == "F").sum() == round((1 - p) * 40)
+        assert (neg.sex == "M").all(), "the paper: training negatives are all male at every p"
+        vpos, vneg = s.val[s.val.target == 1], s.val[s.val.target == 0]
+        assert (vneg.sex == "M").all() and abs((vpos.sex == "F").mean() - p) <= 0.5 / len(vpos) + 1e-9
         assert (tr.target == (tr.finding == "Atelectasis")).all()
         # o.o.d. test: male positives + female negatives only, and all such PA rows of the test fold
         t = s.test_ood
@@ -56,9 +58,32 @@ def test_counts_follow_p_and_test_is_reversed(nih_like: pd.DataFrame, p: float) 
         ti = s.test_iid
         tpos = ti[ti.target == 1]
         assert abs((tpos.sex == "F").mean() - p) <= 0.5 / max(len(tpos), 1) + 1e-9
+        assert (ti[ti.target == 0].sex == "M").all()
+        # the clean test: female share 0.5 in both classes (no association), the same at every p
+        tc = s.test_clean
+        for cls in (0, 1):
+            part = tc[tc.target == cls]
+            assert len(part) > 0 and abs((part.sex == "F").mean() - 0.5) <= 0.5 / len(part) + 1e-9
+        assert not set(tc.patient_id) & (set(tr.patient_id) | set(s.val.patient_id)) and (tc.view == "PA").all()
         # no patient in two sets
         sets = [set(tr.patient_id), set(s.val.patient_id), set(t.patient_id) | set(ti.patient_id)]
         assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+
+
+def test_negative_policies_are_options_and_views_are_detected(nih_like: pd.DataFrame) -> None:
+    comp = _split(nih_like, 0.2, negatives="complement")[0].train
+    assert (comp[comp.target == 0].sex == "F").sum() == round(0.8 * 40)
+    bal = _split(nih_like, 0.2, negatives="balanced")[0].train
+    assert (bal[bal.target == 0].sex == "F").sum() == 20
+    with pytest.raises(InputError, match="negatives must be"):
+        _split(nih_like, 0.2, negatives="female")
+    kw = dict(p=0.5, column="sex", group="F", label_column="finding", positive="Atelectasis",
+              negative="No Finding", n_pos=20, n_neg=20)
+    nih_named = nih_like.rename(columns={"view": "View Position"})
+    auto = build_prevalence_splits(nih_named, **kw)[0]  # the NIH column name is found by itself
+    assert all((df["View Position"] == "PA").all() for df in auto.sets().values())
+    off = build_prevalence_splits(nih_named, view_column=None, **kw)
+    assert any((s.test_ood["View Position"] == "AP").any() for s in off)
 
 
 def test_p_half_gives_equal_female_and_male_positives(nih_like: pd.DataFrame) -> None:

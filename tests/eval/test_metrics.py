@@ -161,3 +161,53 @@ def test_subgroup_auc_and_age_bands():
     assert bands.tolist() == ["0-39", "40-59", "60-79", "80+"]
     with pytest.raises(InputError, match="vendor"):
         M.subgroup_auc(df, "vendor")
+
+
+def test_paired_bootstrap_p_is_never_zero_and_prints_its_floor():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 200)
+    good = rng.normal(size=200) + 3.0 * y
+    weak = rng.normal(size=200)
+    boot = M.paired_bootstrap_test(y, good, weak, n_boot=999, seed=1)
+    # every resample favours `good`: k = 0 crossings, so p = 2 (0 + 1) / (999 + 1)
+    assert boot["lo"] > 0 and boot["p_value"] == pytest.approx(2 / 1000) and boot["p_min"] == pytest.approx(2 / 1000)
+    assert M.format_p(boot["p_value"], boot["p_min"]) == "< 0.0020"
+    assert M.format_p(0.0079365, 2 / 252, exact=True) == "0.0079"  # an exact floor is a real value
+    assert M.format_p(3e-5) == "3e-05" and M.format_p(float("nan")) == "n/a"
+
+
+def _student_t(x: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.ttest_ind(x, z, axis=axis).statistic
+
+
+def test_unpaired_permutation_ttest_exact_and_sampled():
+    a = np.array([0.15, 0.21, 0.28, 0.14, 0.07])
+    b = np.array([0.40, 0.45, 0.50, 0.35, 0.42])
+    res = M.permutation_ttest_ind(a, b)
+    # independent: scipy's permutation_test enumerates all C(10, 5) = 252 relabellings
+    ref = stats.permutation_test((a, b), _student_t, permutation_type="independent", n_resamples=10000,
+                                 vectorized=True)
+    assert res["exact"] and res["n_perm"] == 252
+    assert res["p_value"] == pytest.approx(ref.pvalue) == pytest.approx(2 / 252)
+    assert res["t"] == pytest.approx(stats.ttest_ind(a, b).statistic)
+    welch = M.permutation_ttest_ind(a, b, equal_var=False)
+    assert welch["t"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).statistic)
+    # 8 vs 9 values: 24,310 relabellings > 10,000, so sampled with (k + 1) / (B + 1)
+    rng = np.random.default_rng(3)
+    x, z = rng.normal(size=8), rng.normal(size=9) + 0.8
+    samp = M.permutation_ttest_ind(x, z, n_perm=10000, seed=0)
+    exact_p = stats.permutation_test((x, z), _student_t, permutation_type="independent", n_resamples=10**6,
+                                     vectorized=True).pvalue
+    sd = np.sqrt(exact_p * (1 - exact_p) / 10000)
+    assert not samp["exact"] and abs(samp["p_value"] - exact_p) < 4 * sd + 1 / 10001
+    assert samp["p_min"] == pytest.approx(1 / 10001)
+    with pytest.raises(InputError, match="at least 2"):
+        M.permutation_ttest_ind([0.5], [0.6, 0.7])
+
+
+def test_html_tables_never_print_a_zero_p_value():
+    from medbench.eval.report import HtmlReport
+
+    df = pd.DataFrame({"p": [0.5], "p_value": [4e-5], "p_perm_min": [1e-4], "auc": [0.81234]})
+    html = HtmlReport("t").table(df).render()
+    assert "4e-05" in html and "0.0001" in html and "0.8123" in html and "0.0000" not in html

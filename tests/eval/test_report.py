@@ -36,7 +36,10 @@ def test_cli_report_writes_metrics_tables_and_html(tmp_path):
         assert per[source]["auc"] == np.float64(roc_auc_score(part["label"], part["prob"])).item()
         assert per[source]["lo"] < per[source]["auc"] < per[source]["hi"]
     assert metrics["pairwise"][0]["delta"] < 0  # random - pretrained
+    # no resample crosses zero here: p sits at its floor 2/(200+1), printed as "< 0.0100", never 0
+    assert metrics["pairwise"][0]["p_value"] == metrics["pairwise"][0]["p_min"] == 2 / 201
     html = (tmp_path / "report.html").read_text()
+    assert "&lt; 0.0100" in html and ">0.0000<" not in html and ">0.0<" not in html
     assert html.count("data:image/png;base64") >= 3 and "Subgroups by sex" in html
     assert (tmp_path / "subgroup_age_band.csv").is_file()
 
