@@ -186,7 +186,7 @@ for label, spec in SOURCES.items():
     out = extract_features(model, target, batch_size=50, logits=pretrained)
     feats[label] = out
     scores = compute_metrics(out["features"], out["labels"], logits=out.get("logits"))
-    fu = fu_details(model, x_all[:128], labels[:128], n_triplets=32)
+    fu = fu_details(model, x_all[:128], labels[:128])
     scores["fu"] = fu["fu"]
     for metric, value in scores.items():
         rows.append({"target": "synthetic-cxr", "source": label, "metric": metric, "score": value})

@@ -102,6 +102,13 @@ def prepare(features: Any, labels: Any, *, min_per_class: int = 1) -> tuple[np.n
     return x, y, c
 
 
+def require_spread(x: np.ndarray, metric: str) -> None:
+    """Raise when every feature is constant: ``metric`` would divide a zero scatter by itself."""
+    if not np.any(np.ptp(x, axis=0) > 0):
+        raise InputError(f"{metric}: every feature is constant across the samples, so the score is "
+                         "undefined; check the feature extraction (a dead or frozen layer?)")
+
+
 def canonical_order(x: np.ndarray) -> np.ndarray:
     """A permutation that sorts rows by a fixed random projection (ties by the first column).
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from medbench.errors import InputError
@@ -43,11 +44,19 @@ def list_metrics(*, with_logits: bool = True) -> list[str]:
 
 def compute_metric(name: str, features: Any, labels: Any, *, logits: Any = None,
                    backend: str = "numpy", device: Any = None, **kwargs: Any) -> float:
-    """Compute one registered metric; ``backend``/``device`` go to metrics that support torch."""
+    """Compute one registered metric; ``backend``/``device`` go to metrics that support torch.
+
+    Raises:
+        InputError: the metric came out NaN or infinite (degenerate input), never returned silently.
+    """
     spec = METRICS.get(name)
     if spec.torch:
         kwargs.update(backend=backend, device=device)
-    return float(spec.fn(features, labels, logits=logits, **kwargs))
+    value = float(spec.fn(features, labels, logits=logits, **kwargs))
+    if not math.isfinite(value):
+        raise InputError(f"{name} is {value} for these features and labels (degenerate input: constant "
+                         "or duplicated features, tiny classes?); check the features")
+    return value
 
 
 def compute_metrics(features: Any, labels: Any, *, metrics: list[str] | None = None,

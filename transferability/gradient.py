@@ -1,12 +1,25 @@
 """FU: gradient-based adaptability of a source (Juodelyte et al. 2024) and the combined score.
 
-FU feeds triplets (anchor, positive of the same class, negative of another class) through the
-source's embedding (classifier removed, model in eval mode), takes the triplet-margin loss and,
-without any optimizer step, the gradient of the loss with respect to the weights of two layers:
-the first layer and an early layer. FU = mean over batches of ||grad early||_F divided by the
-mean over batches of ||grad first||_F.
+The authors' recipe (DovileDo/transferability-in-medical-imaging, ``FU_Score``): the source with
+its classifier removed, in eval mode, sees the target's training images in order (no shuffling)
+in batches of ``floor(N / 6)`` (the last, smaller batch included). For each batch the loss is
+pytorch-metric-learning's ``TripletMarginLoss()`` with its defaults:
 
-Layer pairs are resolved for timm families (first conv -> first conv of the first stage block):
+- embeddings L2-normalised, distance = Euclidean distance between the normalised embeddings;
+- every valid in-batch triplet (anchor a, positive p != a of a's class, negative n of another
+  class), both (a, p) and (p, a);
+- per-triplet loss ``relu(d(a, p) - d(a, n) + 0.05)``;
+- reduced by the mean over the triplets whose loss is > 0 (``AvgNonZeroReducer``); a batch where
+  no triplet is active (or none exists) has loss 0 and zero gradients.
+
+Without any optimiser step, the gradient of each batch's loss gives the Frobenius norms of the
+weights of two layers, the first layer and an early layer;
+FU = mean over batches of ||grad early||_F / mean over batches of ||grad first||_F.
+When every triplet of every batch satisfies the margin, both means are 0 and FU is undefined (the
+authors' code returns NaN): :func:`fu_details` raises :class:`InputError` instead.
+
+Layer pairs are resolved for timm families (first conv -> first conv of the first stage block),
+as the authors pick them for the torchvision models:
 
 =============  ====================  =========================================
 family         first layer           early layer
@@ -37,9 +50,11 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
-from medbench.utils.rng import numpy_rng
 
 log = logging.getLogger(__name__)
+
+FU_MARGIN = 0.05  # pytorch-metric-learning's TripletMarginLoss default, as the authors use it
+FU_BATCHES = 6  # the authors' DataLoader: batch_size = floor(N / 6), shuffle=False
 
 # (suffix of the first layer, suffix of the early layer), tried in order
 LAYER_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -93,83 +108,108 @@ def default_embed(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
                      "returning (B, D) features")
 
 
-def mine_triplets(labels: Any, n_triplets: int | None = None, *, seed: int = 0) -> np.ndarray:
-    """Deterministic triplets (anchor, positive, negative) as an (T, 3) index array.
+def triplet_margin_loss(z: torch.Tensor, labels: torch.Tensor, *, margin: float = FU_MARGIN,
+                        normalize: bool = True, anchor_chunk: int = 64) -> tuple[torch.Tensor, int, int]:
+    """Triplet-margin loss over every valid in-batch triplet, mean over the non-zero ones.
 
-    Anchors are visited in a seeded permutation; each gets a random other sample of its class
-    and a random sample of another class. Classes with a single sample cannot be anchors.
+    pytorch-metric-learning semantics (``TripletMarginLoss`` with ``AvgNonZeroReducer``).
+
+    Args:
+        z: (B, D) embeddings.
+        labels: (B,) integer labels on ``z``'s device.
+        margin: Margin on the distance.
+        normalize: L2-normalise the embeddings first (the default, as pml).
+        anchor_chunk: Anchors per vectorised step (memory ~ chunk x B x B).
+
+    Returns:
+        (loss, number of valid triplets, number with a non-zero loss). With no active triplet the
+        loss is an exact 0 still attached to ``z``, so its gradients are zeros.
     """
-    y = np.asarray(labels).astype(np.int64)
-    if y.ndim != 1 or len(np.unique(y)) < 2:
-        raise InputError("labels must be 1-D with at least 2 classes to mine triplets")
-    rng = numpy_rng(seed, "fu-triplets")
-    by_class = {c: np.flatnonzero(y == c) for c in np.unique(y)}
-    anchors = [i for i in rng.permutation(len(y)) if len(by_class[y[i]]) > 1]
-    if not anchors:
-        raise InputError("labels: every class has a single sample; FU needs two of some class")
-    if n_triplets is not None:
-        anchors = anchors[:n_triplets]
-    out = []
-    for i in anchors:
-        same = by_class[y[i]]
-        pos = same[same != i][rng.integers(len(same) - 1)]
-        other = np.flatnonzero(y != y[i])
-        out.append((i, pos, other[rng.integers(len(other))]))
-    return np.asarray(out, dtype=np.int64)
+    if normalize:
+        z = nn.functional.normalize(z, p=2, dim=1)
+    dist = torch.cdist(z, z, p=2)
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(len(labels), dtype=torch.bool, device=z.device)
+    pos_mask, neg_mask = same & not_self, ~same
+    total = z.sum() * 0.0
+    n_valid = n_active = 0
+    for s in range(0, len(labels), anchor_chunk):
+        d = dist[s:s + anchor_chunk]
+        valid = pos_mask[s:s + anchor_chunk, :, None] & neg_mask[s:s + anchor_chunk, None, :]
+        losses = torch.relu(d[:, :, None] - d[:, None, :] + margin)[valid]
+        n_valid += int(valid.sum())
+        n_active += int((losses > 0).sum())
+        total = total + losses.sum()
+    return (total / n_active if n_active else total), n_valid, n_active
 
 
 def fu_details(model: nn.Module, images: torch.Tensor, labels: Any, *, layers: tuple[str, str] | None = None,
-               embed: Callable[[torch.Tensor], torch.Tensor] | None = None, n_triplets: int | None = 64,
-               batch_size: int = 16, margin: float = 1.0, seed: int = 0,
+               embed: Callable[[torch.Tensor], torch.Tensor] | None = None, n_batches: int = FU_BATCHES,
+               batch_size: int | None = None, margin: float = FU_MARGIN, normalize: bool = True,
                device: str | torch.device = "cpu") -> dict[str, Any]:
-    """FU with its parts: layer names and the mean gradient norms of both layers.
+    """FU with its parts: layer names, the mean gradient norms of both layers, triplet counts.
 
     Args:
         model: Source model (SourceModel or timm model); left unchanged (mode restored,
             no ``.grad`` written).
-        images: (N, C, H, W) inputs as the model/embedding takes them.
+        images: (N, C, H, W) inputs as the model/embedding takes them, in the order batched.
         labels: (N,) class labels.
         layers: Explicit (first, early) module names; resolved automatically when None.
         embed: Embedding function; default :func:`default_embed`.
-        n_triplets: Triplets used (None: one per eligible anchor).
-        batch_size: Triplets per backward pass.
-        margin: Triplet-margin loss margin (L2 distance).
-        seed: Triplet mining seed.
+        n_batches: Split the images into batches of ``floor(N / n_batches)`` (the authors: 6);
+            a smaller last batch holds the remainder.
+        batch_size: Explicit batch size instead (overrides ``n_batches``).
+        margin: Triplet margin on the distance between normalised embeddings (0.05).
+        normalize: L2-normalise the embeddings (pml's default; False only for experiments).
         device: Where to run.
+
+    Raises:
+        InputError: bad shapes, fewer than two classes, or no triplet of any batch violates the
+            margin (FU would be 0/0).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise InputError("images must be a (N, C, H, W) tensor")
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if len(y) != images.shape[0]:
-        raise InputError(f"labels has {len(y)} entries for {images.shape[0]} images; pass one per image")
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
+    if y.ndim != 1 or len(y) != images.shape[0]:
+        raise InputError(f"labels has shape {y.shape} for {images.shape[0]} images; pass one label per image")
+    if len(np.unique(y)) < 2:
+        raise InputError("labels hold a single class: FU's triplets need at least 2 classes")
+    n = len(y)
+    bs = int(batch_size) if batch_size is not None else max(1, n // max(1, int(n_batches)))
+    if bs < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     first, early = resolve_layers(model, layers)
     mods = dict(model.named_modules())
     params = [mods[first].weight, mods[early].weight]
     embed = embed or default_embed(model)
-    trip = mine_triplets(y, n_triplets, seed=seed)
-    loss_fn = nn.TripletMarginLoss(margin=margin, p=2)
     was_training = model.training
     model.to(device).eval()
     norms: list[tuple[float, float]] = []
+    n_valid = n_active = 0
     try:
-        for start in range(0, len(trip), batch_size):
-            t = trip[start:start + batch_size]
-            x = images[torch.as_tensor(t.T.reshape(-1))].to(device)
+        for start in range(0, n, bs):
+            x = images[start:start + bs].to(device)
             z = embed(x)
-            b = len(t)
-            loss = loss_fn(z[:b], z[b:2 * b], z[2 * b:])
-            g_first, g_early = torch.autograd.grad(loss, params, allow_unused=False)
-            norms.append((float(g_first.norm()), float(g_early.norm())))
+            yb = torch.as_tensor(y[start:start + bs], device=z.device)
+            loss, v, a = triplet_margin_loss(z, yb, margin=margin, normalize=normalize)
+            n_valid, n_active = n_valid + v, n_active + a
+            g_first, g_early = torch.autograd.grad(loss, params, allow_unused=True)
+            norms.append((0.0 if g_first is None else float(g_first.norm()),
+                          0.0 if g_early is None else float(g_early.norm())))
     finally:
         model.train(was_training)
     arr = np.asarray(norms)
     first_mean, early_mean = float(arr[:, 0].mean()), float(arr[:, 1].mean())
+    if n_active == 0:
+        raise InputError(f"every one of the {n_valid} in-batch triplets already satisfies the margin "
+                         f"{margin} (or no batch holds two samples of a class): FU is 0/0; use larger "
+                         "batches (fewer n_batches) or more images")
     if first_mean == 0.0:
-        raise InputError("the first layer's gradient is zero for every batch (all triplets already "
-                         "satisfy the margin?); raise margin or use more triplets")
+        raise InputError(f"no gradient reaches the first layer {first!r}; choose layers=(first, early) "
+                         "that the loss depends on")
     return {"fu": early_mean / first_mean, "first_layer": first, "early_layer": early,
-            "first_grad_norm": first_mean, "early_grad_norm": early_mean, "n_triplets": len(trip),
-            "n_batches": len(norms)}
+            "first_grad_norm": first_mean, "early_grad_norm": early_mean, "n_triplets": n_valid,
+            "n_active_triplets": n_active, "n_batches": len(norms), "batch_size": bs}
 
 
 def fu(model: nn.Module, images: torch.Tensor, labels: Any, **kwargs: Any) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from medbench.utils.files import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 GRADIENT_METRICS = ("fu", "lp_x_fu")
+FU_RECIPE = "pml-triplet-all-m0.05-6batches"  # cached FU values of another recipe are recomputed
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TransferResult:
     scores: pd.DataFrame
     table: pd.DataFrame
     report: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_source(spec: str) -> tuple[str, str | None]:
@@ -88,8 +90,14 @@ def extract_features(model: Any, dataset: Any, *, batch_size: int = 32, device: 
 
 def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weights: str | None = None,
                     batch_size: int = 32, device: str = "cpu", fu: bool = False,
-                    fu_triplets: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches."""
+                    fu_images: int | None = 256) -> dict[str, np.ndarray]:
+    """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches.
+
+    With ``fu``, FU is computed on the first ``fu_images`` images in dataset order (None: all of
+    them, as the authors do with the target's training set; on CPU that costs a backward pass
+    over every image), in the authors' 6 batches. When FU is undefined for the source (every
+    triplet already satisfies the margin) ``fu`` is NaN and ``fu_error`` says why.
+    """
     path = run_dir / "features" / f"{_slug(spec)}.npz"
     uids = np.asarray([str(m.get("uid", "")) for m in dataset.meta.to_dict("records")])
     out: dict[str, np.ndarray] | None = None
@@ -98,7 +106,8 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
             cached = {k: z[k] for k in z.files}
         same = (int(cached.get("size", -1)) == size and np.array_equal(cached["uids"], uids)
                 and np.array_equal(cached["labels"], np.asarray(dataset.labels)))
-        if same and (not fu or "fu" in cached):
+        has_fu = "fu" in cached and str(cached.get("fu_recipe", "")) == FU_RECIPE
+        if same and (not fu or has_fu):
             log.info("features of %s: reusing %s", spec, path)
             return cached
         if same:  # only FU is missing: keep the cached features, compute FU alone
@@ -113,10 +122,14 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
 
         from transferability.gradient import fu as fu_score
 
-        n = min(len(dataset), 4 * fu_triplets)
+        n = len(dataset) if fu_images is None else min(len(dataset), fu_images)
         x = torch.stack([dataset[i][0] for i in range(n)])
-        out["fu"] = np.asarray(fu_score(model, x, out["labels"][:n], n_triplets=fu_triplets, seed=seed,
-                                        device=device))
+        out["fu_recipe"] = np.asarray(FU_RECIPE)
+        out.pop("fu_error", None)
+        try:
+            out["fu"] = np.asarray(fu_score(model, x, out["labels"][:n], device=device))
+        except InputError as exc:  # one source's undefined FU must not abort the whole run
+            out["fu"], out["fu_error"] = np.asarray(np.nan), np.asarray(str(exc))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **out)
@@ -159,13 +172,25 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
         backend: "numpy" or "torch" for the metrics that support it.
         finetune: Fine-tune every source (``medbench.train``) for ground-truth AUC.
         epochs: Fine-tuning epochs.
-        seed: Seed of the fine-tuning runs and FU triplets.
+        seed: Seed of the fine-tuning runs.
         weights: Local weights file for sources that need one.
+
+    NCTI is combined across the sources as the authors do (:func:`ncti_combine`: each term
+    min-max scaled across the candidate sources, then summed), so its scores rank the sources of
+    this run only. Metrics that are degenerate for the data's shape (H-score with D >= N - 1) and
+    sources whose FU is undefined are reported in ``TransferResult.warnings``, ``metrics.json``
+    and the report.
     """
     from medbench.data.dataset import ImageDataset
     from medbench.eval.report import HtmlReport
     from medbench.train.experiment import prepare_table
-    from transferability.features import METRICS, compute_metric, list_metrics
+    from transferability.features import (
+        METRICS,
+        compute_metric,
+        list_metrics,
+        ncti_combine,
+        ncti_components,
+    )
     from transferability.gradient import combined_score
 
     out = Path(out_dir)
@@ -182,26 +207,41 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
     rows: list[dict[str, Any]] = []
     fu_vals: dict[str, float] = {}
     lp_vals: dict[str, float] = {}
+    ncti_terms: dict[str, tuple[float, float, float]] = {}
+    warnings: list[str] = []
     for spec in sources:
         data = cached_features(out, spec, ds, size=size, weights=weights, batch_size=batch_size,
-                               device=device, fu=want_fu, seed=seed)
+                               device=device, fu=want_fu)
         logits = data.get("logits")
+        n, d = data["features"].shape
+        n_classes = len(np.unique(data["labels"]))
         for m in names:
             if m in GRADIENT_METRICS:
                 continue
             if METRICS.get(m).needs_logits and logits is None:
                 log.warning("%s needs source logits; %s has no pretrained head: skipped", m, spec)
                 continue
+            msg = METRICS.get(m).warning_for(n, d, n_classes)
+            if msg:
+                warnings.append(f"{spec}: {msg}")
+            if m == "ncti":  # combined across the sources below
+                ncti_terms[spec] = ncti_components(data["features"], data["labels"])
+                continue
             score = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend, device=device)
             rows.append({"target": target, "source": spec, "metric": m, "score": score})
-        if want_fu:
+        if want_fu and not np.isfinite(float(data["fu"])):
+            reason = str(data["fu_error"]) if "fu_error" in data else "not finite"
+            warnings.append(f"{spec}: FU undefined, left out of fu and lp_x_fu ({reason})")
+        elif want_fu:
             fu_vals[spec] = float(data["fu"])
             if "fu" in names:
                 rows.append({"target": target, "source": spec, "metric": "fu", "score": fu_vals[spec]})
             if "lp_x_fu" in names:
                 lp_row = [r["score"] for r in rows if r["source"] == spec and r["metric"] == "lp"]
                 lp_vals[spec] = lp_row[0] if lp_row else compute_metric("lp", data["features"], data["labels"])
-    if "lp_x_fu" in names:
+    for spec, v in (ncti_combine(ncti_terms).items() if ncti_terms else ()):
+        rows.append({"target": target, "source": spec, "metric": "ncti", "score": v})
+    if "lp_x_fu" in names and lp_vals:
         for spec, v in combined_score(lp_vals, fu_vals).items():
             rows.append({"target": target, "source": spec, "metric": "lp_x_fu", "score": v})
     scores = pd.DataFrame(rows)
@@ -217,19 +257,26 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
     wide.insert(0, "auc", scores.groupby("source")["auc"].first().reindex(wide.index))
     wide = wide.reset_index()
     wide.to_csv(out / "table.csv", index=False)
-    report = _report(out, scores, wide, target, finetune, HtmlReport)
-    return TransferResult(out, scores, wide, report)
+    for w in warnings:
+        log.warning(w)
+    report = _report(out, scores, wide, target, finetune, HtmlReport, warnings)
+    return TransferResult(out, scores, wide, report, warnings)
 
 
 def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, finetune: bool,
-            report_cls: Any) -> Path:
+            report_cls: Any, warnings: Sequence[str] = ()) -> Path:
     import matplotlib.pyplot as plt
 
     from transferability.ranking import rank_correlations
 
     rep = report_cls(f"Transferability to {target}", subtitle=f"{len(wide)} sources")
+    if warnings:
+        rep.heading("Warnings")
+        for w in warnings:
+            rep.text(w, css_class="warn")
     rep.heading("Scores").table(wide, caption="higher is better for every metric; auc = fine-tuned test AUC")
-    metrics_json: dict[str, Any] = {"target": target, "sources": wide["source"].tolist()}
+    metrics_json: dict[str, Any] = {"target": target, "sources": wide["source"].tolist(),
+                                    "warnings": list(warnings)}
     if finetune and len(wide) >= 2:
         corr = rank_correlations(scores)
         rep.heading("Rank correlation with fine-tuned AUC").table(corr)

@@ -104,3 +104,29 @@ def test_transfer_shortcut_command_writes_report(tmp_path) -> None:
     assert len(pd.read_csv(out / "curves.csv")) == 2 * 2  # bands x (1 epoch of 2 steps)
     html = (out / "report.html").read_text()
     assert html.count("<img") == 3 and "report:" in res.output
+
+
+def test_transfer_combines_ncti_across_sources_and_reports_degenerate_hscore(target, tmp_path) -> None:
+    import json
+
+    from medbench.train.experiment import read_table
+    from transferability.features import ncti_components
+    from transferability.pipeline import run_transfer
+
+    out = tmp_path / "run"
+    sources = ["random:resnet18", "random:efficientnet_lite0"]
+    res = run_transfer(read_table(target), out, sources=sources, metrics=["hscore", "ncti"], size=32,
+                       target="T", batch_size=8)
+    # 24 samples, 512 / 1280 feature dims: H-score is degenerate for both sources
+    assert len([w for w in res.warnings if "hscore is degenerate" in w and "reg_hscore" in w]) == 2
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == res.warnings
+    assert "hscore is degenerate" in (out / "report.html").read_text()
+    # NCTI: each term min-max scaled across the sources, then seli + ncc + vc (the authors' sign)
+    terms = {s: ncti_components(*(np.load(out / "features" / f"{s.replace(':', '_')}.npz")[k]
+                                  for k in ("features", "labels"))) for s in sources}
+    lo = [min(t[i] for t in terms.values()) for i in range(3)]
+    hi = [max(t[i] for t in terms.values()) for i in range(3)]
+    expected = {s: sum((t[i] - lo[i]) / (hi[i] - lo[i]) if hi[i] > lo[i] else 0.0 for i in range(3))
+                for s, t in terms.items()}
+    got = res.scores[res.scores["metric"] == "ncti"].set_index("source")["score"].to_dict()
+    assert got == pytest.approx(expected, abs=1e-12)

@@ -197,18 +197,45 @@ def test_sfda_matches_reference(sep: float) -> None:
     assert sfda(x, y) == pytest.approx(_sfda_reference(x, y), abs=1e-6)
 
 
-def test_parc_matches_reference_pipeline(mixture) -> None:
+def _network_like_features(n: int = 300, d: int = 512, c: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ReLU of a random 64-dim latent (class shifted) mixed into d dims, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    z = rng.standard_normal((n, 64))
+    z[np.arange(n), y] += 2.0
+    return np.maximum(z @ rng.standard_normal((64, d)) + 0.5 * rng.standard_normal((n, d)), 0), y
+
+
+def _parc_reference(x: np.ndarray, y: np.ndarray, *, randomized: bool, float_labels: bool) -> float:
+    """The published PARC recipe (Bolya et al.; DovileDo's PARC_Score) written out."""
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    x, y, _ = gaussian_mixture(1.0, d=40)
-    f = StandardScaler().fit_transform(PCA(n_components=32, svd_solver="full").fit_transform(x))
+    k = min(32, len(y) - 1)
+    pca = (PCA(n_components=k, svd_solver="randomized", random_state=1919, iterated_power=1) if randomized
+           else PCA(n_components=k, svd_solver="full"))
+    f = StandardScaler().fit_transform(pca.fit_transform(x))
     rdm_f = 1 - np.corrcoef(f)
-    rdm_y = 1 - np.corrcoef(np.eye(3)[y])
+    onehot = np.eye(len(np.unique(y)))[y]
+    rdm_y = 1 - np.corrcoef(onehot)  # N x N, in floating point, as the authors
+    if not float_labels:
+        rdm_y = np.round(rdm_y, 12)  # the exact tie groups
     iu = np.triu_indices(len(y), 1)
-    rdm_y = np.round(rdm_y, 12)  # the exact tie groups of the label dissimilarity
-    expected = 100 * stats.spearmanr(rdm_f[iu], rdm_y[iu])[0]
-    assert parc(x, y) == pytest.approx(expected, abs=1e-6)
+    return 100 * stats.spearmanr(rdm_f[iu], rdm_y[iu])[0]
+
+
+def test_parc_matches_the_authors_recipe_and_the_exact_option() -> None:
+    x, y = _network_like_features()
+    authors = _parc_reference(x, y, randomized=True, float_labels=True)
+    assert parc(x, y) == pytest.approx(authors, rel=0.01)
+    assert parc(x, y) == pytest.approx(authors, abs=1e-8)  # in fact bit for bit
+    assert parc(x, y, exact_label_ties=True) == pytest.approx(
+        _parc_reference(x, y, randomized=True, float_labels=False), abs=1e-8)
+    exact = _parc_reference(x, y, randomized=False, float_labels=False)
+    assert parc(x, y, pca_solver="exact", exact_label_ties=True) == pytest.approx(exact, abs=1e-6)
+    assert abs(exact - authors) > 0.01 * abs(authors)  # the PCA solver matters on this data
+    # the torch backend follows the same recipe
+    assert parc(x, y, backend="torch") == pytest.approx(parc(x, y), abs=1e-6)
 
 
 def test_transrate_matches_reference(mixture) -> None:
@@ -250,9 +277,16 @@ def test_ncti_components_and_combination(mixture) -> None:
     x, y, _ = mixture
     seli, ncc, vc = ncti_components(x, y)
     assert 1 / 3 < ncc <= 1 and seli > 0
-    assert ncti(x, y) == pytest.approx(seli + ncc - vc)
-    comb = ncti_combine({"a": (1.0, 0.5, 2.0), "b": (3.0, 0.9, 1.0), "c": (2.0, 0.7, 1.5)})
-    assert comb == pytest.approx({"a": 0 + 0 - 1, "b": 1 + 1 - 0, "c": 0.5 + 0.5 - 0.5})
+    assert ncti(x, y) == pytest.approx(seli + ncc + vc)
+    terms = {"a": (1.0, 0.5, 2.0), "b": (3.0, 0.9, 1.0), "c": (2.0, 0.7, 1.5), "d": (2.5, 0.8, 1.2)}
+    # per-term min-max across the sources, then summed with vc ADDED (DovileDo's code)
+    cols = list(zip(*terms.values()))
+    scaled = {k: [(v[i] - min(cols[i])) / (max(cols[i]) - min(cols[i])) for i in range(3)]
+              for k, v in terms.items()}
+    assert ncti_combine(terms) == pytest.approx({k: sum(v) for k, v in scaled.items()})
+    assert ncti_combine(terms, vc_sign=-1) == pytest.approx({k: v[0] + v[1] - v[2] for k, v in scaled.items()})
+    # the raw sum ranks by seli alone; the combination does not have to
+    assert ncti_combine(terms)["a"] == pytest.approx(0 + 0 + 1)
 
 
 def test_knn_matches_brute_force_cross_validation(mixture) -> None:

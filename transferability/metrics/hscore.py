@@ -9,6 +9,7 @@ of elementwise products (same value, O(D^2) instead of O(N D^2 + D^3)). The regu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from transferability._backend import get_backend
 from transferability._validate import prepare
 from transferability.metrics._linalg import center, class_means, ledoit_wolf
 from transferability.metrics.base import register_metric
+
+log = logging.getLogger(__name__)
 
 
 def _cov_class_means(xp: Any, x: Any, y: np.ndarray, c: int) -> Any:
@@ -36,7 +39,17 @@ def _trace_product(xp: Any, a: Any, b: Any) -> float:
     return float(xp.sum(a * b))
 
 
-@register_metric("hscore", torch=True, reference="Bao et al., H-score, ICIP 2019")
+def hscore_shape_warning(n: int, d: int, c: int) -> str | None:
+    """H-score is degenerate when D >= N - 1: the centred features then span the whole sample
+    space, cov(f)^+ cov(f) is the projector onto it and H = C - 1 whatever the features."""
+    if d >= n - 1:
+        return (f"hscore is degenerate for D={d} >= N-1={n - 1} (rank-deficient covariance): it equals "
+                f"C-1={c - 1} for any features; use reg_hscore (the regularised H-score) or more samples")
+    return None
+
+
+@register_metric("hscore", torch=True, reference="Bao et al., H-score, ICIP 2019",
+                 shape_warning=hscore_shape_warning)
 def hscore(features: Any, labels: Any, *, logits: Any = None, backend: str = "numpy",
            device: Any = None) -> float:
     """H-score tr(cov(f)^+ cov(E[f|y])) (higher is better).
@@ -50,6 +63,9 @@ def hscore(features: Any, labels: Any, *, logits: Any = None, backend: str = "nu
     """
     xp = get_backend(backend, device)
     x_np, y, c = prepare(features, labels)
+    msg = hscore_shape_warning(x_np.shape[0], x_np.shape[1], c)
+    if msg:
+        log.warning(msg)
     x = xp.asarray(x_np)
     return _trace_product(xp, xp.pinv(_cov(xp, x), 1e-15), _cov_class_means(xp, x, y, c))
 

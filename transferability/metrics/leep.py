@@ -18,7 +18,7 @@ import numpy as np
 
 from medbench.errors import InputError
 from transferability._backend import get_backend
-from transferability._validate import as_logits, canonical_order, prepare
+from transferability._validate import as_logits, canonical_order, prepare, require_spread
 from transferability.metrics._linalg import pca, softmax
 from transferability.metrics.base import register_metric
 
@@ -79,6 +79,7 @@ def nleep(features: Any, labels: Any, *, logits: Any = None, component_ratio: in
     from sklearn.mixture import GaussianMixture
 
     x, y, c = prepare(features, labels)
+    require_spread(x, "nleep")
     k = component_ratio * c
     if x.shape[0] < k:
         raise InputError(f"nleep fits {k} mixture components ({component_ratio} per class) and needs "

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from medbench.errors import InputError
 from transferability._backend import get_backend
-from transferability._validate import prepare
+from transferability._validate import prepare, require_spread
 from transferability.metrics._linalg import class_means, softmax
 from transferability.metrics.base import register_metric
 
@@ -54,6 +55,10 @@ def _fda_proba(xp: Any, x: Any, y: np.ndarray, c: int,
     m = class_means(xp, x, y, c)
     xc = x - m[xp.index(y)]
     sw = (xc.T @ xc) / n  # = sum_c prior_c cov_c with biased class covariances
+    if shrinkage is None and not float(xp.trace(sw)) > 0:
+        raise InputError("sfda: the within-class scatter is zero (constant features, or every class "
+                         "a single sample / identical samples), so the discriminant is undefined; "
+                         "pass features that vary within classes")
     if shrinkage is None:
         shrinkage = max(float(np.exp(-5.0 * _power_iteration(xp, sw))), 1e-10)
     # S_b = S_t^shrunk - S_w^shrunk only enters through V, and V V^T = (S_w^shrunk)^-1.
@@ -77,6 +82,7 @@ def sfda(features: Any, labels: Any, *, logits: Any = None, backend: str = "nump
     """
     xp = get_backend(backend, device)
     x_np, y, c = prepare(features, labels)
+    require_spread(x_np, "sfda")
     x = xp.asarray(x_np)
     prob, shrinkage, means = _fda_proba(xp, x, y, c, None)
     prob = softmax(xp, prob)  # the authors' "softening" of the probabilities
