@@ -57,7 +57,14 @@ import torch
 
 from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
 from confounders.audit_stats import compare_sources, summarise
-from confounders.base import Confounder, check_fraction, create_confounder
+from confounders.base import Confounder, check_fraction
+from confounders.specs import (
+    baseline_spec,
+    build_confounder,
+    is_sampled,
+    spec_kwargs,
+    spec_label,
+)
 from medbench.errors import InputError
 from medbench.registry import did_you_mean
 from medbench.utils.files import write_json_atomic, write_text_atomic
@@ -154,43 +161,6 @@ class AuditConfig:
         return {**DEFAULT_TRAIN, **self.train}
 
 
-def spec_label(spec: Any) -> str:
-    """Display label of a source/confounder spec (its ``label``, else its name)."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict) and "name" in spec:
-        return str(spec.get("label", spec["name"]))
-    raise InputError(f"a source/confounder must be a name or a dict with 'name'; got {spec!r}")
-
-
-def _spec_kw(spec: Any) -> tuple[str, dict[str, Any]]:
-    if isinstance(spec, str):
-        return spec, {}
-    kw = {k: v for k, v in spec.items() if k not in ("name", "label", "baseline")}
-    return str(spec["name"]), kw
-
-
-#: Presets whose protocol puts a reference version of the artifact on every other image.
-PAPER_BASELINES: dict[str, str] = {"paper-noise": "paper-noise-reference"}
-
-
-def baseline_spec(spec: Any) -> Any:
-    """The artifact applied to the images *without* the confounder, if any: a dict spec's
-    ``baseline`` entry, else the paper's protocol (:data:`PAPER_BASELINES`: all other images get
-    N0 = 2e7 noise when the confounded ones get 1.5e7)."""
-    if isinstance(spec, dict) and "baseline" in spec:
-        return spec["baseline"]
-    return PAPER_BASELINES.get(_spec_kw(spec)[0])
-
-
-def build_confounder(spec: Any, *, seed: int = 0) -> Confounder:
-    name, kw = _spec_kw(spec)
-    kw.setdefault("seed", seed)
-    if "position" in kw:
-        kw["position"] = tuple(kw["position"])
-    return create_confounder(name, **kw)
-
-
 def select_confounded(meta: pd.DataFrame, p: float, *, key: str, seed: int) -> np.ndarray:
     """Boolean mask: the ``round(p * n_pos)`` positives of lowest ``u(seed, key, uid)`` (nested in p)."""
     pos = np.flatnonzero(meta["label"].to_numpy() == 1)
@@ -277,16 +247,6 @@ def _auc_block(prefix: str, df: pd.DataFrame, n_boot: int, seed: int) -> dict[st
     return out
 
 
-def is_sampled(spec: Any) -> bool:
-    """True for a sampled (patient-level) confounder such as "sex" (see :mod:`confounders.sampled`)."""
-    from confounders.base import CONFOUNDERS, PRESETS, load_builtin_confounders
-    from confounders.sampled import SAMPLED
-
-    load_builtin_confounders()
-    name = _spec_kw(spec)[0]
-    return name in SAMPLED and name not in CONFOUNDERS and name not in PRESETS
-
-
 def unit_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Row positions of the unit's train/val/test(i.i.d.)/ood/clean sets and, per set, which rows
     carry the artifact (all False for sampled confounders, whose association comes from sampling)."""
@@ -305,7 +265,7 @@ def unit_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, 
 def _sampled_column_group(spec: Any) -> tuple[str, Any]:
     from confounders.sampled import SAMPLED
 
-    name, kw = _spec_kw(spec)
+    name, kw = spec_kwargs(spec)
     sc = SAMPLED.get(name)
     column, group = kw.get("column", sc.column), kw.get("group", sc.group)
     if group is None:
@@ -316,7 +276,7 @@ def _sampled_column_group(spec: Any) -> tuple[str, Any]:
 def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     from confounders.sampled import add_age_band, build_prevalence_splits
 
-    name, kw = _spec_kw(unit.confounder)
+    name, kw = spec_kwargs(unit.confounder)
     column, group = _sampled_column_group(unit.confounder)
     kw.pop("column", None)
     kw.pop("group", None)
@@ -440,7 +400,7 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> Un
     plan = unit_plan(unit, cfg, data, batch_size=tcfg.batch_size)
     sets, n_conf = unit_datasets(unit, cfg, data, batch_size=tcfg.batch_size, device=device, plan=plan)
 
-    name, kw = _spec_kw(unit.source)
+    name, kw = spec_kwargs(unit.source)
     with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
         torch.manual_seed(cfg.seed + unit.split)
         model = create_source(name, num_classes=2, in_chans=1, drop_rate=cfg.drop_rate, **kw)

@@ -54,7 +54,7 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
     """Example images without and with each confounder (same images, first positives of the data)."""
     import matplotlib.pyplot as plt
 
-    from confounders.audit import build_confounder, is_sampled, spec_label
+    from confounders.specs import build_confounder, is_sampled, spec_label
 
     pos = np.flatnonzero(data.meta["label"].to_numpy() == 1)[:n]
     if len(pos) == 0:

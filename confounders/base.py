@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import logging
 import math
 import sys
@@ -66,9 +67,14 @@ def create_confounder(name: str, **kwargs: Any) -> Confounder:
     return CONFOUNDERS.create(name, **kwargs)
 
 
+#: Modules whose import registers the built-in injectors (found by name: they import this module).
+BUILTIN_MODULES = ("confounders.synthetic",)
+
+
 def load_builtin_confounders() -> None:
     """Import the modules that register the built-in injectors (idempotent)."""
-    import confounders.synthetic  # noqa: F401
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 # Presets of the papers' settings: name -> (registered confounder, parameters).

@@ -11,8 +11,8 @@
 - :func:`spectral_alignment`: cosine similarity of two radial spectra after normalising each
   to unit sum, DC excluded, on a common frequency grid; in [0, 1], 1 = same shape. An artifact
   aligned with a model's gradient spectrum sits where the model is most sensitive.
-- :func:`band_limited_pattern` and the frequency-shortcut experiment
-  (:func:`transferability.shortcut.frequency_shortcut_experiment`, re-exported here).
+- :func:`band_limited_pattern` (the frequency-shortcut experiment that uses it is
+  :func:`transferability.shortcut.frequency_shortcut_experiment`).
 """
 
 from __future__ import annotations
@@ -217,11 +217,3 @@ def plot_spectra(spectra: Mapping[str, Spectrum], *, title: str = "", normalise:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def __getattr__(name: str) -> Any:  # lazy re-export (the experiment imports this module)
-    if name in ("frequency_shortcut_experiment", "ShortcutResult"):
-        from transferability import shortcut
-
-        return getattr(shortcut, name)
-    raise AttributeError(name)

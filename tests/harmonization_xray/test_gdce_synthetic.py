@@ -19,6 +19,7 @@ from medbench.eval.metrics import auc
 
 SIZE = 48
 SOURCES = ("VendorPow", "VendorLog", "VendorInvS")
+pytestmark = pytest.mark.xdist_group("gdce_synthetic")  # one worker builds the shared setup
 
 
 def _tiny_cnn_trained(x: np.ndarray, y: np.ndarray, seed: int = 0) -> nn.Module:
@@ -68,8 +69,25 @@ def _auc(clf: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return auc(y, predict_proba(clf, x))
 
 
+#: Margins of the recovery test, set outside the spread measured across numerics (see the test).
+AUC_MARGIN, MIN_RECOVERED, RMSE_MAX = 0.025, 0.75, 0.03
+
+
 @pytest.mark.slow
 def test_gdce_recovers_reference_auc_and_inverts_the_vendor_curve(setup):
+    """GDCE on the three fixed-point vendor looks: AUC back near the reference, curve near the inverse.
+
+    Spread across numerics, measured on one machine by re-running this setup with oneDNN on and
+    off, 1 and 2 torch threads, ``ATEN_CPU_CAPABILITY=default`` and classifier/GDCE seeds 0-2
+    (six runs): ``after - reference`` AUC ranged -0.011..+0.0005 and the curve RMSE to the inverse
+    0.004..0.0195 (the 40-step fit is short: on the oneDNN path the kept step is a noisier one).
+    The margins sit outside that spread and still catch a GDCE that does nothing:
+    - ``after >= reference - 0.025`` and at least 75% of the vendor's AUC gap recovered (measured
+      minimum 0.96; a no-op recovers 0%, and on the mild inverse-S look the gap is only 0.02-0.05,
+      which is why the relative criterion is needed);
+    - curve RMSE < 0.03 and below half the RMSE of the identity curve (a no-op), which is 0.146,
+      0.208 and 0.033 for the power, log and inverse-S looks.
+    """
     clf, _, test, fits = setup
     ref_auc = _auc(clf, *test["RefVendor"])
     assert ref_auc > 0.9
@@ -81,10 +99,15 @@ def test_gdce_recovers_reference_auc_and_inverts_the_vendor_curve(setup):
             after = _auc(clf, fits[v].predictor.harmonize(torch.tensor(x[:, None]))[:, 0].numpy(), y)
         pix = x[:40].reshape(40, -1)[:, ::3].astype(np.float64)
         fitted = apply_curve(torch.tensor(pix), a[:40].double()).numpy()
-        rmse = float(np.sqrt(np.mean((fitted - VENDOR_INVERSES[VENDORS[v].curve](pix)) ** 2)))
+        inverse = VENDOR_INVERSES[VENDORS[v].curve](pix)
+        rmse = float(np.sqrt(np.mean((fitted - inverse) ** 2)))
+        rmse_noop = float(np.sqrt(np.mean((pix - inverse) ** 2)))
         assert ref_auc - before > 0.01, f"{v}: the vendor look should cost AUC ({before:.4f} vs {ref_auc:.4f})"
-        assert abs(after - ref_auc) <= 0.01, f"{v}: AUC {before:.4f} -> {after:.4f}, reference {ref_auc:.4f}"
-        assert rmse < 0.01, f"{v}: fitted curve RMSE {rmse:.4f} from the inverse vendor curve"
+        recovered = (after - before) / (ref_auc - before)
+        assert after >= ref_auc - AUC_MARGIN and recovered >= MIN_RECOVERED, \
+            f"{v}: AUC {before:.4f} -> {after:.4f}, reference {ref_auc:.4f} ({recovered:.0%} of the gap)"
+        assert rmse < min(RMSE_MAX, 0.5 * rmse_noop), \
+            f"{v}: fitted curve RMSE {rmse:.4f} from the inverse vendor curve (no-op {rmse_noop:.4f})"
     drops = [ref_auc - _auc(clf, *test[v]) for v in ("VendorPow", "VendorLog")]
     assert min(drops) > 0.1  # the strong looks really hurt the reference classifier
 
