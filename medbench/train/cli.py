@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training forward (CUDA only)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
+        restart: bool = typer.Option(False, "--restart", help="Discard a previous run in OUT whose settings differ, instead of refusing."),
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
         res = run_experiment(
             table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
             split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
-            weights=weights,
+            weights=weights, restart=restart,
         )
         from medbench.train import dist
 

@@ -15,9 +15,9 @@ INTERVALS = ("epoch", "step")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 # Fields that may change between a run and its resumption without invalidating the checkpoint.
+#: Fields that change how a run executes, not what it computes (epochs and patience do change it).
 RUNTIME_FIELDS = frozenset(
-    {"device", "num_workers", "progress", "checkpoint_every", "eval_batch_size", "epochs", "patience",
-     "compile"}
+    {"device", "num_workers", "progress", "checkpoint_every", "eval_batch_size", "compile"}
 )
 
 
@@ -131,6 +131,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (YAML/JSON safe)."""
         return dataclasses.asdict(self)
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that determine the results (``to_dict`` without :data:`RUNTIME_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

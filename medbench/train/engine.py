@@ -260,8 +260,8 @@ class _Trainer:
         if diff:
             details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise InputError(
-                f"{self.out} holds a run with a different configuration ({details}); use a new output "
-                "folder or delete it to start over"
+                f"{self.out} holds a run with a different configuration ({len(diff)} changed: {details}); "
+                "use a new output folder or delete it to start over"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -14,6 +14,7 @@ import pandas as pd
 
 from medbench.data.splits import train_val_test
 from medbench.errors import InputError
+from medbench.runs import check_settings, restart_run
 from medbench.train.config import TrainConfig
 from medbench.train.engine import FitResult, fit
 from medbench.utils.files import atomic_path, hash_id, write_json_atomic
@@ -137,6 +138,11 @@ class ExperimentResult:
     report: Path | None
 
 
+#: What ``run_experiment`` writes into its folder (removed by ``restart``).
+RUN_OUTPUTS = ["checkpoints", "config.yaml", "splits.csv", "history.csv", "summary.json", "train.log",
+               "predictions.parquet", "predictions.csv", "metrics.json", "report.html", "figures"]
+
+
 def run_experiment(
     table: pd.DataFrame,
     out_dir: str | Path,
@@ -152,6 +158,7 @@ def run_experiment(
     drop_rate: float = 0.0,
     weights: str | None = None,
     title: str | None = None,
+    restart: bool = False,
 ) -> ExperimentResult:
     """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
 
@@ -169,6 +176,12 @@ def run_experiment(
         drop_rate: Dropout before the head.
         weights: Local weights file for sources that need one.
         title: Report title.
+        restart: Discard a previous run in ``out_dir`` (its own outputs) instead of refusing when
+            its settings differ.
+
+    Raises:
+        InputError: ``out_dir`` holds a run with other settings (every change is listed) and
+            ``restart`` is False.
     """
     import torch
 
@@ -179,6 +192,15 @@ def run_experiment(
     cfg = cfg or TrainConfig()
     dist.init_from_env(cfg.device)  # under torchrun: every rank builds the same splits, rank 0 writes
     out = Path(out_dir)
+    settings = {"train": cfg.settings(), "data": {
+        "label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
+        "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate,
+        "weights": str(weights) if weights is not None else None, "n_rows": len(table)}}
+    if dist.is_main():
+        if restart:
+            restart_run(out, RUN_OUTPUTS)
+        check_settings(out, settings)  # refuses, before any work, a folder computed otherwise
+    dist.barrier()
     df = prepare_table(table, label)
     df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
                                 seed=cfg.seed).to_numpy()
