@@ -53,6 +53,7 @@ class Denoiser:
 
     name: ClassVar[str] = "base"
     axes: ClassVar[dict[str, tuple[float, ...]]] = {}
+    limits: ClassVar[dict[str, tuple[float, float]]] = {}  # bounds for extending an axis
     grid: ClassVar[tuple[dict[str, float], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -113,7 +114,9 @@ class Bilateral(Denoiser):
     """Bilateral filter (scikit-image): range SD ``sigma_hu`` HU, spatial SD ``sigma_px`` pixels."""
 
     name = "bilateral"
-    axes = {"sigma_hu": (10.0, 20.0, 40.0, 80.0, 160.0, 320.0), "sigma_px": (0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 9.0)}
+    axes = {"sigma_hu": (10.0, 20.0, 40.0, 80.0, 160.0, 320.0), "sigma_px": (0.5, 1.0, 2.0, 4.0, 6.0)}
+    # Beyond ~6 px the window (6 sigma + 1 wide) makes it slow, and it degenerates to a range filter.
+    limits = {"sigma_px": (0.25, 6.0)}
 
     def __init__(self, sigma_hu: float = 60.0, sigma_px: float = 1.5) -> None:
         self.sigma_hu = float(sigma_hu)
@@ -363,7 +366,8 @@ def tune(name: str, ld: np.ndarray, ref: np.ndarray, *, grid: tuple[dict[str, fl
                 continue
             if best[k] in (vals[0], vals[-1]):
                 new = _step_out(vals, low=best[k] == vals[0])
-                if not math.isfinite(new) or new <= 0:
+                lo, hi = cls.limits.get(k, (0.0, math.inf))
+                if not math.isfinite(new) or new <= lo or new > hi:
                     continue
                 axes[k] = sorted({*vals, new})
                 steps[k] += 1
