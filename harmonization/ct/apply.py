@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PADDING_HU = -1024.0  # values below this are outside the scan FOV (padding) and kept as they are
 MARKER = "done.json"
 BUNDLED_TRAINING = {"pixel_mm": 5.0, "size": 64}  # geometry of the bundled phantom checkpoints
-NOISE_TOLERANCE = 1.02  # refuse when the flat soft-tissue noise SD rises by more than 2%
+NOISE_TOLERANCE = (1.02, 0.5)  # refuse when the flat soft-tissue noise SD rises by > 2% + 0.5 HU
 FALLBACK = "nlm"  # image-domain denoiser used when a learned model's geometry does not match
 
 
@@ -126,12 +126,14 @@ def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
 
 def flat_tissue_noise(vol: np.ndarray, *, box: int = 12, tissue: tuple[float, float] = (-50.0, 150.0),
-                      fraction: float = 0.25, boxes: np.ndarray | None = None) -> tuple[float, np.ndarray, str]:
+                      margin: int = 4, fraction: float = 0.25,
+                      boxes: np.ndarray | None = None) -> tuple[float, np.ndarray, str]:
     """Noise SD (HU) in flat soft tissue: median pixel SD over the flattest boxes.
 
-    The slices are tiled into ``box`` x ``box`` boxes; boxes whose pixels all lie in ``tissue`` HU
-    are candidates and the ``fraction`` with the lowest SD are kept (flat, no edges). Pass
-    ``boxes`` (from a previous call) to measure another volume in the same places.
+    The slices are tiled into ``box`` x ``box`` boxes; boxes whose pixels, and those within
+    ``margin`` px around them, all lie in ``tissue`` HU are candidates (so smoothing cannot pull an
+    edge into them) and the ``fraction`` with the lowest SD are kept. Pass ``boxes`` (from a
+    previous call) to measure another volume in the same places.
 
     Returns:
         ``(sd, boxes, reason)``: ``boxes`` rows are ``(z, row, col)``; ``sd`` is NaN with a reason
@@ -148,7 +150,12 @@ def flat_tissue_noise(vol: np.ndarray, *, box: int = 12, tissue: tuple[float, fl
     tiles = tiles.reshape(z, nr, nc, box * box)
     sds = tiles.std(axis=-1, ddof=1)
     if boxes is None:
-        ok = (tiles.min(axis=-1) >= tissue[0]) & (tiles.max(axis=-1) <= tissue[1])
+        from scipy.ndimage import binary_erosion
+
+        inside = (v >= tissue[0]) & (v <= tissue[1])
+        if margin > 0:
+            inside = np.stack([binary_erosion(s, iterations=margin, border_value=0) for s in inside])
+        ok = inside[:, :nr * box, :nc * box].reshape(z, nr, box, nc, box).all(axis=(2, 4))
         if not ok.any():
             return float("nan"), np.zeros((0, 3), int), (f"no {box}x{box}-px box entirely within "
                                                          f"{tissue[0]:g}..{tissue[1]:g} HU (no flat soft tissue)")
@@ -221,7 +228,7 @@ def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None, prog
     if reason:
         info["noise_sd_note"] = reason
         log.warning("%s: noise SD not measured: %s", series.paths[0], reason)
-    elif after > NOISE_TOLERANCE * before:
+    elif after > NOISE_TOLERANCE[0] * before + NOISE_TOLERANCE[1]:
         msg = (f"{series.paths[0]}: {denoiser} raises the noise SD in flat soft tissue from {before:.2f} to "
                f"{after:.2f} HU")
         if not allow_noise_increase:
