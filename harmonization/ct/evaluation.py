@@ -64,8 +64,10 @@ def tune_classical(names: Sequence[str], val: Sequence[Case], *,
     fd = np.concatenate([c.sim.fd_hu for c in val])
     tuned = {}
     for name in names:
-        best, _ = tune(name, ld, fd, window=window)
-        tuned[name] = create_denoiser(name, **best)
+        # BM3D's noise spectrum follows the FBP filter the validation data were reconstructed with
+        fixed = {"filter_name": val[0].sim.geometry.filter_name} if name == "bm3d" else {}
+        best, _ = tune(name, ld, fd, window=window, fixed=fixed)
+        tuned[name] = create_denoiser(name, **best, **fixed)
     return tuned
 
 

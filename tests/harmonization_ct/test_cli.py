@@ -147,3 +147,13 @@ def test_bad_input_is_reported(tmp_path) -> None:
     res = runner.invoke(app, ["denoise", "apply", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0
     assert "does not exist" in str(res.exception)
+
+
+def test_simulate_synthetic_pixel_size(tmp_path) -> None:
+    """Default: a 350 mm field of view (350/size mm pixels); --pixel-mm overrides it."""
+    for extra, expected in (((), 350.0 / 32), (("--pixel-mm", "0.8"), 0.8)):
+        out = tmp_path / f"s{len(extra)}"
+        _invoke("denoise", "simulate", "--synthetic", "1", "--slices", "1", "--size", "32", "--views", "48",
+                "--out", str(out), "--workers", "1", *extra)
+        ds = pydicom.dcmread(_files(out / "phantom-000" / "low_dose")[0])
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx([expected, expected], rel=1e-5)

@@ -67,7 +67,7 @@ def test_bm3d_missing_names_the_extra(monkeypatch) -> None:
         create_denoiser("bm3d")
 
 
-@pytest.mark.parametrize("name", ["gaussian", "bilateral", "nlm", "bm3d"])
+@pytest.mark.parametrize("name", ["gaussian", "bilateral", "nlm", pytest.param("bm3d", marks=pytest.mark.slow)])
 def test_class_grid_brackets_the_optimum_on_the_test_phantom(name: str, small_case) -> None:
     """Without extension, the tuned setting is inside the class grid: PSNR falls on both sides."""
     from harmonization.ct.denoisers import grid_edges
