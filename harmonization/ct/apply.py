@@ -3,6 +3,17 @@
 Each input series is written to its own output folder with a new SeriesInstanceUID, the derivation
 noted, HU preserved (modality rescale chosen by ``medbench.io.write``) and the geometry copied from
 the source. A ``done.json`` marker written last makes re-runs skip finished series.
+
+Denoising real CT is guarded twice:
+
+- Geometry: a learned model is used only when the series' pixel size is within 25% of the one it
+  was trained at and its matrix equals the training matrix (the two-stage model re-projects the
+  images with its training views). Otherwise the image-domain NLM, with ``h`` from each slice's
+  estimated noise, is used instead, with a warning saying why (``strict_geometry=False`` forces
+  the model).
+- Noise: the SD in flat soft-tissue boxes (:func:`flat_tissue_noise`) is measured before and after;
+  a series whose noise rises by more than 2% is refused (``allow_noise_increase=True`` writes it
+  with a warning). Both numbers go to ``done.json``; NaN with a reason when no flat box exists.
 """
 
 from __future__ import annotations
@@ -24,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PADDING_HU = -1024.0  # values below this are outside the scan FOV (padding) and kept as they are
 MARKER = "done.json"
+BUNDLED_TRAINING = {"pixel_mm": 5.0, "size": 64}  # geometry of the bundled phantom checkpoints
+NOISE_TOLERANCE = (1.02, 0.5)  # refuse when the flat soft-tissue noise SD rises by > 2% + 0.5 HU
+FALLBACK = "nlm"  # image-domain denoiser used when a learned model's geometry does not match
 
 
 def find_series(path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -111,13 +125,95 @@ def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return _process_all(path, out_dir, "simulate", fn, progress=progress)
 
 
-def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None,
-                    progress: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
+def flat_tissue_noise(vol: np.ndarray, *, box: int = 12, tissue: tuple[float, float] = (-50.0, 150.0),
+                      margin: int = 4, fraction: float = 0.25,
+                      boxes: np.ndarray | None = None) -> tuple[float, np.ndarray, str]:
+    """Noise SD (HU) in flat soft tissue: median pixel SD over the flattest boxes.
+
+    The slices are tiled into ``box`` x ``box`` boxes; boxes whose pixels, and those within
+    ``margin`` px around them, all lie in ``tissue`` HU are candidates (so smoothing cannot pull an
+    edge into them) and the ``fraction`` with the lowest SD are kept. Pass ``boxes`` (from a
+    previous call) to measure another volume in the same places.
+
+    Returns:
+        ``(sd, boxes, reason)``: ``boxes`` rows are ``(z, row, col)``; ``sd`` is NaN with a reason
+        when no box qualifies.
+    """
+    v = np.asarray(vol, dtype=np.float64)
+    if v.ndim == 2:
+        v = v[None]
+    z, h, w = v.shape
+    nr, nc = h // box, w // box
+    if nr == 0 or nc == 0:
+        return float("nan"), np.zeros((0, 3), int), f"slices smaller than one {box}-px box"
+    tiles = v[:, :nr * box, :nc * box].reshape(z, nr, box, nc, box).transpose(0, 1, 3, 2, 4)
+    tiles = tiles.reshape(z, nr, nc, box * box)
+    sds = tiles.std(axis=-1, ddof=1)
+    if boxes is None:
+        from scipy.ndimage import binary_erosion
+
+        inside = (v >= tissue[0]) & (v <= tissue[1])
+        if margin > 0:
+            inside = np.stack([binary_erosion(s, iterations=margin, border_value=0) for s in inside])
+        ok = inside[:, :nr * box, :nc * box].reshape(z, nr, box, nc, box).all(axis=(2, 4))
+        if not ok.any():
+            return float("nan"), np.zeros((0, 3), int), (f"no {box}x{box}-px box entirely within "
+                                                         f"{tissue[0]:g}..{tissue[1]:g} HU (no flat soft tissue)")
+        cand = np.argwhere(ok)
+        order = np.argsort(sds[ok])
+        boxes = cand[order[:max(1, int(round(fraction * len(cand))))]]
+    if len(boxes) == 0:
+        return float("nan"), boxes, "no flat soft-tissue boxes given"
+    return float(np.median(sds[boxes[:, 0], boxes[:, 1], boxes[:, 2]])), boxes, ""
+
+
+def _training_geometry(den: Any) -> tuple[float, int]:
+    """Pixel size and matrix a learned denoiser was trained at (bundled defaults when unrecorded)."""
+    model = den._model
+    meta = getattr(model, "meta", {}) or {}
+    geo = getattr(model, "geometry", None)
+    pixel = float(geo.pixel_mm) if geo is not None else float(meta.get("pixel_mm", BUNDLED_TRAINING["pixel_mm"]))
+    return pixel, int(meta.get("size", BUNDLED_TRAINING["size"]))
+
+
+def geometry_mismatch(den: Any, denoiser: str, pixel_mm: float, shape: tuple[int, int]) -> str:
+    """Why a learned model should not be applied at this geometry ("" when it may)."""
+    if denoiser not in ("two_stage", "redcnn"):
+        return ""
+    train_px, train_size = _training_geometry(den)
+    problems = []
+    if not 0.8 <= pixel_mm / train_px <= 1.25:
+        problems.append(f"pixel size {pixel_mm:.3g} mm vs {train_px:.3g} mm")
+    if tuple(shape) != (train_size, train_size):
+        problems.append(f"matrix {shape[0]}x{shape[1]} vs {train_size}x{train_size}")
+    if not problems:
+        return ""
+    return (f"the {denoiser} checkpoint was trained at another geometry ({'; '.join(problems)}); "
+            "applying it here adds streaks and noise")
+
+
+def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None, progress: bool, *,
+                    strict_geometry: bool = True,
+                    allow_noise_increase: bool = False) -> tuple[np.ndarray, str, dict[str, Any]]:
     """Denoised HU volume, derivation description and marker info of one series."""
     vol = series.hu
-    ctx: dict[str, Any] = {"pixel_mm": float(series.spacing[2])}
+    dz, dy, dx = (float(v) for v in series.spacing)
+    ctx: dict[str, Any] = {"pixel_mm": dx}
     if n0 is not None:
         ctx["n0"] = float(n0)
+    info: dict[str, Any] = {"pixel_mm": [dy, dx], "matrix": list(vol.shape[-2:])}
+    why = geometry_mismatch(den, denoiser, dx, vol.shape[-2:])
+    if why and strict_geometry:
+        from harmonization.ct.denoisers import create_denoiser
+
+        log.warning("%s: %s; using the image-domain %s with h from the estimated noise instead "
+                    "(give a checkpoint trained at this geometry, or strict_geometry=False / "
+                    "--force-model to use it anyway)", series.paths[0], why, FALLBACK)
+        info["fallback"] = f"{denoiser} -> {FALLBACK}: {why}"
+        den, denoiser = create_denoiser(FALLBACK), FALLBACK
+    elif why:
+        log.warning("%s: %s (forced)", series.paths[0], why)
+        info["geometry_warning"] = why
     if denoiser == "two_stage":
         _square(vol, series.paths[0])
     clipped = np.maximum(vol, PADDING_HU)
@@ -126,19 +222,36 @@ def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None,
     else:  # classical filters work slice by slice
         out = np.stack([den(s) for s in tqdm(clipped, desc=denoiser, disable=not progress, unit="slice")])
     out = np.where(vol < PADDING_HU, vol, np.maximum(out, PADDING_HU))
+    before, boxes, reason = flat_tissue_noise(vol)
+    after = flat_tissue_noise(out, boxes=boxes)[0] if len(boxes) else float("nan")
+    info["noise_sd_before"], info["noise_sd_after"] = before, after
+    if reason:
+        info["noise_sd_note"] = reason
+        log.warning("%s: noise SD not measured: %s", series.paths[0], reason)
+    elif after > NOISE_TOLERANCE[0] * before + NOISE_TOLERANCE[1]:
+        msg = (f"{series.paths[0]}: {denoiser} raises the noise SD in flat soft tissue from {before:.2f} to "
+               f"{after:.2f} HU")
+        if not allow_noise_increase:
+            raise InputError(msg + ": not written; choose another denoiser (e.g. nlm) or pass "
+                             "--allow-noise-increase")
+        log.warning(msg)
+        info["noise_warning"] = msg
+    else:
+        log.info("%s: flat soft-tissue noise SD %.2f -> %.2f HU", series.paths[0], before, after)
     settings = {k: v for k, v in den.params().items() if k != "progress"}
     desc = f"medbench denoise {denoiser} {settings}"
-    return out, desc[:1000], {"denoiser": denoiser, "params": {k: str(v) for k, v in settings.items()}}
+    info.update({"denoiser": denoiser, "params": {k: str(v) for k, v in settings.items()}})
+    return out, desc[:1000], info
 
 
 _DENOISERS: dict[str, Any] = {}
 
 
-def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool]) -> str:
+def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool, dict[str, bool]]) -> str:
     """One task of :func:`denoise_batch`: denoise one series into its folder ("written"/"skipped")."""
     from harmonization.ct.denoisers import create_denoiser
 
-    uid, files, folder_name, denoiser, kw, n0, progress = job
+    uid, files, folder_name, denoiser, kw, n0, progress, guards = job
     folder = Path(folder_name)
     if (folder / MARKER).exists():
         return "skipped"
@@ -146,15 +259,20 @@ def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | No
     if key not in _DENOISERS:  # one model load per worker process
         _DENOISERS[key] = create_denoiser(denoiser, **kw)
     series = _read(files, uid)
-    _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress))
+    _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress, **guards))
     return "written"
 
 
 def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
                   params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
-                  executor: str = "local", scheduler: str | None = None, progress: bool = True) -> Any:
+                  executor: str = "local", scheduler: str | None = None, progress: bool = True,
+                  strict_geometry: bool = True, allow_noise_increase: bool = False) -> Any:
     """Denoise every CT series under ``path`` (folder or single file) into derived series, one task
     per series on :func:`medbench.parallel.map_items`; finished series are skipped.
+
+    A learned model at a geometry it was not trained for is replaced by NLM unless
+    ``strict_geometry=False``; a series whose flat soft-tissue noise rises fails unless
+    ``allow_noise_increase`` (see the module docstring).
 
     Series that fail are reported (status "failed" with the error) and the batch goes on.
 
@@ -170,7 +288,8 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     kw = dict(params or {})
     if denoiser in ("two_stage", "redcnn"):
         kw.setdefault("progress", inner_progress)
-    jobs = [(uid, files, str(Path(out_dir) / f"series-{hash_id(uid)}"), denoiser, kw, n0, inner_progress)
+    guards = {"strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase}
+    jobs = [(uid, files, str(Path(out_dir) / f"series-{hash_id(uid)}"), denoiser, kw, n0, inner_progress, guards)
             for uid, files in groups.items()]
     results = map_items(_denoise_job, jobs, workers=workers, executor=executor, scheduler=scheduler,
                         desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1)

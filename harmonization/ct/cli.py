@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+SYNTHETIC_FOV_MM = 350.0  # default field of view of synthetic phantoms: a body scan
+
 denoise_app = typer.Typer(help="Low-dose CT: simulate, train, apply and evaluate denoisers.",
                           no_args_is_help=True)
 
@@ -42,6 +44,8 @@ def simulate_cmd(
     synthetic: int = typer.Option(0, help="Simulate this many synthetic phantom volumes instead."),
     slices: int = typer.Option(8, help="Slices per synthetic volume."),
     size: int = typer.Option(64, help="Synthetic slice size in pixels."),
+    pixel_mm: float = typer.Option(None, "--pixel-mm", help="Synthetic pixel size in mm (default: a 350 mm "
+                                   "field of view, 350/size; the phantom body spans ~80% of it)."),
     seed: int = typer.Option(0, help="Noise seed (per series/slice)."),
     workers: int = typer.Option(None, help="Worker processes (default: CPU count)."),
 ) -> None:
@@ -62,7 +66,11 @@ def simulate_cmd(
         from medbench.utils.files import write_json_atomic
 
         n0_val = resolve_n0(n0, dose_fraction, n0_ref)
-        geo = Geometry(n_views=views or 180)
+        if pixel_mm is not None and not pixel_mm > 0:
+            raise InputError(f"--pixel-mm must be positive, got {pixel_mm}")
+        geo = Geometry(n_views=views or 180, pixel_mm=pixel_mm or SYNTHETIC_FOV_MM / size)
+        log.info("synthetic phantoms: %d px at %.3g mm (field of view %.0f mm), %d views", size, geo.pixel_mm,
+                 size * geo.pixel_mm, geo.n_views)
         for i in range(synthetic):
             folder = out / f"phantom-{i:03d}"
             if (folder / "done.json").exists():
@@ -152,11 +160,19 @@ def apply_cmd(
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, one series per task."),
     executor: str = typer.Option("local", "--executor", help="'local' processes or 'dask'."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
+    force_model: bool = typer.Option(False, "--force-model", help="Use a learned model even when the series' "
+                                     "pixel size/matrix differ from its training geometry (default: fall "
+                                     "back to NLM with h from the estimated noise)."),
+    allow_noise_increase: bool = typer.Option(False, "--allow-noise-increase", help="Write a series even "
+                                              "when denoising raises the flat soft-tissue noise SD."),
 ) -> None:
     """Denoise a DICOM CT series; writes a new series (new UIDs, derivation noted, HU preserved).
 
-    Each series is one task; a series that fails is reported (denoise_log.csv, exit code 1) and
-    the others go on.
+    Geometry (pixel size, matrix) comes from the files: a learned model trained at another
+    geometry is replaced by NLM (with a warning) unless --force-model. The flat soft-tissue noise
+    SD is measured before/after; a series whose noise rises is refused unless
+    --allow-noise-increase. Each series is one task; a series that fails is reported
+    (denoise_log.csv, exit code 1) and the others go on.
     """
     import logging
 
@@ -167,7 +183,8 @@ def apply_cmd(
     if checkpoint is not None:
         params["checkpoint"] = str(checkpoint)
     table = denoise_batch(input, out, denoiser=denoiser, params=params, n0=n0, workers=workers,
-                          executor=executor, scheduler=scheduler)
+                          executor=executor, scheduler=scheduler, strict_geometry=not force_model,
+                          allow_noise_increase=allow_noise_increase)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "denoise_log.csv") as tmp:
         table.to_csv(tmp, index=False)

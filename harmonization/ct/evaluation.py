@@ -42,7 +42,7 @@ def measure(out: np.ndarray, case: Case, *, window: tuple[float, float] = SOFT_T
     """Metrics of a denoised volume against the noise-free full-dose FBP of ``case``.
 
     ``mtf50`` is from the slice-averaged edge ROI (cycles/mm); ``mtf50_ratio`` relative to the
-    full-dose FBP's.
+    full-dose FBP's; ``noise_sd`` is NaN with a ``noise_sd_note`` when there is no flat ROI.
     """
     ref, px = case.sim.fd_hu, case.sim.geometry.pixel_mm
     r, c, h, w = case.info.edge_roi  # type: ignore[misc]
@@ -51,8 +51,9 @@ def measure(out: np.ndarray, case: Case, *, window: tuple[float, float] = SOFT_T
     m_ref = edge_mtf(ref[:, r:r + h, c:c + w], pixel_mm=px).mtf50
     row = {k: q[k] for k in ("psnr", "ssim", "rmse", "mtf50")}
     row["mtf50_ratio"] = q["mtf50"] / m_ref
-    if "noise_sd" in q:
-        row["noise_sd"] = q["noise_sd"]
+    row["noise_sd"] = q["noise_sd"]  # NaN when the phantom has no flat ROI
+    if not case.info.flat_rois:
+        row["noise_sd_note"] = "no flat ROI in this phantom"
     return row
 
 
@@ -63,8 +64,10 @@ def tune_classical(names: Sequence[str], val: Sequence[Case], *,
     fd = np.concatenate([c.sim.fd_hu for c in val])
     tuned = {}
     for name in names:
-        best, _ = tune(name, ld, fd, window=window)
-        tuned[name] = create_denoiser(name, **best)
+        # BM3D's noise spectrum follows the FBP filter the validation data were reconstructed with
+        fixed = {"filter_name": val[0].sim.geometry.filter_name} if name == "bm3d" else {}
+        best, _ = tune(name, ld, fd, window=window, fixed=fixed)
+        tuned[name] = create_denoiser(name, **best, **fixed)
     return tuned
 
 

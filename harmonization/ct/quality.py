@@ -8,6 +8,7 @@ blurring is not mistaken for denoising.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -251,7 +252,10 @@ def mtf50(freqs: np.ndarray, mtf: np.ndarray) -> float:
 def image_quality(x: np.ndarray, ref: np.ndarray, *, window: tuple[float, float] = SOFT_TISSUE,
                   flat_rois: Sequence[Box] = (), edge_roi: Box | None = None,
                   pixel_mm: float = 1.0) -> dict[str, float]:
-    """All metrics of ``x`` against ``ref``: psnr, ssim, rmse, noise_sd (of x - ref), mtf50."""
+    """All metrics of ``x`` against ``ref``: psnr, ssim, rmse, noise_sd (of x - ref), mtf50.
+
+    ``noise_sd`` is always present: NaN (with a logged reason) when no flat ROI is given.
+    """
     out = {
         "psnr": psnr(x, ref, window=window),
         "ssim": ssim(x, ref, window=window),
@@ -259,6 +263,9 @@ def image_quality(x: np.ndarray, ref: np.ndarray, *, window: tuple[float, float]
     }
     if flat_rois:
         out["noise_sd"] = noise_sd(np.asarray(x, np.float64) - np.asarray(ref, np.float64), flat_rois)
+    else:
+        logging.getLogger(__name__).warning("noise_sd is NaN: no flat region (ROI) to measure it in")
+        out["noise_sd"] = float("nan")
     if edge_roi is not None:
         out["mtf50"] = edge_mtf(_crop(np.asarray(x, np.float64), edge_roi), pixel_mm=pixel_mm).mtf50
     return out

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 MU_WATER_PER_MM = 0.0192  # ~70 keV
 AIR_HU = -1000.0
+STARVED_WARN_FRACTION = 0.01  # warn when more than 1% of detector bins expect < 1 photon
+
+
+def starved_fraction(p: np.ndarray, n0: float) -> float:
+    """Fraction of detector bins whose expected count ``n0 exp(-p)`` is below one photon."""
+    return float(np.mean(n0 * np.exp(-np.asarray(p, dtype=np.float64)) < 1.0))
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,11 @@ def simulate_low_dose(hu: np.ndarray, *, n0: float | None = None, dose_fraction:
     bad = [r for r in res if isinstance(r, Failure)]
     if bad:
         raise InputError(f"low-dose simulation failed on {len(bad)} slice(s): {bad[0].message}")
+    starved = float(np.mean([starved_fraction(r.sino_fd, n0_val) for r in res]))
+    if starved > STARVED_WARN_FRACTION:
+        log.warning("%.1f%% of detector bins expect fewer than 1 photon (N0=%g, pixel %.3g mm, field of view "
+                    "%.0f mm): the log floor biases the low-dose image; use a smaller pixel size or a higher N0",
+                    100 * starved, n0_val, geometry.pixel_mm, geometry.pixel_mm * vol.shape[-1])
     return LowDoseResult(
         fd_hu=np.stack([r.fd_hu for r in res]),
         ld_hu=np.stack([r.ld_hu for r in res]),
@@ -221,7 +232,7 @@ def simulate_low_dose(hu: np.ndarray, *, n0: float | None = None, dose_fraction:
         sino_ld=np.stack([r.sino_ld for r in res]),
         n0=n0_val,
         geometry=geometry,
-        info={"seed": seed, "uid": uid, "electronic_sd": electronic_sd},
+        info={"seed": seed, "uid": uid, "electronic_sd": electronic_sd, "starved_fraction": starved},
     )
 
 

@@ -305,7 +305,8 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
 
     hist = train_network(_Scaled(net, 50.0), sample, cfg=cfg, stage="redcnn", out_dir=out, progress=progress)
     meta = {"config": asdict(cfg), "history": hist, "n0": _reference_n0(data),
-            "n0_train": sorted({float(d.n0) for d in data})}
+            "n0_train": sorted({float(d.n0) for d in data}), "size": int(data[0].ld_hu.shape[-1]),
+            "pixel_mm": float(data[0].geometry.pixel_mm)}
     save_checkpoint(final, {"model": "redcnn", "image": network_entry("redcnn", _net_config(net), net),
                             "meta": meta})
     return final

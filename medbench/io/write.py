@@ -290,13 +290,19 @@ def write_ct_series(
     tags: Mapping[str, Any] | None = None,
     uid_key: str | None = None,
     prefix: str = "slice",
+    series_description: str | None = None,
+    series_number: int | None = None,
+    slice_thickness: float | None = None,
 ) -> list[Path]:
     """Write a CT volume as one single-frame DICOM file per slice, geometry consistent throughout.
 
     Slice ``k`` gets ImagePositionPatient ``origin + k * dz * normal`` (normal = third column of
-    ``direction``), the same ImageOrientationPatient, PixelSpacing ``(dy, dx)``, SliceThickness
-    ``dz``, SliceLocation (position along the normal) and InstanceNumber ``k + 1``; all slices share
-    one new SeriesInstanceUID and one rescale.
+    ``direction``), the same ImageOrientationPatient, PixelSpacing ``(dy, dx)``,
+    SpacingBetweenSlices ``dz``, SliceLocation (position along the normal) and InstanceNumber
+    ``k + 1``; all slices share one new SeriesInstanceUID and one rescale. SliceThickness (the
+    nominal reconstructed thickness, not the spacing) is kept from the reference; ``dz`` only when
+    there is none. The series is marked as derived: ImageType DERIVED/SECONDARY, and, with a
+    reference, a new SeriesDescription and SeriesNumber so it is not mistaken for the original.
 
     Args:
         hu: ``(Z, H, W)`` HU values.
@@ -313,6 +319,10 @@ def write_ct_series(
         tags: Extra elements by DICOM keyword, set on every slice.
         uid_key: Derive the new UIDs deterministically from this key.
         prefix: File name prefix.
+        series_description: SeriesDescription (default: the reference's + " [medbench derived]",
+            or "medbench derived").
+        series_number: SeriesNumber (default: the reference's + 1000, or 1 without a reference).
+        slice_thickness: SliceThickness in mm (default: the reference's, else ``dz``).
 
     Returns:
         The written paths, in slice order.
@@ -320,6 +330,8 @@ def write_ct_series(
     vol = np.asarray(hu)
     if vol.ndim != 3 or min(vol.shape) < 1:
         raise InputError(f"write_ct_series needs a (Z, H, W) volume, got shape {vol.shape}")
+    if slice_thickness is not None and not slice_thickness > 0:
+        raise InputError(f"slice_thickness must be positive (mm), got {slice_thickness}")
     chosen = _resolve_rescale(vol, rescale)
     if isinstance(reference, (str, os.PathLike)) and Path(reference).is_dir():
         from medbench.io.series import read_series
@@ -359,6 +371,8 @@ def write_ct_series(
     paths: list[Path] = []
     for k in range(z):
         ref_k = copy.deepcopy(ref_datasets[k]) if use_per_slice else (copy.deepcopy(base) if base is not None else None)
+        thickness = slice_thickness if slice_thickness is not None else _positive(ref_k, "SliceThickness")
+        new_desc, new_number = _derived_series(ref_k, series_description, series_number)
         ds = _prepare(ref_k, modality="CT", uid_key=uid_key)
         for keyword in _SLICE_KEYWORDS:
             if keyword in ds:
@@ -372,8 +386,12 @@ def write_ct_series(
         ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in pos]
         ds.ImageOrientationPatient = iop
         ds.PixelSpacing = [format_number_as_ds(dy), format_number_as_ds(dx)]
-        ds.SliceThickness = format_number_as_ds(dz)
+        ds.SliceThickness = format_number_as_ds(float(thickness) if thickness is not None else dz)
         ds.SpacingBetweenSlices = format_number_as_ds(dz)
+        if new_desc is not None:
+            ds.SeriesDescription = new_desc
+        if new_number is not None:
+            ds.SeriesNumber = new_number
         ds.SliceLocation = format_number_as_ds(float(pos @ normal))
         ds.InstanceNumber = k + 1
         ds.SeriesInstanceUID = sid
@@ -382,6 +400,33 @@ def write_ct_series(
         _apply_tags(ds, tags)
         paths.append(_save(ds, out_dir / f"{prefix}_{k:04d}.dcm"))
     return paths
+
+
+def _positive(ds: Dataset | None, keyword: str) -> float | None:
+    """A positive numeric element of ``ds``, or None when absent, empty or not positive."""
+    if ds is None or ds.get(keyword) in (None, ""):
+        return None
+    try:
+        value = float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def _derived_series(ref: Dataset | None, description: str | None,
+                    number: int | None) -> tuple[str | None, int | None]:
+    """SeriesDescription and SeriesNumber of a derived series (None: leave the header's)."""
+    if ref is None:
+        return description or "medbench derived", number
+    old = str(ref.get("SeriesDescription", "") or "").strip()
+    suffix = " [medbench derived]"
+    desc = description or (f"{old[:64 - len(suffix)]}{suffix}" if old else "medbench derived")
+    if number is None:
+        try:
+            number = int(ref.get("SeriesNumber")) + 1000
+        except (TypeError, ValueError):
+            number = 1000
+    return desc[:64], int(number)  # LO holds at most 64 characters
 
 
 def _geometry_of(ds: Dataset) -> tuple[tuple[float, float, float] | None, Any, Any]:
