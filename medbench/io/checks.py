@@ -170,6 +170,8 @@ def check_pixel_data(
     if values is None:
         values = header_values(ds, CHECK_KEYWORDS)
     keyword = pixel_keyword(ds)
+    if keyword is None and header_truncated(path):
+        raise DicomReadError(path, "truncated", "file ends inside the header (before the pixel data)")
     meta = getattr(ds, "file_meta", None)
     length = tell = None
     if keyword is not None:
@@ -307,6 +309,32 @@ def _check_budget(
             f"declares {rows}x{columns}x{frames} pixels x {samples} samples = {size / 2**30:.2f} GiB, over the "
             f"{limit / 2**30:.2f} GiB pixel budget (raise it with --pixel-budget or ${PIXEL_BUDGET_ENV})",
         )
+
+
+def header_truncated(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ends inside its last data element (a header cut short, so no pixel data).
+
+    pydicom stops silently at the end of the file; a complete data set ends exactly where its
+    last element's value does, a cut one inside that value or inside the next element's header.
+    """
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size="1 KB", force=True)
+    except Exception:  # noqa: BLE001 - unreadable files are labelled elsewhere
+        return False
+    if not ds._dict:  # noqa: SLF001
+        return False
+    last = ds._dict[max(ds._dict)]  # noqa: SLF001
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False
+    left = os.path.getsize(path) - (tell + length)
+    return left < 0 or 0 < left < 8
 
 
 def _keyword_tag(keyword: str) -> int:

@@ -119,8 +119,20 @@ def _read(
     if fmt == "dicom_raw" and not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData")):
         raise DicomReadError(path, "not_dicom", "no DICOM preamble and no recognisable DICOM elements")
     if len(ds) == 0:
+        if _meta_truncated(path):
+            raise DicomReadError(path, "truncated", "file ends inside the file meta header")
         raise DicomReadError(path, "not_dicom", "no DICOM data elements after the file meta header")
     return ds
+
+
+def _meta_truncated(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ends before the end its file meta group length (0002,0000) declares."""
+    with open(path, "rb") as fh:
+        head = fh.read(144)
+        size = os.fstat(fh.fileno()).st_size
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return False
+    return 144 + int.from_bytes(head[140:144], "little") > size
 
 
 def read_dicom(

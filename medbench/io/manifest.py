@@ -83,8 +83,15 @@ def list_files(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(files)
 
 
+_AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
+
+
 def parse_age(value: Any) -> float:
-    """DICOM AS (``"045Y"``, ``"006M"``, ``"010W"``, ``"020D"``) or a number -> years (NaN if invalid)."""
+    """DICOM AS (``nnnD``, ``nnnW``, ``nnnM``, ``nnnY``) or a plain number -> years (NaN if invalid).
+
+    AS is exactly three digits and a unit (PS3.5 6.2); ``000Y`` (and any zero AS) is not an age
+    and maps to NaN, as do other lengths (``45Y``). A plain number (CSV sources) is taken as years.
+    """
     if value is None:
         return math.nan
     if isinstance(value, (int, float, np.number)):
@@ -93,11 +100,16 @@ def parse_age(value: Any) -> float:
     if not text:
         return math.nan
     unit = text[-1]
-    factor = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}.get(unit)
+    if unit in _AGE_UNITS:
+        digits = text[:-1]
+        if len(digits) != 3 or not digits.isdigit() or int(digits) == 0:
+            return math.nan
+        return int(digits) * _AGE_UNITS[unit]
     try:
-        return float(text[:-1]) * factor if factor is not None else float(text)
+        number = float(text)
     except ValueError:
         return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def normalise_sex(value: Any) -> str:
