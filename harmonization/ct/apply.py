@@ -158,6 +158,8 @@ def _create_checked(denoiser: str, kw: dict[str, Any]) -> Any:
     DENOISERS.get(denoiser)  # unknown name: UnknownNameError with close matches
     try:
         return create_denoiser(denoiser, **kw)
+    except InputError as exc:  # keep it to one line (torch's messages span many)
+        raise InputError(" ".join(str(exc).split())[:500]) from None
     except MedbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt checkpoint

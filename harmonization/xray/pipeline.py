@@ -105,6 +105,8 @@ def _load_checked(model: str) -> tuple[dict, str]:
 
     try:
         return load_predictors(model)
+    except InputError as exc:
+        raise InputError(" ".join(str(exc).split())[:500]) from None
     except MedbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
