@@ -9,12 +9,14 @@ so one bad item never aborts a batch.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -102,7 +104,7 @@ def map_items(
     bar = tqdm(total=len(items), desc=desc or None, disable=not progress, unit="item")
     try:
         if isolate and items:
-            return _isolated_map(fn, items, workers, chunksize, bar)
+            return _isolated_map(fn, items, workers, bar)
         if workers == 1 or len(items) <= 1:
             out: list[R | Failure] = []
             for item in items:
@@ -136,80 +138,97 @@ def check_executor(executor: str) -> None:
         raise InputError(f"unknown executor {executor!r}: {did_you_mean(executor, list(EXECUTORS))}")
 
 
-def _isolated_map(
-    fn: Callable[[T], R], items: list[T], workers: int, chunksize: int | None, bar: Any
-) -> list[R | Failure]:
-    """:func:`map_items` in worker processes that survives worker deaths (see module docstring)."""
+def _isolated_map(fn: Callable[[T], R], items: list[T], workers: int, bar: Any) -> list[R | Failure]:
+    """:func:`map_items` in worker processes that survives worker deaths (see module docstring).
+
+    Each worker holds one item at a time, so a worker that dies names its item exactly; it is
+    recorded as :data:`WORKER_CRASH` and a fresh worker takes its place.
+    """
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    queue = deque(range(len(items)))
     results: dict[int, R | Failure] = {}
-    if chunksize is None:
-        chunksize = max(1, len(items) // (workers * 4))
-    pending = list(range(len(items)))
-    # Round 1: normal chunked pool. A death breaks the pool; what did not finish is re-run below.
-    pending = _pool_round(fn, items, pending, workers, chunksize, results, bar)
-    if pending:
-        logger.warning("a worker process died; re-running %d unfinished items in fresh workers", len(pending))
-    # Round 2+: one item per task, at most ``workers`` in flight; on a death, pin the culprit among
-    # the in-flight items by running each alone.
-    while pending:
-        pending, in_flight = _bounded_round(fn, items, pending, workers, results, bar)
-        for i in in_flight:
-            left = _pool_round(fn, items, [i], 1, 1, results, bar)
-            if left:
-                logger.warning("worker died on item %r; recorded as %s", items[i], WORKER_CRASH)
-                results[i] = Failure(items[i], WORKER_CRASH, "worker process died while processing this item")
-                bar.update(1)
+    slots = [_Worker.start(ctx, fn) for _ in range(min(workers, len(items)))]
+    try:
+        for w in slots:
+            w.feed(queue, items)
+        while any(w.current is not None for w in slots):
+            busy = [w for w in slots if w.current is not None]
+            ready = set(mp_connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+            for k, w in enumerate(slots):
+                if w.current is None or (w.conn not in ready and w.process.sentinel not in ready):
+                    continue
+                i = w.current
+                try:
+                    if w.conn not in ready:
+                        raise EOFError
+                    j, res = w.conn.recv()
+                    results[j] = res
+                    bar.update(1)
+                    w.feed(queue, items)
+                except (EOFError, OSError):
+                    w.process.join(timeout=5)
+                    logger.warning("worker died (exit code %s) on item %r; recorded as %s",
+                                   w.process.exitcode, items[i], WORKER_CRASH)
+                    results[i] = Failure(items[i], WORKER_CRASH,
+                                         f"worker process died while processing this item (exit code {w.process.exitcode})")
+                    bar.update(1)
+                    w.close()
+                    slots[k] = _Worker.start(ctx, fn)
+                    slots[k].feed(queue, items)
+    finally:
+        for w in slots:
+            w.close()
     return [results[i] for i in range(len(items))]
 
 
-def _pool_round(
-    fn: Callable[[T], R], items: list[T], idx: list[int], workers: int, chunksize: int,
-    results: dict[int, R | Failure], bar: Any,
-) -> list[int]:
-    """Run ``idx`` in a fresh pool; fill ``results``; return the indices left unfinished by a pool death."""
-    chunks = [idx[i : i + chunksize] for i in range(0, len(idx), chunksize)]
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
-    try:
-        futures = {pool.submit(_run_chunk, fn, [items[i] for i in chunk]): chunk for chunk in chunks}
-        for fut in as_completed(futures):
-            try:
-                out = fut.result()
-            except BrokenProcessPool:
-                continue
-            for i, r in zip(futures[fut], out):
-                results[i] = r
-            bar.update(len(out))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return [i for i in idx if i not in results]
+@dataclass
+class _Worker:
+    """One isolated worker process and the pipe it takes items from."""
+
+    process: Any
+    conn: Any
+    current: int | None = None
+
+    @classmethod
+    def start(cls, ctx: Any, fn: Callable[[Any], Any]) -> _Worker:
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_worker_loop, args=(fn, child, os.getpid()), daemon=True)
+        process.start()
+        child.close()
+        return cls(process, parent)
+
+    def feed(self, queue: deque[int], items: list[Any]) -> None:
+        self.current = queue.popleft() if queue else None
+        if self.current is not None:
+            self.conn.send((self.current, items[self.current]))
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
 
 
-def _bounded_round(
-    fn: Callable[[T], R], items: list[T], idx: list[int], workers: int, results: dict[int, R | Failure], bar: Any,
-) -> tuple[list[int], list[int]]:
-    """One item per task, at most ``workers`` in flight, until done or the pool dies.
-
-    Returns:
-        (items never submitted, items in flight when the pool died).
-    """
-    queue = list(idx)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)))
-    running: dict[Future[list[R | Failure]], int] = {}
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                i = queue.pop(0)
-                running[pool.submit(_run_chunk, fn, [items[i]])] = i
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = running[fut]
-                try:
-                    results[i] = fut.result()[0]
-                except BrokenProcessPool:
-                    continue
-                del running[fut]
-                bar.update(1)
-            if any(f.done() and f.exception() is not None for f in running):
-                return queue, [i for i in running.values() if i not in results]
-        return [], []
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _worker_loop(fn: Callable[[Any], Any], conn: Any, parent: int) -> None:
+    """Take ``(index, item)`` messages until ``None`` (or the parent is gone); answer ``(index, result)``."""
+    while True:
+        try:
+            while not conn.poll(1.0):
+                if os.getppid() != parent:  # orphaned: the batch is gone
+                    return
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        i, item = msg
+        res = _safe_call(fn, item)
+        try:
+            conn.send((i, res))
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result
+            conn.send((i, Failure(item, type(exc).__name__, f"result cannot be sent back: {exc}")))

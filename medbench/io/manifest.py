@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydicom.errors import BytesLengthException
 from pydicom.uid import UID
 
 from medbench.errors import InputError
@@ -223,6 +224,9 @@ def scan_file(path: str, decode: bool = False, *, fast: bool = True, budget: int
             raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
     except DicomReadError as exc:
         return _quarantine(path, exc.reason, exc.detail, fmt)
+    except (NotImplementedError, BytesLengthException) as exc:  # pydicom cannot convert a header value
+        reason = "inconsistent" if isinstance(exc, BytesLengthException) or "Value Representation" in str(exc) else "error"
+        return _quarantine(path, reason, f"header cannot be parsed ({exc})", fmt)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - the scan never aborts
