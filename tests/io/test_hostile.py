@@ -262,3 +262,25 @@ def test_single_class_labels_refused_before_training(tmp_path: Path, monkeypatch
     table = pd.DataFrame({"path": [f"{i}.png" for i in range(10)], "label": [1] * 10})
     with pytest.raises(InputError, match="only class \\[1\\]"):
         run_experiment(table, tmp_path / "run", label="label", source="imagenet")
+
+
+def test_denoise_batch_survives_a_worker_abort(synthetic_ct_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One series whose worker aborts is reported failed; the other is written (workers=1, isolated)."""
+    import harmonization.ct.apply as apply
+
+    real = apply._denoise_job
+    groups = apply.find_series(synthetic_ct_dir)
+    first_series = set(next(iter(groups.values())))
+    assert len(groups) == 2
+
+    def hostile(job):  # the forked worker inherits this patch
+        if job[1][0] in first_series:
+            os.abort()
+        return real(job)
+
+    monkeypatch.setattr(apply, "_denoise_job", hostile)
+    table = apply.denoise_batch(synthetic_ct_dir, tmp_path / "out", denoiser="gaussian", workers=1, progress=False)
+    assert sorted(table["status"]) == ["failed", "written"]
+    failed = table[table["status"] == "failed"].iloc[0]
+    assert failed["error"].startswith(WORKER_CRASH) and failed["source"] in first_series
