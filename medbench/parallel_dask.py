@@ -39,7 +39,7 @@ def dask_map(
         progress: Show a progress bar.
     """
     distributed = optional_import("dask.distributed", extra="scale", purpose="--executor dask")
-    from medbench.parallel import _resolve_workers, _safe_call
+    from medbench.parallel import WORKER_CRASH, Failure, _resolve_workers, _safe_call
 
     cluster = None
     if scheduler is None:
@@ -55,7 +55,11 @@ def dask_map(
         out: list[Any] = [None] * len(items)
         with tqdm(total=len(items), desc=desc or None, disable=not progress, unit="item") as bar:
             for fut in distributed.as_completed(futures):
-                out[index[fut.key]] = fut.result()
+                i = index[fut.key]
+                try:
+                    out[i] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker died on this item (KilledWorker)
+                    out[i] = Failure(items[i], WORKER_CRASH, f"{type(exc).__name__}: {exc}")
                 bar.update(1)
         return out
     finally:

@@ -263,6 +263,25 @@ def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | No
     return "written"
 
 
+def _create_checked(denoiser: str, kw: dict[str, Any]) -> Any:
+    """The denoiser, or a one-line :class:`InputError` naming what is wrong with its settings."""
+    from harmonization.ct.denoisers import DENOISERS, create_denoiser
+    from medbench.errors import MedbenchError
+
+    DENOISERS.get(denoiser)  # unknown name: UnknownNameError with close matches
+    try:
+        return create_denoiser(denoiser, **kw)
+    except InputError as exc:  # keep it to one line (torch's messages span many)
+        raise InputError(" ".join(str(exc).split())[:500]) from None
+    except MedbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt checkpoint
+        first = (str(exc).splitlines() or [""])[0][:200]
+        shown = {k: v for k, v in kw.items() if k != "progress"}
+        raise InputError(f"denoiser {denoiser!r} cannot be created with {shown} ({type(exc).__name__}: {first}); "
+                         "pass a --checkpoint written by `medbench denoise train` and valid --param values") from None
+
+
 def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
                   params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
                   executor: str = "local", scheduler: str | None = None, progress: bool = True,
@@ -281,18 +300,22 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     """
     import pandas as pd
 
-    from medbench.parallel import Failure, map_items
+    from medbench.parallel import Failure, check_executor, map_items
 
+    check_executor(executor)
     groups = find_series(path)
     inner_progress = progress and workers == 1 and executor == "local"  # per-slice bars only in-process
     kw = dict(params or {})
     if denoiser in ("two_stage", "redcnn"):
         kw.setdefault("progress", inner_progress)
     guards = {"strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase}
+    key = f"{denoiser}:{sorted(kw.items())!r}"
+    if key not in _DENOISERS:  # checked once up front (bad name, corrupt checkpoint), not per series
+        _DENOISERS[key] = _create_checked(denoiser, kw)
     jobs = [(uid, files, str(Path(out_dir) / f"series-{hash_id(uid)}"), denoiser, kw, n0, inner_progress, guards)
             for uid, files in groups.items()]
     results = map_items(_denoise_job, jobs, workers=workers, executor=executor, scheduler=scheduler,
-                        desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1)
+                        desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1, isolate=True)
     rows = []
     for job, res in zip(jobs, results, strict=True):
         failed = isinstance(res, Failure)

@@ -98,6 +98,23 @@ def _apply_one(job: _ApplyJob) -> str:
 _PREDICTORS: dict[str, tuple[dict, str]] = {}
 
 
+def _load_checked(model: str) -> tuple[dict, str]:
+    """:func:`load_predictors`, with a one-line :class:`InputError` for a file torch cannot read."""
+    from harmonization.xray.gdce import load_predictors
+    from medbench.errors import MedbenchError
+
+    try:
+        return load_predictors(model)
+    except InputError as exc:
+        raise InputError(" ".join(str(exc).split())[:500]) from None
+    except MedbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(f"GDCE model {model} cannot be read ({type(exc).__name__}: {first}); "
+                         "pass a model.pt written by `medbench harmonize fit`") from None
+
+
 def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, workers: int | None = None,
                  executor: str = "local", scheduler: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Harmonise every DICOM under ``folder`` into ``out`` (same relative paths).
@@ -105,8 +122,9 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
     Inputs are only read. Existing outputs are skipped (resume). Files that fail are reported
     in the returned table with their error, and the batch goes on.
     """
-    from medbench.parallel import Failure, map_items
+    from medbench.parallel import Failure, check_executor, map_items
 
+    check_executor(executor)
     src_root, dst_root = Path(folder), Path(out)
     if not src_root.is_dir():
         raise InputError(f"input folder {src_root} does not exist")
@@ -118,10 +136,13 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
         raise InputError(f"no DICOM files (*.dcm) under {src_root}")
     if dst_root.resolve() == src_root.resolve() or src_root.resolve() in dst_root.resolve().parents:
         raise InputError("--out must not be inside the input folder (inputs are never modified)")
+    key = str(Path(model).resolve())
+    if key not in _PREDICTORS:  # a corrupt model is reported once, up front, not once per file
+        _PREDICTORS[key] = _load_checked(key)
     fp = model_fingerprint(model)
     jobs = [_ApplyJob(str(p), str(dst_root / p.relative_to(src_root)), str(Path(model).resolve()), fp) for p in files]
     results = map_items(_apply_one, jobs, workers=workers, executor=executor, scheduler=scheduler,
-                        desc="harmonize", progress=progress)
+                        desc="harmonize", progress=progress, isolate=True)
     rows = []
     for job, res in zip(jobs, results):
         if isinstance(res, Failure):

@@ -30,7 +30,30 @@ REASONS = (
     "undecodable",
     "truncated",
     "inconsistent",
+    # header faults that make decoders fail or crash (checked before any decoding)
+    "bad_bits",
+    "bad_pixel_representation",
+    "bad_samples_per_pixel",
+    "bad_photometric",
+    "bad_frames",
+    "no_transfer_syntax",
+    "pixel_budget",
+    # found while decoding
+    "non_finite",
+    "decoder_crash",
 )
+
+#: Default budget of stored pixel bytes (rows x columns x frames x samples x bytes per sample) a
+#: file may declare before it is refused as a likely decompression bomb; see :func:`pixel_budget`.
+DEFAULT_PIXEL_BUDGET = 2 << 30
+#: Environment variable that overrides :data:`DEFAULT_PIXEL_BUDGET` (bytes).
+PIXEL_BUDGET_ENV = "MEDBENCH_PIXEL_BUDGET"
+#: Photometric interpretations of PS3.3 C.7.6.3.1.2 (incl. retired ones) -> allowed SamplesPerPixel.
+PHOTOMETRIC_SAMPLES = {
+    "MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE COLOR": 1, "RGB": 3, "HSV": 3, "ARGB": 4, "CMYK": 4,
+    "YBR_FULL": 3, "YBR_FULL_422": 3, "YBR_PARTIAL_422": 3, "YBR_PARTIAL_420": 3, "YBR_ICT": 3, "YBR_RCT": 3,
+    "XYB": 3,
+}
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
@@ -86,11 +109,45 @@ def transfer_syntax(ds: Dataset) -> UID:
 #: Header values :func:`check_pixel_data` reads.
 CHECK_KEYWORDS = (
     "Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation", "BitsStored",
-    "NumberOfFrames", "SOPClassUID",
+    "NumberOfFrames", "SOPClassUID", "PixelRepresentation",
 )
 
 
-def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str, Any] | None = None) -> UID:
+def pixel_budget(value: int | None = None) -> int:
+    """The pixel budget in bytes: ``value``, else ``$MEDBENCH_PIXEL_BUDGET``, else 2 GiB."""
+    if value is not None:
+        return int(value)
+    env = os.environ.get(PIXEL_BUDGET_ENV, "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise InputError(f"{PIXEL_BUDGET_ENV}={env!r} is not a number of bytes; set e.g. 2147483648") from None
+    return DEFAULT_PIXEL_BUDGET
+
+
+def parse_frames(value: Any) -> int:
+    """NumberOfFrames (IS) as an int: absent -> 1; ``"1.0"`` -> 1 (pydicom accepts integral decimals).
+
+    Raises:
+        ValueError: Not an integral number.
+    """
+    if value is None or value == "":
+        return 1
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        number = float(str(value).strip())
+        if not number.is_integer():
+            raise ValueError(f"NumberOfFrames {value!r} is not an integer") from None
+        return int(number)
+
+
+def check_pixel_data(
+    ds: Dataset, path: str | os.PathLike[str], values: dict[str, Any] | None = None, *, budget: int | None = None
+) -> UID:
     """Cheap checks that the pixel data can be decoded, without decoding it.
 
     Checks the pixel element exists, the image module is complete, a decoder for the transfer
@@ -113,6 +170,8 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str
     if values is None:
         values = header_values(ds, CHECK_KEYWORDS)
     keyword = pixel_keyword(ds)
+    if keyword is None and header_truncated(path):
+        raise DicomReadError(path, "truncated", "file ends inside the header (before the pixel data)")
     meta = getattr(ds, "file_meta", None)
     length = tell = None
     if keyword is not None:
@@ -121,9 +180,11 @@ def check_pixel_data(ds: Dataset, path: str | os.PathLike[str], values: dict[str
         tell = getattr(raw, "value_tell", None)
         if length is None:  # already loaded (small element)
             length = len(ds[keyword].value or b"")
+    ts_elem = meta._dict.get(0x00020010) if meta is not None else None  # noqa: SLF001 - TransferSyntaxUID
+    empty_ts = ts_elem is not None and not str(ts_elem.value or "").strip(" \x00")
     return check_pixel_fields(
-        path, values, keyword, transfer_syntax(ds), length, tell, os.path.getsize(path),
-        meta_sop_class=str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else "",
+        path, values, keyword, UID("") if empty_ts else transfer_syntax(ds), length, tell, os.path.getsize(path),
+        meta_sop_class=str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else "", budget=budget,
     )
 
 
@@ -137,6 +198,7 @@ def check_pixel_fields(
     size: int,
     *,
     meta_sop_class: str = "",
+    budget: int | None = None,
 ) -> UID:
     """:func:`check_pixel_data` on already parsed header fields.
 
@@ -149,6 +211,7 @@ def check_pixel_fields(
         tell: File offset of the pixel value (None: unknown, skips the size checks).
         size: File size in bytes.
         meta_sop_class: MediaStorageSOPClassUID (for the message when pixels are missing).
+        budget: Pixel budget in bytes (:func:`pixel_budget`; None: the default or environment).
     """
     if keyword is None:
         kind = str(values.get("SOPClassUID") or meta_sop_class)
@@ -157,21 +220,14 @@ def check_pixel_fields(
     missing = [k for k in _REQUIRED_IMAGE_TAGS if values.get(k) is None]
     if missing:
         raise DicomReadError(path, "inconsistent", f"image module incomplete: missing {', '.join(missing)}")
-    try:
-        bits_alloc = int(values["BitsAllocated"])
-        bits_stored = int(values.get("BitsStored") or bits_alloc)
-        rows, columns = int(values["Rows"]), int(values["Columns"])
-        frames = max(1, int(values.get("NumberOfFrames") or 1))
-    except (TypeError, ValueError) as exc:
-        raise DicomReadError(path, "inconsistent", f"image module has invalid values ({exc})") from None
-    if bits_stored > bits_alloc or bits_alloc not in (1, 8, 16, 32, 64):
-        raise DicomReadError(path, "inconsistent", f"BitsStored {bits_stored} / BitsAllocated {bits_alloc} are invalid")
-    if rows <= 0 or columns <= 0:
-        raise DicomReadError(path, "inconsistent", f"image size {rows}x{columns} is empty")
+    if not str(ts).strip():
+        raise DicomReadError(path, "no_transfer_syntax", "TransferSyntaxUID is empty; the pixel encoding is unknown")
+    rows, columns, frames, samples, bits_alloc = _validate_image_module(path, values)
+    _check_budget(path, rows, columns, frames, samples, bits_alloc, keyword, budget)
     _check_decoder(ts, path)
     if ts in _NATIVE_SYNTAXES or keyword != "PixelData":
         expected = _expected_native_length(
-            keyword, rows, columns, frames, int(values["SamplesPerPixel"]), bits_alloc,
+            keyword, rows, columns, frames, samples, bits_alloc,
             str(values["PhotometricInterpretation"]),
         )
         if length == 0xFFFFFFFF:
@@ -190,13 +246,104 @@ def check_pixel_fields(
     return ts
 
 
+def _int(values: dict[str, Any], key: str, path: str | os.PathLike[str]) -> int | None:
+    value = values.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError):
+        raise DicomReadError(path, "inconsistent", f"{key} {value!r} is not an integer") from None
+
+
+def _validate_image_module(path: str | os.PathLike[str], values: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """Header faults that make decoders fail or abort, each with its own reason code.
+
+    Returns:
+        (rows, columns, frames, samples per pixel, bits allocated).
+    """
+    bits_alloc = _int(values, "BitsAllocated", path)
+    bits_stored = _int(values, "BitsStored", path)
+    rows, columns = _int(values, "Rows", path), _int(values, "Columns", path)
+    samples = _int(values, "SamplesPerPixel", path)
+    rep = _int(values, "PixelRepresentation", path)
+    assert bits_alloc is not None and rows is not None and columns is not None and samples is not None
+    if bits_alloc not in (1, 8, 16, 32, 64):
+        raise DicomReadError(path, "bad_bits", f"BitsAllocated {bits_alloc} is not 1, 8, 16, 32 or 64")
+    if bits_stored is not None and not 1 <= bits_stored <= bits_alloc:
+        raise DicomReadError(path, "bad_bits", f"BitsStored {bits_stored} is not in 1..BitsAllocated ({bits_alloc})")
+    if rep is not None and rep not in (0, 1):
+        raise DicomReadError(path, "bad_pixel_representation", f"PixelRepresentation {rep} is not 0 or 1")
+    photometric = str(values.get("PhotometricInterpretation") or "").strip().upper()
+    if photometric not in PHOTOMETRIC_SAMPLES:
+        raise DicomReadError(path, "bad_photometric", f"unknown PhotometricInterpretation {photometric!r}")
+    if samples not in (1, 3):
+        raise DicomReadError(path, "bad_samples_per_pixel", f"SamplesPerPixel {samples} is not 1 or 3")
+    if samples != PHOTOMETRIC_SAMPLES[photometric]:
+        raise DicomReadError(
+            path, "bad_samples_per_pixel",
+            f"SamplesPerPixel {samples} does not match PhotometricInterpretation {photometric}",
+        )
+    try:
+        frames = parse_frames(values.get("NumberOfFrames"))
+    except ValueError as exc:
+        raise DicomReadError(path, "bad_frames", str(exc)) from None
+    if frames < 1:
+        raise DicomReadError(path, "bad_frames", f"NumberOfFrames {frames} is below 1")
+    if rows <= 0 or columns <= 0:
+        raise DicomReadError(path, "inconsistent", f"image size {rows}x{columns} is empty")
+    return rows, columns, frames, samples, bits_alloc
+
+
+def _check_budget(
+    path: str | os.PathLike[str], rows: int, columns: int, frames: int, samples: int, bits: int,
+    keyword: str, budget: int | None,
+) -> None:
+    """Refuse files whose declared pixels exceed the budget, before a decoder allocates them."""
+    limit = pixel_budget(budget)
+    per_sample = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, bits)
+    size = (rows * columns * frames * samples * per_sample + 7) // 8
+    if size > limit:
+        raise DicomReadError(
+            path, "pixel_budget",
+            f"declares {rows}x{columns}x{frames} pixels x {samples} samples = {size / 2**30:.2f} GiB, over the "
+            f"{limit / 2**30:.2f} GiB pixel budget (raise it with --pixel-budget or ${PIXEL_BUDGET_ENV})",
+        )
+
+
+def header_truncated(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ends inside its last data element (a header cut short, so no pixel data).
+
+    pydicom stops silently at the end of the file; a complete data set ends exactly where its
+    last element's value does, a cut one inside that value or inside the next element's header.
+    """
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size="1 KB", force=True)
+    except Exception:  # noqa: BLE001 - unreadable files are labelled elsewhere
+        return False
+    if not ds._dict:  # noqa: SLF001
+        return False
+    last = ds._dict[max(ds._dict)]  # noqa: SLF001
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False
+    left = os.path.getsize(path) - (tell + length)
+    return left < 0 or 0 < left < 8
+
+
 def _keyword_tag(keyword: str) -> int:
     return next(t for t, k in _PIXEL_TAGS.items() if k == keyword)
 
 
 def _frames(ds: Dataset) -> int:
     try:
-        return max(1, int(header_value(ds, "NumberOfFrames") or 1))
+        return max(1, parse_frames(header_value(ds, "NumberOfFrames")))
     except (TypeError, ValueError):
         return 1
 

@@ -21,17 +21,27 @@ def register(app: typer.Typer) -> None:
         decode: bool = typer.Option(False, "--decode/--no-decode", help="Also decode every image (slower, catches corrupt compressed data)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse rows of an earlier scan in --out for unchanged files."),
+        pixel_budget: Optional[float] = typer.Option(  # noqa: UP045
+            None, "--pixel-budget", help="Largest declared pixel size in GiB (rows x cols x frames x samples x bytes); "
+            "larger files are quarantined before decoding. Default 2, or $MEDBENCH_PIXEL_BUDGET (bytes).",
+        ),
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
 
         Header-only reads in parallel; input files are never modified. Re-running on an unchanged folder writes an identical manifest.
         """
+        from medbench.errors import InputError
         from medbench.io.manifest import scan
+        from medbench.parallel import check_executor
 
+        check_executor(executor)  # before any work: one line, exit 2
+        if pixel_budget is not None and not pixel_budget > 0:
+            raise InputError(f"--pixel-budget {pixel_budget} must be a positive number of GiB")
         # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
         result = scan(
             folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
             resume_from=out if resume else None,
+            pixel_budget=None if pixel_budget is None else int(pixel_budget * 2**30),
         )
         paths = result.save(out)
         _print_summary(result.summary())

@@ -119,11 +119,25 @@ def _read(
     if fmt == "dicom_raw" and not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData")):
         raise DicomReadError(path, "not_dicom", "no DICOM preamble and no recognisable DICOM elements")
     if len(ds) == 0:
+        if _meta_truncated(path):
+            raise DicomReadError(path, "truncated", "file ends inside the file meta header")
         raise DicomReadError(path, "not_dicom", "no DICOM data elements after the file meta header")
     return ds
 
 
-def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | None = None) -> DicomImage:
+def _meta_truncated(path: str | os.PathLike[str]) -> bool:
+    """Whether the file ends before the end its file meta group length (0002,0000) declares."""
+    with open(path, "rb") as fh:
+        head = fh.read(144)
+        size = os.fstat(fh.fileno()).st_size
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return False
+    return 144 + int.from_bytes(head[140:144], "little") > size
+
+
+def read_dicom(
+    path: str | os.PathLike[str], *, voi: bool = False, frame: int | None = None, budget: int | None = None
+) -> DicomImage:
     """Read one DICOM image as float32 pixels where larger values are brighter.
 
     Args:
@@ -131,6 +145,7 @@ def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | 
         voi: Apply the file's VOI LUT or window (first one) and return values in [0, 1];
             files without one are min-max scaled. ``False`` keeps modality units (HU for CT).
         frame: Read only this frame of a multi-frame file (0-based).
+        budget: Pixel budget in bytes checked before decoding (:func:`medbench.io.checks.pixel_budget`).
 
     Returns:
         :class:`DicomImage` with pixels ``(H, W)``, ``(F, H, W)`` for multi-frame files,
@@ -140,7 +155,7 @@ def read_dicom(path: str | os.PathLike[str], *, voi: bool = False, frame: int | 
         DicomReadError: With ``.reason`` in :data:`REASONS`.
     """
     ds = _read(path)
-    ts = check_pixel_data(ds, path)
+    ts = check_pixel_data(ds, path, budget=budget)
     if ds.get("file_meta") is None or "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ts  # in memory only; the file is never modified
@@ -225,9 +240,14 @@ def _decode(ds: Dataset, path: str | os.PathLike[str], frame: int | None) -> np.
         raise DicomReadError(path, reason, f"pixel data cannot be decoded ({text.splitlines()[0]})") from None
     except AttributeError as exc:
         raise DicomReadError(path, "inconsistent", f"image header incomplete ({exc})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise anything
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DicomReadError(path, "undecodable", f"pixel data cannot be decoded ({first})") from None
+    except BaseException as exc:  # noqa: BLE001 - e.g. pyo3 PanicException from a Rust decoder
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DicomReadError(path, "decoder_crash", f"decoder crashed ({type(exc).__name__}: {first})") from None
 
 
 def _fg_item(ds: Dataset, sequence: str, frame: int) -> Dataset | None:

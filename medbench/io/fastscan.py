@@ -127,7 +127,9 @@ def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int) -> int:
             if tag == _ITEM_END:
                 pos = vpos
                 break
-            if length == _UNDEFINED:  # nested sequence (UN with undefined length is implicit inside)
+            if length == _UNDEFINED:  # nested sequence; a UN of undefined length goes to pydicom
+                if explicit and vr == b"UN":
+                    raise _Fallback
                 pos = _skip_sequence(buf, vpos, explicit and vr != b"UN", depth + 1)
             else:
                 pos = vpos + length
@@ -161,7 +163,9 @@ def _parse(buf: bytes, keywords: tuple[str, ...]) -> FastHeader:
             pixel = (_PIXEL_TAGS[tag], length, vpos)
             break
         if length == _UNDEFINED:
-            if tag in wanted:
+            if tag in wanted or (vr == b"UN" and explicit):
+                # pydicom reads a UN of undefined length as an implicit-VR sequence and may fail on
+                # it where this skip would not: let pydicom decide, so both paths agree
                 raise _Fallback
             pos = _skip_sequence(buf, vpos, explicit and vr != b"UN", 0)
             continue

@@ -14,6 +14,7 @@ identical table.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -24,16 +25,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydicom.errors import BytesLengthException
 from pydicom.uid import UID
 
 from medbench.errors import InputError
-from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields
+from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields, parse_frames
+from medbench.io.checks import pixel_budget as pixel_budget_of
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
 from medbench.io.dicom import _spacing as _dicom_spacing
 from medbench.io.fastheader import header_values
 from medbench.io.fastscan import CHUNK, parse_header
 from medbench.io.sniff import RASTER_FORMATS, sniff_bytes
-from medbench.parallel import Failure, map_items
+from medbench.parallel import WORKER_CRASH, Failure, check_executor, map_items
 from medbench.utils.files import atomic_path, hash_id
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ QUARANTINE_COLUMNS = ["path", "reason", "message", "format", "status"]
 #: Quarantine reasons: the DICOM reasons plus "error" (an unexpected failure while scanning).
 QUARANTINE_REASONS = (*REASONS, "error")
 STATE_FILE = "scan_state.parquet"
+_DIGEST_KEY = b"medbench_tables_sha256"
 _INT_COLUMNS = ("rows", "columns", "frames")
 _HEADER_KEYWORDS = [
     "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "Manufacturer",
@@ -80,8 +84,15 @@ def list_files(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(files)
 
 
+_AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
+
+
 def parse_age(value: Any) -> float:
-    """DICOM AS (``"045Y"``, ``"006M"``, ``"010W"``, ``"020D"``) or a number -> years (NaN if invalid)."""
+    """DICOM AS (``nnnD``, ``nnnW``, ``nnnM``, ``nnnY``) or a plain number -> years (NaN if invalid).
+
+    AS is exactly three digits and a unit (PS3.5 6.2); ``000Y`` (and any zero AS) is not an age
+    and maps to NaN, as do other lengths (``45Y``). A plain number (CSV sources) is taken as years.
+    """
     if value is None:
         return math.nan
     if isinstance(value, (int, float, np.number)):
@@ -90,11 +101,16 @@ def parse_age(value: Any) -> float:
     if not text:
         return math.nan
     unit = text[-1]
-    factor = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}.get(unit)
+    if unit in _AGE_UNITS:
+        digits = text[:-1]
+        if len(digits) != 3 or not digits.isdigit() or int(digits) == 0:
+            return math.nan
+        return int(digits) * _AGE_UNITS[unit]
     try:
-        return float(text[:-1]) * factor if factor is not None else float(text)
+        number = float(text)
     except ValueError:
         return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def normalise_sex(value: Any) -> str:
@@ -111,24 +127,24 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _dicom_row(path: str, decode: bool, fmt: str, head: bytes = b"", size: int = -1) -> dict[str, Any]:
+def _dicom_row(
+    path: str, decode: bool, fmt: str, head: bytes = b"", size: int = -1, budget: int | None = None
+) -> dict[str, Any]:
     fast = parse_header(head, _ROW_KEYWORDS) if fmt == "dicom" and head else None
     if fast is not None:
         v = fast.values
         ts = check_pixel_fields(path, v, fast.pixel_keyword, UID(fast.transfer_syntax), fast.pixel_length,
-                                fast.pixel_offset, size, meta_sop_class=fast.meta_sop_class)
+                                fast.pixel_offset, size, meta_sop_class=fast.meta_sop_class, budget=budget)
     else:  # pydicom's reader: unusual encodings, long headers and broken files
         ds = read_header(path, keywords=_HEADER_KEYWORDS, fmt=fmt)
         v = header_values(ds, _ROW_KEYWORDS)
-        ts = check_pixel_data(ds, path, v)
-    try:
-        frames = max(1, int(v["NumberOfFrames"] or 1))
-    except (TypeError, ValueError):
-        frames = 1
+        ts = check_pixel_data(ds, path, v, budget=budget)
+    frames = parse_frames(v["NumberOfFrames"])  # validated by the check above
     if decode:
-        pixels = read_dicom(path).pixels
-        if not np.isfinite(pixels).all():
-            raise DicomReadError(path, "undecodable", "decoded pixels contain NaN/inf")
+        pixels = read_dicom(path, budget=budget).pixels
+        bad = int(pixels.size - np.count_nonzero(np.isfinite(pixels)))
+        if bad:
+            raise DicomReadError(path, "non_finite", f"{bad} decoded pixel values are NaN/inf")
     dy, dx = _dicom_spacing(v) or (math.nan, math.nan)
     pid = _text(v["PatientID"])
     return {
@@ -181,7 +197,7 @@ def _raster_row(path: str, fmt: str, decode: bool) -> dict[str, Any]:
     }
 
 
-def scan_file(path: str, decode: bool = False, *, fast: bool = True) -> dict[str, Any]:
+def scan_file(path: str, decode: bool = False, *, fast: bool = True, budget: int | None = None) -> dict[str, Any]:
     """Manifest row for one file, or a quarantine row (``status`` "quarantined", ``reason``).
 
     Never raises for a bad file.
@@ -191,6 +207,7 @@ def scan_file(path: str, decode: bool = False, *, fast: bool = True) -> dict[str
         decode: Also decode the pixels.
         fast: Parse common DICOM headers directly (:mod:`medbench.io.fastscan`); False always
             uses pydicom's reader (same rows, slower).
+        budget: Pixel budget in bytes (:func:`medbench.io.checks.pixel_budget`).
     """
     fmt = "unknown"
     try:
@@ -203,12 +220,19 @@ def scan_file(path: str, decode: bool = False, *, fast: bool = True) -> dict[str
             if fmt in RASTER_FORMATS:
                 return _raster_row(path, fmt, decode)
             if fmt in ("dicom", "dicom_raw"):
-                return _dicom_row(path, decode, fmt, head if fast else b"", size)
+                return _dicom_row(path, decode, fmt, head if fast else b"", size, budget)
             raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
     except DicomReadError as exc:
         return _quarantine(path, exc.reason, exc.detail, fmt)
+    except (NotImplementedError, BytesLengthException) as exc:  # pydicom cannot convert a header value
+        reason = "inconsistent" if isinstance(exc, BytesLengthException) or "Value Representation" in str(exc) else "error"
+        return _quarantine(path, reason, f"header cannot be parsed ({exc})", fmt)
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except Exception as exc:  # noqa: BLE001 - the scan never aborts
         return _quarantine(path, "error", f"{type(exc).__name__}: {exc}", fmt)
+    except BaseException as exc:  # noqa: BLE001 - a native extension panicked (pyo3 PanicException)
+        return _quarantine(path, "decoder_crash", f"{type(exc).__name__}: {exc}", fmt)
 
 
 def _quarantine(path: str, reason: str, message: str, fmt: str) -> dict[str, Any]:
@@ -227,7 +251,12 @@ class ScanResult:
 
     def save(self, run_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``manifest.parquet``, ``quarantine.parquet``, ``quarantine.csv`` (and
-        ``scan_state.parquet``) atomically."""
+        ``scan_state.parquet``) atomically.
+
+        The state is written last and records a digest of the manifest and quarantine files it
+        belongs to: it is the single commit point of a resumable scan. A run killed between the
+        writes leaves a state whose digest does not match, and the next scan ignores it.
+        """
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
         out = {
@@ -235,27 +264,32 @@ class ScanResult:
             "quarantine": run / "quarantine.parquet",
             "quarantine_csv": run / "quarantine.csv",
         }
-        if self.state is not None:
-            out["state"] = run / STATE_FILE
-            with atomic_path(out["state"]) as tmp:
-                self.state.to_parquet(tmp, index=False)
         with atomic_path(out["manifest"]) as tmp:
             self.manifest.to_parquet(tmp, index=False)
         with atomic_path(out["quarantine"]) as tmp:
             self.quarantine.to_parquet(tmp, index=False)
         with atomic_path(out["quarantine_csv"]) as tmp:
             self.quarantine.to_csv(tmp, index=False)
+        if self.state is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            out["state"] = run / STATE_FILE
+            table = pa.Table.from_pandas(self.state, preserve_index=False)
+            meta = {**(table.schema.metadata or {}), _DIGEST_KEY: _tables_digest(run).encode()}
+            with atomic_path(out["state"]) as tmp:
+                pq.write_table(table.replace_schema_metadata(meta), tmp)
         return out
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> ScanResult:
-        """Read a saved scan back."""
+        """Read a saved scan back (the state only when it belongs to these tables)."""
         run = Path(run_dir)
         try:
-            state = pd.read_parquet(run / STATE_FILE) if (run / STATE_FILE).exists() else None
-            return cls(pd.read_parquet(run / "manifest.parquet"), pd.read_parquet(run / "quarantine.parquet"), state)
+            manifest, quarantine = pd.read_parquet(run / "manifest.parquet"), pd.read_parquet(run / "quarantine.parquet")
         except FileNotFoundError:
             raise InputError(f"{run}: no manifest.parquet/quarantine.parquet; run `medbench ingest` first") from None
+        return cls(manifest, quarantine, _committed_state(run))
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Counts by modality, manufacturer and status (manifest) and by quarantine reason."""
@@ -299,6 +333,7 @@ def scan(
     progress: bool = True,
     decode: bool = False,
     resume_from: str | os.PathLike[str] | None = None,
+    pixel_budget: int | None = None,
 ) -> ScanResult:
     """Scan ``folder`` (recursively) into a manifest and a quarantine table.
 
@@ -311,10 +346,18 @@ def scan(
         decode: Also decode every image (slower; catches corrupt compressed data).
         resume_from: A run folder of an earlier scan: files whose size and modification time are
             unchanged (and were scanned with at least the same ``decode``) keep their rows.
+        pixel_budget: Largest declared pixel size in bytes (rows x columns x frames x samples x
+            bytes); larger files are quarantined as ``pixel_budget`` before decoding. None: 2 GiB
+            or ``$MEDBENCH_PIXEL_BUDGET``.
+
+    With ``decode`` the files are decoded in isolated worker processes: a decoder that aborts the
+    process quarantines that file as ``decoder_crash`` and the scan goes on.
 
     Raises:
         InputError: Missing or empty folder.
     """
+    check_executor(executor)
+    budget = pixel_budget_of(pixel_budget)
     files = list_files(folder)
     stats = [os.stat(p) for p in files]
     state = pd.DataFrame({
@@ -325,12 +368,14 @@ def scan(
     })
     reused = _previous_rows(resume_from, state)
     todo = [p for p in files if p not in reused]
-    fn = functools.partial(scan_file, decode=decode)
-    results = map_items(fn, todo, workers=workers, executor=executor, scheduler=scheduler, desc="scan", progress=progress)
+    fn = functools.partial(scan_file, decode=decode, budget=budget)
+    results = map_items(fn, todo, workers=workers, executor=executor, scheduler=scheduler, desc="scan",
+                        progress=progress, isolate=decode)
     fresh: dict[str, dict[str, Any]] = {}
     for path, res in zip(todo, results):
         if isinstance(res, Failure):  # scan_file does not raise, but a worker can still die
-            fresh[path] = _quarantine(path, "error", f"{res.error}: {res.message}", "unknown")
+            reason = "decoder_crash" if res.error == WORKER_CRASH else "error"
+            fresh[path] = _quarantine(path, reason, f"{res.error}: {res.message}", "unknown")
         else:
             fresh[path] = res
     rows = [reused[p] if p in reused else fresh[p] for p in files]
@@ -344,9 +389,35 @@ def scan(
     return ScanResult(manifest, quarantine, state)
 
 
+def _tables_digest(run: Path) -> str:
+    """sha256 over the bytes of manifest.parquet and quarantine.parquet in ``run``."""
+    h = hashlib.sha256()
+    for name in ("manifest.parquet", "quarantine.parquet"):
+        with open(run / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _committed_state(run: Path) -> pd.DataFrame | None:
+    """``scan_state.parquet`` when it was committed with the current tables, else None (with a warning)."""
+    path = run / STATE_FILE
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    digest = (pq.read_schema(path).metadata or {}).get(_DIGEST_KEY, b"").decode()
+    if digest != _tables_digest(run):
+        logger.warning("%s: scan state does not belong to the current manifest (interrupted save?); "
+                       "it is ignored and every file is scanned again", path)
+        return None
+    return pd.read_parquet(path)
+
+
 def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Rows of an earlier scan for files that have not changed since (path -> row)."""
-    if run_dir is None or not (Path(run_dir) / STATE_FILE).exists():
+    if run_dir is None or not (Path(run_dir) / STATE_FILE).exists() or not (Path(run_dir) / "manifest.parquet").exists():
         return {}
     try:
         old = ScanResult.load(run_dir)

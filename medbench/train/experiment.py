@@ -202,6 +202,10 @@ def run_experiment(
         check_settings(out, settings)  # refuses, before any work, a folder computed otherwise
     dist.barrier()
     df = prepare_table(table, label)
+    present = sorted(int(v) for v in df[label].unique())
+    if len(present) < 2:  # checked before any training, not when the AUC is computed at the end
+        raise InputError(f"label column {label!r} holds only class {present or '(none)'}: AUC is undefined and "
+                         "training would learn nothing; pass a table with at least two classes")
     df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
                                 seed=cfg.seed).to_numpy()
     if dist.is_main():
