@@ -25,6 +25,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 quick: install
 	$(PY) -m pytest -n 2 --dist loadgroup -m 'not slow' --durations=10

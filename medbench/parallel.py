@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,47 +21,19 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from medbench.errors import InputError
+from medbench.parallel_items import (
+    WORKER_CRASH,
+    Failure,
+    resolve_workers,
+    safe_call,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: :attr:`Failure.error` of an item whose worker process died (abort, segfault, killed).
-WORKER_CRASH = "WorkerCrash"
 R = TypeVar("R")
 #: Executors :func:`map_items` knows.
 EXECUTORS = ("local", "dask")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An item whose function raised: the item, the exception type and message, and the traceback."""
-
-    item: Any
-    error: str
-    message: str
-    traceback: str = ""
-
-
-def _safe_call(fn: Callable[[T], R], item: T) -> R | Failure:
-    try:
-        return fn(item)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a batch must survive any single item (pyo3 panics too)
-        return Failure(item, type(exc).__name__, str(exc), traceback.format_exc())
-
-
-def default_workers() -> int:
-    """Worker processes to use: the usable CPU count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _resolve_workers(workers: int | None) -> int:
-    """``workers`` clamped to at least 1, or :func:`default_workers` when ``None``."""
-    return default_workers() if workers is None else max(1, int(workers))
 
 
 def map_items(
@@ -100,7 +71,7 @@ def map_items(
         from medbench.registry import did_you_mean
 
         raise InputError(f"unknown executor {executor!r}: {did_you_mean(executor, list(EXECUTORS))}")
-    workers = _resolve_workers(workers)
+    workers = resolve_workers(workers)
     bar = tqdm(total=len(items), desc=desc or None, disable=not progress, unit="item")
     try:
         if isolate and items:
@@ -108,7 +79,7 @@ def map_items(
         if workers == 1 or len(items) <= 1:
             out: list[R | Failure] = []
             for item in items:
-                out.append(_safe_call(fn, item))
+                out.append(safe_call(fn, item))
                 bar.update(1)
             return out
         if chunksize is None:
@@ -127,7 +98,7 @@ def map_items(
 
 
 def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R | Failure]:
-    return [_safe_call(fn, item) for item in chunk]
+    return [safe_call(fn, item) for item in chunk]
 
 
 def check_executor(executor: str) -> None:
@@ -227,7 +198,7 @@ def _worker_loop(fn: Callable[[Any], Any], conn: Any, parent: int) -> None:
         if msg is None:
             return
         i, item = msg
-        res = _safe_call(fn, item)
+        res = safe_call(fn, item)
         try:
             conn.send((i, res))
         except Exception as exc:  # noqa: BLE001 - an unpicklable result

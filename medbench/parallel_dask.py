@@ -39,18 +39,18 @@ def dask_map(
         progress: Show a progress bar.
     """
     distributed = optional_import("dask.distributed", extra="scale", purpose="--executor dask")
-    from medbench.parallel import WORKER_CRASH, Failure, _resolve_workers, _safe_call
+    from medbench.parallel_items import WORKER_CRASH, Failure, resolve_workers, safe_call
 
     cluster = None
     if scheduler is None:
-        cluster = distributed.LocalCluster(n_workers=_resolve_workers(workers), threads_per_worker=1, processes=True,
+        cluster = distributed.LocalCluster(n_workers=resolve_workers(workers), threads_per_worker=1, processes=True,
                                            dashboard_address=None)
         client = distributed.Client(cluster)
     else:
         client = distributed.Client(scheduler)
     log.info("dask: %d tasks on %s", len(items), client.scheduler.address)
     try:
-        futures = [client.submit(_safe_call, fn, item, pure=False) for item in items]
+        futures = [client.submit(safe_call, fn, item, pure=False) for item in items]
         index = {f.key: i for i, f in enumerate(futures)}
         out: list[Any] = [None] * len(items)
         with tqdm(total=len(items), desc=desc or None, disable=not progress, unit="item") as bar:
