@@ -236,6 +236,11 @@ class SRSTEHook(NMHook):
         self._select(model)
         self._install(self.lambda_w, active=True)
 
+    def masks_final(self) -> bool:
+        """Always: every forward already uses the N:M mask of the current weights, which is
+        exactly what :func:`export_nm` bakes in, so each epoch's validated model is the export."""
+        return True
+
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "lambda_w": self.lambda_w}
 
@@ -293,6 +298,13 @@ class ASPHook(NMHook):
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         if not self.masks and self.prune_epoch is not None and epoch + 1 >= self.prune_epoch:
             self.prune(epoch)
+
+    def masks_final(self) -> bool:
+        """True once pruned: the mask is fixed from then on (no eligible layer: always True)."""
+        return bool(self.masks) or not self.layers
+
+    def epoch_record(self) -> dict[str, Any]:
+        return {"asp_pruned": bool(self.masks)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"masks": dict(self.masks), "pruned_after_epoch": self.pruned_after_epoch}
@@ -353,6 +365,16 @@ class STEPHook(NMHook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.optimizer is not None:
             self._set_active(self.optimizer.phase == 2)
+
+    def masks_final(self) -> bool:
+        """True after AutoSwitch: from then on every forward uses the learned N:M mask (SR-STE
+        style, as in SR-STE the mask follows the weights), which is what the export bakes in."""
+        return (self.optimizer is not None and self.optimizer.phase == 2) or not self.layers
+
+    def epoch_record(self) -> dict[str, Any]:
+        opt = self.optimizer
+        return {"step_phase": opt.phase if opt else 1,
+                "step_switch_step": opt.switch_step if opt and opt.switch_step is not None else -1}
 
     def summary(self) -> dict[str, Any]:
         opt = self.optimizer
