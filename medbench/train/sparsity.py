@@ -325,7 +325,8 @@ class STEPHook(NMHook):
     Args:
         lambda_w: SR-STE decay in phase 2.
         betas, eps: Adam's.
-        window, threshold, t_min, t_max, clamp: :class:`StepAdam` AutoSwitch and safeguards.
+        window, threshold, t_min, t_max, clamp, normalise: :class:`StepAdam` AutoSwitch options
+            and the phase-2 update clamp (``clamp=None``: STEP's exact, unclamped update).
         **kwargs: :class:`NMHook` options.
     """
 
@@ -333,13 +334,13 @@ class STEPHook(NMHook):
 
     def __init__(
         self, pattern: str = "2:4", *, lambda_w: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8, window: int = 20, threshold: float = 0.02, t_min: int = 20,
-        t_max: int = 2000, clamp: float | None = 1.0, **kwargs: Any,
+        eps: float = 1e-8, window: int = 20, threshold: float = 0.2, t_min: int = 20,
+        t_max: int = 2000, clamp: float | None = 1.0, normalise: str = "peak", **kwargs: Any,
     ) -> None:
         super().__init__(pattern, **kwargs)
         self.lambda_w = float(lambda_w)
         self.adam_options = dict(betas=tuple(betas), eps=eps, window=window, threshold=threshold,
-                                 t_min=t_min, t_max=t_max, clamp=clamp)
+                                 t_min=t_min, t_max=t_max, clamp=clamp, normalise=normalise)
         self.optimizer: StepAdam | None = None
 
     def make_optimizer(self, params: Iterable[nn.Parameter], cfg: Any) -> StepAdam:

@@ -60,3 +60,23 @@ def test_asp_late_pruning_exports_best_sparse_epoch(tmp_path: Path) -> None:
     acc = _accuracy(res.model, val)
     assert abs(acc - float(hist.loc[hist["epoch"] == best, "val_acc"].iloc[0])) < 1e-9
     assert acc >= float(hist["val_acc"].iloc[-1]) - 0.02
+
+
+def test_step_history_records_switch_and_best_is_after_it(tmp_path: Path) -> None:
+    train, val = _digits()
+    torch.manual_seed(0)
+    # 19 steps per epoch; t_min 40 keeps epochs 0-1 dense whatever AutoSwitch says, t_max 80 caps it
+    cfg = TrainConfig(epochs=6, lr=3e-3, batch_size=64, patience=None, device="cpu", progress=False, seed=0,
+                      sparsity="2:4", sparsity_recipe="step", sparsity_options={"t_min": 40, "t_max": 80})
+    res = fit(_mlp(), train, val, cfg, tmp_path)
+    hist = res.history
+    switch = res.summary["hooks_summary"]["step"]["switch_step"]
+    assert 40 <= switch <= 80
+    phase2 = hist["step"] >= switch  # the epoch's last step is at or past the switch
+    assert list(hist["masks_final"].astype(bool)) == list(phase2)
+    assert list(hist["step_phase"]) == [2 if p else 1 for p in phase2]
+    assert set(hist.loc[phase2, "step_switch_step"]) == {switch}
+    assert set(hist.loc[~phase2, "step_switch_step"]) == {-1}
+    assert res.summary["best_epoch"] == int(hist.loc[phase2].loc[hist.loc[phase2, "val_loss"].idxmin(), "epoch"])
+    w = res.model[3].weight.detach()
+    assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
