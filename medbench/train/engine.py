@@ -5,7 +5,8 @@
     config.yaml          the resolved configuration
     checkpoints/last.pt  everything needed to resume (written atomically at each epoch end and
                          every ``cfg.checkpoint_every`` optimizer steps)
-    checkpoints/best.pt  model weights of the lowest validation loss (the last epoch without val)
+    checkpoints/best.pt  model weights of the lowest validation loss (the last epoch without val),
+                         among the epochs whose masks are final (``TrainHook.masks_final``)
     history.csv          one row per epoch: epoch (0-based), train_loss, val_loss, val_auc/val_acc, lr, ...
     predictions.parquet  (+ .csv) predictions of the best model on the val (and test) sets
     summary.json, train.log
@@ -406,17 +407,25 @@ class _Trainer:
                 "or enable gradient clipping"
             )
         row: dict[str, Any] = {"epoch": p.epoch, "train_loss": train_loss, "lr": p.epoch_lr}
+        # Only an epoch whose masks are final (ASP: pruned; STEP: past AutoSwitch) is a candidate
+        # for best.pt, and only such epochs count towards patience, so that neither a dense epoch
+        # nor the loss spike right after pruning decides what is exported or when training stops.
+        final = all(hook.masks_final() for hook in self.hooks)
         if self.val_ds is not None and len(self.val_ds):
             inf = infer(self.model, self.val_ds, batch_size=self.eval_batch_size, device=self.device,
                         num_workers=cfg.num_workers, dtype=self.dtype, channels_last=self.channels_last)
             row["val_loss"] = float(self.loss_fn(inf.logits, inf.labels).item())
             row.update(epoch_metrics(inf.logits, inf.labels))
-            improved = row["val_loss"] < p.best_val_loss - cfg.min_delta
+            improved = final and row["val_loss"] < p.best_val_loss - cfg.min_delta
         else:
             row["val_loss"] = float("nan")
-            improved = True
+            improved = final
         row["step"] = p.step
         row["time_s"] = round(p.train_time_s, 3)
+        if self.hooks:
+            row["masks_final"] = final
+            for hook in self.hooks:
+                row.update(hook.epoch_record())
         p.history.append(row)
         if improved:
             p.best_val_loss = row["val_loss"] if math.isfinite(row["val_loss"]) else p.best_val_loss
@@ -424,7 +433,7 @@ class _Trainer:
             if dist.is_main():
                 save_checkpoint(self.ckpt_dir / BEST, {"model": self.model.state_dict(), "epoch": p.epoch,
                                                         "val_loss": row["val_loss"]})
-        else:
+        elif final:
             p.bad_epochs += 1
         logger.info("epoch %d: %s", p.epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         p.epoch, p.batch, p.loss_sum, p.loss_count = p.epoch + 1, 0, 0.0, 0
@@ -448,6 +457,9 @@ class _Trainer:
         best = self.ckpt_dir / BEST
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
+        elif self.hooks and self.p.history:
+            logger.warning("no epoch ended with final masks (hooks %s); the last epoch is exported",
+                           [h.name for h in self.hooks])
         model = self.model
         for hook in self.hooks:
             model = hook.on_train_end(model) or model

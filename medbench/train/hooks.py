@@ -79,6 +79,18 @@ class TrainHook:
     def on_train_end(self, model: nn.Module) -> nn.Module:
         return model
 
+    def masks_final(self) -> bool:
+        """Whether the model as it stands is the one this hook would export (e.g. N:M masks fixed).
+
+        The engine keeps a best checkpoint and counts early-stopping patience only over epochs at
+        whose end every hook answers True; hooks that do not change the exported model say True.
+        """
+        return True
+
+    def epoch_record(self) -> dict[str, Any]:
+        """Extra columns for this epoch's row of ``history.csv`` (e.g. the STEP phase)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

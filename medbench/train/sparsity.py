@@ -236,6 +236,11 @@ class SRSTEHook(NMHook):
         self._select(model)
         self._install(self.lambda_w, active=True)
 
+    def masks_final(self) -> bool:
+        """Always: every forward already uses the N:M mask of the current weights, which is
+        exactly what :func:`export_nm` bakes in, so each epoch's validated model is the export."""
+        return True
+
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "lambda_w": self.lambda_w}
 
@@ -294,6 +299,13 @@ class ASPHook(NMHook):
         if not self.masks and self.prune_epoch is not None and epoch + 1 >= self.prune_epoch:
             self.prune(epoch)
 
+    def masks_final(self) -> bool:
+        """True once pruned: the mask is fixed from then on (no eligible layer: always True)."""
+        return bool(self.masks) or not self.layers
+
+    def epoch_record(self) -> dict[str, Any]:
+        return {"asp_pruned": bool(self.masks)}
+
     def state_dict(self) -> dict[str, Any]:
         return {"masks": dict(self.masks), "pruned_after_epoch": self.pruned_after_epoch}
 
@@ -313,7 +325,8 @@ class STEPHook(NMHook):
     Args:
         lambda_w: SR-STE decay in phase 2.
         betas, eps: Adam's.
-        window, threshold, t_min, t_max, clamp: :class:`StepAdam` AutoSwitch and safeguards.
+        window, threshold, t_min, t_max, clamp, normalise: :class:`StepAdam` AutoSwitch options
+            and the phase-2 update clamp (``clamp=None``: STEP's exact, unclamped update).
         **kwargs: :class:`NMHook` options.
     """
 
@@ -321,13 +334,13 @@ class STEPHook(NMHook):
 
     def __init__(
         self, pattern: str = "2:4", *, lambda_w: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8, window: int = 20, threshold: float = 0.02, t_min: int = 20,
-        t_max: int = 2000, clamp: float | None = 1.0, **kwargs: Any,
+        eps: float = 1e-8, window: int = 20, threshold: float = 0.2, t_min: int = 20,
+        t_max: int = 2000, clamp: float | None = 1.0, normalise: str = "peak", **kwargs: Any,
     ) -> None:
         super().__init__(pattern, **kwargs)
         self.lambda_w = float(lambda_w)
         self.adam_options = dict(betas=tuple(betas), eps=eps, window=window, threshold=threshold,
-                                 t_min=t_min, t_max=t_max, clamp=clamp)
+                                 t_min=t_min, t_max=t_max, clamp=clamp, normalise=normalise)
         self.optimizer: StepAdam | None = None
 
     def make_optimizer(self, params: Iterable[nn.Parameter], cfg: Any) -> StepAdam:
@@ -353,6 +366,16 @@ class STEPHook(NMHook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.optimizer is not None:
             self._set_active(self.optimizer.phase == 2)
+
+    def masks_final(self) -> bool:
+        """True after AutoSwitch: from then on every forward uses the learned N:M mask (SR-STE
+        style, as in SR-STE the mask follows the weights), which is what the export bakes in."""
+        return (self.optimizer is not None and self.optimizer.phase == 2) or not self.layers
+
+    def epoch_record(self) -> dict[str, Any]:
+        opt = self.optimizer
+        return {"step_phase": opt.phase if opt else 1,
+                "step_switch_step": opt.switch_step if opt and opt.switch_step is not None else -1}
 
     def summary(self) -> dict[str, Any]:
         opt = self.optimizer
