@@ -22,6 +22,7 @@ def _module():
     return mod
 
 
+@pytest.mark.slow
 def test_exits_cleanly_without_cuda(tmp_path: Path) -> None:
     """CUDA hidden: exit 0, summary.json says so, gpu.py measured nothing and wrote no figures."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
