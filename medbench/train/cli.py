@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app``."""
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training forward (CUDA only)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
@@ -66,12 +69,20 @@ def register(app: typer.Typer) -> None:
             sparsity_recipe=sparsity_recipe, num_workers=workers, checkpoint_every=checkpoint_every,
             progress=progress, compile=compile_model, channels_last=channels_last,
         )
-        res = run_experiment(
-            table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
-            split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
-            weights=weights,
-        )
+        from medbench.tracking import NullTracker, log_run_folder, make_tracker
         from medbench.train import dist
+
+        track = make_tracker(tracker, out, name=f"train {source}") if dist.is_main() else NullTracker()
+        try:
+            track.log_config({"source": source, "arch": arch, "size": size, "label": label, **cfg.to_dict()})
+            res = run_experiment(
+                table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
+                split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
+                weights=weights, on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])),
+            )
+            log_run_folder(track, out, final=res.metrics, history=None)
+        finally:
+            track.close()
 
         if not dist.is_main():  # under torchrun only rank 0 reports
             return

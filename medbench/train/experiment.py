@@ -5,6 +5,7 @@ source, predict the test split, evaluate. Used by ``medbench train`` and ``medbe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ def run_experiment(
     drop_rate: float = 0.0,
     weights: str | None = None,
     title: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExperimentResult:
     """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
 
@@ -169,6 +171,7 @@ def run_experiment(
         drop_rate: Dropout before the head.
         weights: Local weights file for sources that need one.
         title: Report title.
+        on_epoch: Called with each epoch's history row (experiment trackers).
     """
     import torch
 
@@ -200,7 +203,7 @@ def run_experiment(
             "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
     logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
     res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
-              test_ds=ds["test"], keep_meta=keep, run_info=info)
+              test_ds=ds["test"], keep_meta=keep, run_info=info, on_epoch=on_epoch)
     pred = res.predictions.assign(source=source)
     metrics: dict[str, Any] = {}
     report: Path | None = None

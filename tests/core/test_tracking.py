@@ -1,0 +1,97 @@
+"""``--tracker tensorboard|mlflow``: epoch metrics, final metrics, config and report reach the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medbench.errors import InputError
+from medbench.tracking import make_tracker, numeric_items
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny ``train`` run per tracker on the same synthetic data."""
+    from medbench.cli import app
+    from medbench.data.synthetic import write_cxr_dataset
+
+    base = tmp_path_factory.mktemp("track")
+    write_cxr_dataset(base / "synth", 40, size=16, seed=3, progress=False)
+    runs = {}
+    for kind in ("tensorboard", "mlflow"):
+        pytest.importorskip(kind)
+        run = base / kind
+        args = ["train", "--manifest", str(base / "synth" / "labels.csv"), "--source", "random",
+                "--arch", "resnet10t", "--size", "16", "--epochs", "2", "--batch-size", "8",
+                "--out", str(run), "--no-progress", "--device", "cpu", "--tracker", kind]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        runs[kind] = run
+    return runs
+
+
+def test_tensorboard_event_files_hold_epoch_metrics(trained: dict[str, Path]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = trained["tensorboard"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    hist = pd.read_csv(run / "history.csv")
+    got = acc.Scalars("train_loss")
+    assert [e.step for e in got] == hist["epoch"].tolist()
+    assert [e.value for e in got] == pytest.approx(hist["train_loss"].tolist(), rel=1e-6)
+    assert "config" in acc.Tags()["tensors"] or "config/text_summary" in acc.Tags()["tensors"]
+    import json
+
+    auc = json.loads((run / "metrics.json").read_text())["per_source"][0]["auc"]
+    assert acc.Scalars("final/per_source/0/auc")[0].value == pytest.approx(auc, rel=1e-6)
+
+
+def test_mlflow_local_store_is_read_back_by_search_runs(trained: dict[str, Path]) -> None:
+    import json
+
+    import mlflow
+
+    run = trained["mlflow"]
+    mlflow.set_tracking_uri((run / "mlruns").resolve().as_uri())
+    try:
+        runs = mlflow.search_runs(experiment_names=["medbench"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    hist = pd.read_csv(run / "history.csv")
+    assert row["metrics.train_loss"] == pytest.approx(hist["train_loss"].iloc[-1], rel=1e-6)
+    auc = json.loads((run / "metrics.json").read_text())["per_source"][0]["auc"]
+    assert row["metrics.final/per_source/0/auc"] == pytest.approx(auc)
+    assert row["params.epochs"] == "2" and row["params.source"] == "random"
+    client = mlflow.tracking.MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    steps = [m.step for m in client.get_metric_history(row["run_id"], "train_loss")]
+    assert steps == hist["epoch"].tolist()
+    names = {a.path for a in client.list_artifacts(row["run_id"])}
+    assert {"report.html", "metrics.json", "config.yaml"} <= names
+
+
+def test_numeric_items_flattens_and_drops_non_numbers() -> None:
+    got = numeric_items({"a": 1, "b": {"c": 2.5, "d": "x"}, "e": True, "f": float("nan"), "g": None,
+                         "h": [{"auc": 0.7}]})
+    assert got == {"a": 1.0, "b/c": 2.5, "h/0/auc": 0.7}
+
+
+def test_unknown_tracker_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--tracker"):
+        make_tracker("wandb", tmp_path)
+
+
+def test_missing_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from medbench.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(MissingDependencyError, match=r"medbench\[track\]"):
+        make_tracker("mlflow", tmp_path)
