@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 
 def _tree() -> Any:
     from rich.tree import Tree
@@ -65,6 +67,7 @@ def audit_command(
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per unit."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
     n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
+    tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console
@@ -102,6 +105,11 @@ def audit_command(
     cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
     console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"results: {out / 'results.csv'}  report: {result.report_path}")
+    from medbench.tracking import table_metrics, track_finished
+
+    track_finished(tracker, out, name="audit", config=cfg,
+                   final=table_metrics(result.summary, ["source", "confounder", "p"], cols[3:]),
+                   artifacts=(out / "results.csv", result.report_path or out / "report.html"))
 
 
 def register(app: typer.Typer) -> None:

@@ -236,3 +236,33 @@ def log_run_folder(tracker: Tracker, run_dir: str | Path, *, final: Mapping[str,
         tracker.log_metrics(metrics)
     for name in ("config.yaml", "config.json", "metrics.json", "report.html", "summary.json"):
         tracker.log_artifact(run / name)
+
+
+def table_metrics(df: Any, keys: list[str], values: list[str]) -> dict[str, float]:
+    """Metrics named ``key1=v1/key2=v2/value`` from a results table (audit, transfer, harmonize)."""
+    out: dict[str, float] = {}
+    keys = [k for k in keys if k in df.columns]
+    for row in df.to_dict("records"):
+        stem = "/".join(f"{k}={row[k]}" for k in keys)
+        out.update(numeric_items({v: row[v] for v in values if v in row}, prefix=f"{stem}/" if stem else ""))
+    return out
+
+
+def track_finished(kind: str | None, run_dir: str | Path, *, name: str, config: Mapping[str, Any],
+                   final: Mapping[str, Any] | None = None,
+                   epochs: list[Mapping[str, Any]] | None = None,
+                   artifacts: tuple[str | Path, ...] = ()) -> None:
+    """Log a command's finished run in one go: config, per-epoch rows, final metrics, artifacts.
+
+    For commands whose epochs run inside library code without a callback (``harmonize fit``,
+    ``denoise train``) or that have no epochs (``audit``, ``transfer``). Does nothing for "none".
+    """
+    if (kind or "none").lower() == "none":
+        return
+    with tracking(kind, run_dir, name=name, config=config) as tracker:
+        for i, row in enumerate(epochs or []):
+            tracker.log_metrics(row, step=int(row.get("epoch", i)))
+        if final:
+            tracker.log_metrics(final)
+        for path in artifacts:
+            tracker.log_artifact(path)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``transfer`` command to ``app``."""
@@ -28,6 +30,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs."),
         seed: int = typer.Option(0, "--seed", help="Seed of fine-tuning and FU triplets."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Local weights file for sources that need one."),  # noqa: UP045
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     ) -> None:
         """Extract features of each source on the target images, compute transferability metrics,
         optionally fine-tune for ground truth; writes scores.csv, table.csv, metrics.json, report.html."""
@@ -46,6 +49,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         typer.echo(f"table: {res.out_dir / 'table.csv'}")
         typer.echo(f"report: {res.report}")
+        from medbench.tracking import table_metrics, track_finished
+
+        track_finished(tracker, out, name=f"transfer {name}",
+                       config={"sources": srcs, "metrics": mets, "label": label, "target": name, "size": size,
+                               "finetune": finetune, "epochs": epochs, "seed": seed, "backend": backend},
+                       final=table_metrics(res.scores, ["source", "metric"], ["score", "value", "auc"]),
+                       artifacts=(res.out_dir / "scores.csv", res.out_dir / "table.csv",
+                                  res.out_dir / "metrics.json", res.report))
 
     @app.command("transfer-shortcut")
     def transfer_shortcut(

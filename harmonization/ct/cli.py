@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 denoise_app = typer.Typer(help="Low-dose CT: simulate, train, apply and evaluate denoisers.",
                           no_args_is_help=True)
 
@@ -113,6 +115,7 @@ def train_cmd(
     no_projection: bool = typer.Option(False, help="Ablation: image-domain network only."),
     seed: int = typer.Option(0),
     workers: int = typer.Option(1, help="Worker processes for the simulation."),
+    tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
 ) -> None:
     """Train the two-stage model (or RED-CNN) on simulated phantom pairs."""
     import logging
@@ -139,6 +142,15 @@ def train_cmd(
     fn = train_two_stage if model == "two_stage" else train_redcnn
     path = fn(data, cfg, out)
     logging.getLogger(__name__).info("model written to %s", path)
+    if tracker != "none":
+        from harmonization.ct.learned import load_checkpoint
+        from medbench.tracking import track_finished
+
+        meta = load_checkpoint(path).get("meta", {})
+        stage = "image" if model == "two_stage" else "redcnn"
+        track_finished(tracker, out, name=f"denoise train {model}", config=meta.get("config", {}),
+                       epochs=[{"epoch": i, f"{stage}_l1": v} for i, v in enumerate(meta.get("history", []))],
+                       final={f"{stage}_l1": (meta.get("history") or [float("nan")])[-1]})
 
 
 @denoise_app.command("apply")

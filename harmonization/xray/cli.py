@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 DEFAULT_BASELINES = "histmatch,zscore,histeq,clahe,minmax"  # harmonization.xray.fit_job.BASELINES
 
 
@@ -38,7 +40,8 @@ def register(app: typer.Typer) -> None:
         feature_weight: float = typer.Option(1.0, help="Weight of the feature-statistics loss against the "
                                              "classifier loss (larger holds the curve closer to the reference "
                                              "look; the synthetic vendor test uses 30)."),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, help="Seed of the split, classifier and GDCE initialisation."),
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     ) -> None:
         """Train GDCE against a frozen reference-vendor classifier and compare with baselines."""
         from harmonization.xray.fit_job import fit_harmonizer
@@ -56,6 +59,15 @@ def register(app: typer.Typer) -> None:
         wide = res["results"].pivot_table(index="method", columns="vendor", values="auc")
         typer.echo(wide.round(3).to_string())
         typer.echo(f"model: {out / 'model.pt'}\nreport: {out / 'report.html'}")
+        from medbench.tracking import table_metrics, track_finished
+
+        track_finished(tracker, out, name="harmonize fit",
+                       config={"reference": reference, "vendor_column": vendor_column, "label": label,
+                               "size": size, "steps": steps, "lr": lr, "classifier_source": classifier_source,
+                               "arch": arch, "epochs": epochs, "baselines": list(names),
+                               "feature_source": feature_source, "feature_weight": feature_weight, "seed": seed},
+                       final=table_metrics(res["results"], ["method", "vendor"], ["auc", "lo", "hi"]),
+                       artifacts=(out / "results.csv", out / "report.html"))
 
     @harm.command("apply")
     def apply(

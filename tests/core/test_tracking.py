@@ -95,3 +95,24 @@ def test_missing_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(MissingDependencyError, match=r"medbench\[track\]"):
         make_tracker("mlflow", tmp_path)
+
+
+def test_denoise_train_tracks_its_loss_history(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harmonization.ct.learned import load_checkpoint
+    from medbench.cli import app
+
+    out = tmp_path / "t"
+    res = CliRunner().invoke(app, [
+        "denoise", "train", "--out", str(out), "--n-volumes", "1", "--slices", "3", "--size", "32",
+        "--views", "48", "--epochs", "2", "--iters", "2", "--batch-size", "2", "--patch", "16",
+        "--proj-width", "4", "--proj-depth", "3", "--img-width", "4", "--img-depth", "3", "--tracker", "tensorboard"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    hist = load_checkpoint(out / "two_stage.pt")["meta"]["history"]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    got = acc.Scalars("image_l1")
+    assert [e.step for e in got] == list(range(len(hist))) and len(hist) == 2
+    assert [e.value for e in got] == pytest.approx(hist, rel=1e-6)
