@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         decode: bool = typer.Option(False, "--decode/--no-decode", help="Also decode every image (slower, catches corrupt compressed data)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse rows of an earlier scan in --out for unchanged files."),
+        modality: Optional[list[str]] = typer.Option(None, "--modality", help="Keep only this modality, e.g. --modality CR --modality DX (repeat); others are listed as skipped."),  # noqa: UP045
+        body_part: Optional[list[str]] = typer.Option(None, "--body-part", help="Keep only this BodyPartExamined, e.g. --body-part CHEST (repeat, case-insensitive); others are listed as skipped."),  # noqa: UP045
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
 
@@ -31,7 +33,7 @@ def register(app: typer.Typer) -> None:
         # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
         result = scan(
             folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
-            resume_from=out if resume else None,
+            resume_from=out if resume else None, modality=modality, body_part=body_part,
         )
         paths = result.save(out)
         _print_summary(result.summary())
