@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "medbench.train.cli",
     "medbench.eval.cli",
     "medbench.demo",
+    "medbench.interop.cli",
     "confounders.cli",
     "transferability.cli",
     "harmonization.xray.cli",
