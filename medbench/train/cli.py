@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training forward (CUDA only)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
         tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+        augment: Optional[Path] = typer.Option(None, "--augment", help="Albumentations pipeline for the training split, saved with albumentations.save(aug, PATH) (.json or .yaml; needs the augment extra)."),  # noqa: UP045
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
             sparsity_recipe=sparsity_recipe, num_workers=workers, checkpoint_every=checkpoint_every,
             progress=progress, compile=compile_model, channels_last=channels_last,
         )
+        from medbench.data.augment import load_augmentation
         from medbench.tracking import NullTracker, log_run_folder, make_tracker
         from medbench.train import dist
 
@@ -79,6 +81,7 @@ def register(app: typer.Typer) -> None:
                 table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
                 split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
                 weights=weights, on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])),
+                train_transform=load_augmentation(augment) if augment is not None else None,
             )
             log_run_folder(track, out, final=res.metrics, history=None)
         finally:

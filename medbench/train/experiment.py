@@ -154,6 +154,7 @@ def run_experiment(
     weights: str | None = None,
     title: str | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    train_transform: Any = None,
 ) -> ExperimentResult:
     """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
 
@@ -172,6 +173,8 @@ def run_experiment(
         weights: Local weights file for sources that need one.
         title: Report title.
         on_epoch: Called with each epoch's history row (experiment trackers).
+        train_transform: Augmentation of the training split only: a ``(C, H, W)`` tensor callable
+            or an Albumentations transform (see :mod:`medbench.data.augment`).
     """
     import torch
 
@@ -194,7 +197,11 @@ def run_experiment(
         raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
     keep = [c for c in META_KEEP if c in df.columns]
     cache = len(df) * size * size * 4 < CACHE_LIMIT_BYTES  # decode each file once, not every epoch
-    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache)
+    from medbench.data.augment import as_transform
+
+    aug = as_transform(train_transform)
+    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache,
+                          transform=aug if s == "train" else None)
           for s in SPLITS}
     n_classes = max(2, int(df[label].max()) + 1)
     torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
