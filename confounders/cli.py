@@ -11,22 +11,24 @@ from medbench.tracking import TRACKER_HELP
 
 
 def _tree() -> Any:
+    from rich.markup import escape
     from rich.tree import Tree
 
     from confounders.base import CONFOUNDERS, PRESETS, load_builtin_confounders
     from confounders.sampled import SAMPLED
     from confounders.taxonomy import MICCAT
+    from medbench.utils.text import plain_doc
 
     load_builtin_confounders()
     by_path: dict[tuple[str, ...], list[str]] = {}
     for name, cls in CONFOUNDERS.items():
-        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        doc = escape(plain_doc(" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())))
         presets = [p for p, (base, _) in PRESETS.items() if base == name]
         extra = f" [dim](presets: {', '.join(presets)})[/dim]" if presets else ""
         by_path.setdefault(tuple(cls.miccat), []).append(f"[green]{name}[/green] injector: {doc}{extra}")
     for name in SAMPLED:
         s = SAMPLED.get(name)
-        by_path.setdefault(tuple(s.miccat), []).append(f"[cyan]{name}[/cyan] sampled: {s.description}")
+        by_path.setdefault(tuple(s.miccat), []).append(f"[cyan]{name}[/cyan] sampled: {escape(plain_doc(s.description))}")
 
     root = Tree(f"[bold]MICCAT[/bold] {MICCAT.description}")
 

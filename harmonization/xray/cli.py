@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medbench.tracking import TRACKER_HELP
+from medbench.utils.text import split_list
 
 DEFAULT_BASELINES = "histmatch,zscore,histeq,clahe,minmax"  # harmonization.xray.fit_job.BASELINES
 
@@ -33,8 +34,10 @@ def register(app: typer.Typer) -> None:
         arch: str = typer.Option(None, help="timm architecture of a source classifier (alone: 'random' "
                                  "weights of that architecture)."),
         epochs: int = typer.Option(20, help="Epochs of the reference classifier."),
-        baselines: str = typer.Option(DEFAULT_BASELINES, help="Comma-separated classical baselines to "
-                                      "compare (histmatch, zscore, histeq, clahe, minmax, window); '' for none."),
+        baselines: list[str] = typer.Option(DEFAULT_BASELINES.split(","), "--baseline", "--baselines",
+                                            help="Classical baseline to compare (repeat: --baseline histmatch "
+                                            "--baseline clahe; from histmatch, zscore, histeq, clahe, minmax, "
+                                            "window); --baseline none for none."),
         feature_source: str = typer.Option("auto", help="Feature network for the feature loss: a source "
                                            "name, 'auto' (EfficientNet-Lite0 if installed) or 'random'."),
         feature_weight: float = typer.Option(1.0, help="Weight of the feature-statistics loss against the "
@@ -50,7 +53,7 @@ def register(app: typer.Typer) -> None:
         table = read_table(manifest)
         if labels is not None:
             table = join_labels(table, read_table(labels))
-        names = tuple(b.strip() for b in baselines.split(",") if b.strip())
+        names = tuple(b for b in split_list(baselines) if b.lower() != "none")
         res = fit_harmonizer(table, out, vendor_column=vendor_column, reference=reference, label=label,
                              size=size, steps=steps, lr=lr, classifier_source=classifier_source,
                              classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
