@@ -70,6 +70,7 @@ def audit_command(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
     n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
     tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the audit units."),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console
@@ -102,7 +103,7 @@ def audit_command(
     cfg["train"] = train
     if n_boot is not None:
         cfg["n_boot"] = n_boot
-    result = run_audit(AuditConfig.from_dict(cfg), out)
+    result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress)
     console = Console()
     cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
     console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

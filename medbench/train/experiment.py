@@ -209,15 +209,44 @@ def run_experiment(
     info = {"source": source, "arch": arch or model.card.arch, "size": size, "label": label,
             "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
     logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
+    before = _stamp(out / "predictions.parquet")
     res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
               test_ds=ds["test"], keep_meta=keep, run_info=info, on_epoch=on_epoch)
     pred = res.predictions.assign(source=source)
     metrics: dict[str, Any] = {}
     report: Path | None = None
     if dist.is_main():
-        metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+        finished = _finished_evaluation(out, before)
+        if finished is not None:  # a finished run re-run: its predictions are unchanged, reuse the report
+            logger.info("%s: finished run; reusing metrics.json and report.html", out)
+            metrics, report = finished
+        else:
+            metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
     dist.barrier()
     return ExperimentResult(out, res, metrics, report)
+
+
+def _stamp(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _finished_evaluation(out: Path, predictions_before: int | None) -> tuple[dict[str, Any], Path | None] | None:
+    """metrics.json and report of an earlier evaluation, when ``fit`` left the predictions untouched."""
+    import json
+
+    pred, metrics = out / "predictions.parquet", out / "metrics.json"
+    if predictions_before is None or _stamp(pred) != predictions_before or not metrics.is_file():
+        return None
+    if metrics.stat().st_mtime_ns < predictions_before:
+        return None
+    report = out / "report.html"
+    try:
+        data = json.loads(metrics.read_text())
+    except json.JSONDecodeError:
+        return None
+    if "per_source" in data and not report.is_file():  # a binary task's report went missing: rebuild it
+        return None
+    return data, (report if report.is_file() else None)
 
 
 def _save_splits(df: pd.DataFrame, out: Path) -> None:

@@ -104,3 +104,14 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130(monkeypatch: pytest.MonkeyPat
         cli.main()
     assert exc.value.code == 130
     assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
+
+
+def test_offline_imagenet_error_names_the_cli_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from medbench.errors import OfflineError
+    from medbench.sources import create_source
+
+    with pytest.raises(OfflineError) as exc:
+        create_source("imagenet", arch="resnet10t")
+    msg = str(exc.value)
+    assert "--weights PATH" in msg and "create_source(" not in msg

@@ -76,6 +76,25 @@ def test_mlflow_local_store_is_read_back_by_search_runs(trained: dict[str, Path]
     assert {"report.html", "metrics.json", "config.yaml"} <= names
 
 
+def test_rerunning_a_finished_train_reuses_its_report(trained: dict[str, Path]) -> None:
+    """The same command again: no retraining, no new evaluation, the same numbers printed."""
+    import json
+
+    from medbench.cli import app
+
+    run = trained["tensorboard"]
+    files = [run / "report.html", run / "metrics.json", run / "predictions.parquet", run / "checkpoints" / "last.pt"]
+    stamps = [p.stat().st_mtime_ns for p in files]
+    args = ["train", "--manifest", str(run.parent / "synth" / "labels.csv"), "--source", "random",
+            "--arch", "resnet10t", "--size", "16", "--epochs", "2", "--batch-size", "8",
+            "--out", str(run), "--no-progress", "--device", "cpu"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    auc = json.loads((run / "metrics.json").read_text())["per_source"][0]["auc"]
+    assert f"test AUC {auc:.3f}" in res.output
+
+
 def test_numeric_items_flattens_and_drops_non_numbers() -> None:
     got = numeric_items({"a": 1, "b": {"c": 2.5, "d": "x"}, "e": True, "f": float("nan"), "g": None,
                          "h": [{"auc": 0.7}]})
