@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from medbench.registry import Registry
 from medbench.utils.optional import optional_import
 
 logger = logging.getLogger(__name__)
+_MLFLOW_BAD = re.compile(r"[^\w\-. :/]")
 
 TRACKER_HELP = "Experiment tracker: none, tensorboard (event files in OUT/tensorboard) or mlflow (OUT/mlruns or $MLFLOW_TRACKING_URI)."
 
@@ -173,7 +175,7 @@ class MLflowTracker:
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         for key, value in flatten_config(config).items():
-            self.client.log_param(self.run_id, key[:250], value[:6000])
+            self.client.log_param(self.run_id, mlflow_name(key)[:250], value[:6000])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         at = self._last_step + 1 if step is None else int(step)
@@ -181,7 +183,7 @@ class MLflowTracker:
             self._last_step = max(self._last_step, at)
         prefix = "final/" if step is None else ""
         for key, value in numeric_items(metrics, prefix).items():
-            self.client.log_metric(self.run_id, key, value, step=at)
+            self.client.log_metric(self.run_id, mlflow_name(key), value, step=at)
 
     def log_artifact(self, path: str | Path) -> None:
         if Path(path).is_file():
@@ -189,6 +191,11 @@ class MLflowTracker:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
+
+
+def mlflow_name(key: str) -> str:
+    """``key`` with the characters MLflow refuses in metric/param names replaced by ``_``."""
+    return _MLFLOW_BAD.sub("_", key)
 
 
 def make_tracker(kind: str | None, run_dir: str | Path, *, name: str = "") -> Tracker:
@@ -239,11 +246,11 @@ def log_run_folder(tracker: Tracker, run_dir: str | Path, *, final: Mapping[str,
 
 
 def table_metrics(df: Any, keys: list[str], values: list[str]) -> dict[str, float]:
-    """Metrics named ``key1=v1/key2=v2/value`` from a results table (audit, transfer, harmonize)."""
+    """Metrics named ``key1:v1/key2:v2/value`` from a results table (audit, transfer, harmonize)."""
     out: dict[str, float] = {}
     keys = [k for k in keys if k in df.columns]
     for row in df.to_dict("records"):
-        stem = "/".join(f"{k}={row[k]}" for k in keys)
+        stem = "/".join(f"{k}:{row[k]}" for k in keys)
         out.update(numeric_items({v: row[v] for v in values if v in row}, prefix=f"{stem}/" if stem else ""))
     return out
 

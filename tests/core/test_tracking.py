@@ -101,6 +101,12 @@ def test_numeric_items_flattens_and_drops_non_numbers() -> None:
     assert got == {"a": 1.0, "b/c": 2.5, "h/0/auc": 0.7}
 
 
+def test_mlflow_names_drop_refused_characters() -> None:
+    from medbench.tracking import mlflow_name
+
+    assert mlflow_name("final/source:a=b/p:0.5/auc (ci)") == "final/source:a_b/p:0.5/auc _ci_"
+
+
 def test_unknown_tracker_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--tracker"):
         make_tracker("wandb", tmp_path)
@@ -135,3 +141,32 @@ def test_denoise_train_tracks_its_loss_history(tmp_path: Path) -> None:
     got = acc.Scalars("image_l1")
     assert [e.step for e in got] == list(range(len(hist))) and len(hist) == 2
     assert [e.value for e in got] == pytest.approx(hist, rel=1e-6)
+
+
+def test_audit_cli_tracks_its_summary_and_shows_unit_progress(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    import mlflow
+    import yaml
+
+    from medbench.cli import app
+
+    cfg = {"sources": [{"name": "random", "arch": "test_resnet", "label": "tiny"}],
+           "confounders": [{"name": "tag", "size": 300, "font": "sans-bold"}], "ps": [0.0, 1.0], "splits": 1,
+           "data": {"kind": "synthetic", "n": 60, "size": 32},
+           "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False}, "n_boot": 20}
+    (tmp_path / "audit.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "audit"
+    res = CliRunner().invoke(app, ["audit", "--config", str(tmp_path / "audit.yaml"), "--out", str(out),
+                                   "--tracker", "mlflow"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "audit units" in res.output and "2/2" in res.output
+    summary = pd.read_csv(out / "summary.csv")
+    mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
+    try:
+        runs = mlflow.search_runs(experiment_names=["medbench"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    (row,) = runs.to_dict("records")
+    for s in summary.to_dict("records"):
+        key = f"metrics.final/source:{s['source']}/confounder:{s['confounder']}/p:{s['p']}/gap"
+        assert row[key] == pytest.approx(s["gap"]), key
