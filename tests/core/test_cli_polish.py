@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +116,30 @@ def test_offline_imagenet_error_names_the_cli_flag(monkeypatch: pytest.MonkeyPat
         create_source("imagenet", arch="resnet10t")
     msg = str(exc.value)
     assert "--weights PATH" in msg and "create_source(" not in msg
+
+
+def test_finished_fingerprint_follows_settings_and_input_files(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from medbench.train.finished import fingerprint, read_finished, write_finished
+
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\na.png,0\n")
+    base = {"source": "random", "lr": 1e-3, "epochs": 2, "progress": True, "out": tmp_path / "run"}
+    fp = fingerprint(base, {"manifest": table})
+    assert fingerprint({**base, "progress": False, "out": tmp_path / "elsewhere"}, {"manifest": table}) == fp
+    assert fingerprint({**base, "lr": 1e-2}, {"manifest": table}) != fp
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"per_source": []}))
+    (run / "summary.json").write_text(json.dumps({"epochs_run": 2}))
+    (run / "report.html").write_text("<html></html>")
+    write_finished(run, fp, run / "report.html")
+    assert read_finished(run, fp)["summary"] == {"epochs_run": 2}
+    assert read_finished(run, fingerprint({**base, "epochs": 3}, {"manifest": table})) is None
+    st = table.stat()
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an edited table: not the finished run
+    assert read_finished(run, fingerprint(base, {"manifest": table})) is None
+    (run / "report.html").unlink()
+    assert read_finished(run, fp) is None
