@@ -171,3 +171,25 @@ def test_audit_cli_tracks_its_summary_and_shows_unit_progress(tmp_path: Path) ->
     for s in summary.to_dict("records"):
         key = f"metrics.final/source:{s['source']}/confounder:{s['confounder']}/p:{s['p']}/gap"
         assert row[key] == pytest.approx(s["gap"]), key
+
+
+def test_transfer_cli_logs_its_scores_to_tensorboard(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from medbench.cli import app
+    from medbench.data.synthetic import write_cxr_dataset
+
+    write_cxr_dataset(tmp_path / "target", 24, size=32, seed=1, progress=False)
+    out = tmp_path / "transfer"
+    res = CliRunner().invoke(app, ["transfer", "--manifest", str(tmp_path / "target"), "--source", "random:resnet18",
+                                   "--metric", "logme", "--metric", "nce", "--size", "32", "--out", str(out),
+                                   "--tracker", "tensorboard"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    scores = pd.read_csv(out / "scores.csv")
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert sorted(scores["metric"]) == ["logme", "nce"]
+    for row in scores.to_dict("records"):
+        (event,) = acc.Scalars(f"final/source:{row['source']}/metric:{row['metric']}/score")
+        assert event.value == pytest.approx(row["score"], rel=1e-6)
