@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         paths = result.save(out)
         _print_summary(result.summary())
         typer.echo(f"manifest: {paths['manifest']} ({len(result.manifest)} files)")
-        typer.echo(f"quarantine: {paths['quarantine_csv']} ({len(result.quarantine)} files)")
+        skipped = int((result.quarantine["status"] == "skipped").sum())
+        extra = f", {skipped} of them skipped by --modality/--body-part" if skipped else ""
+        typer.echo(f"quarantine: {paths['quarantine_csv']} ({len(result.quarantine)} files{extra})")
 
 
 def _print_summary(summary: dict[str, dict[str, int]]) -> None:

@@ -407,7 +407,7 @@ def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) 
     rows: dict[str, dict[str, Any]] = {}
     for table in (old.manifest, old.quarantine):
         for row in table.to_dict("records"):
-            if row["path"] in keep:
+            if row["path"] in keep and row.get("status") != "skipped":  # filters may differ now
                 row = {k: (math.nan if v is pd.NA else v) for k, v in row.items()}
                 row["_decode"] = bool(keep[row["path"]])
                 rows[row["path"]] = row

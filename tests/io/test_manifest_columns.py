@@ -103,6 +103,10 @@ def test_modality_and_body_part_filters_skip_with_a_reason(pydicom_data_dir: Pat
     assert {Path(p).name for p in skipped["path"]} == set(names) - kept
     assert (skipped["reason"] == "filtered").all()
     assert skipped["message"].str.contains("modality").all()
+    # resuming without the filter brings the skipped files back (their rows are not reused as skipped)
+    res.save(tmp_path / "run")
+    again = scan(tmp_path, workers=1, progress=False, resume_from=tmp_path / "run")
+    assert {Path(p).name for p in again.manifest["path"]} == set(names)
     # a body-part filter keeps only files whose BodyPartExamined matches (case-insensitive)
     parts = {n: str(pydicom.dcmread(tmp_path / n, stop_before_pixels=True).get("BodyPartExamined", "")) for n in names}
     want = next(p for p in parts.values() if p)
