@@ -459,7 +459,7 @@ def collect_rows(out_dir: Path) -> pd.DataFrame:
 
 
 def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,
-              report: bool = True) -> AuditResult:
+              report: bool = True, progress: bool = False) -> AuditResult:
     """Run (or resume) the audit into ``out_dir`` and write results, summary and report.
 
     Args:
@@ -467,8 +467,10 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
         out_dir: The audit folder; units already finished there with the same settings are skipped.
         data: Pre-loaded data (default: loaded from ``cfg.data``).
         report: Write ``report.html``.
+        progress: Show a progress bar over the units (finished units count as done).
     """
     import yaml
+    from tqdm.auto import tqdm
 
     from medbench.train import dist
 
@@ -488,6 +490,7 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
         logger.warning("data has %d splits; running %d instead of %d", len(data.splits), n_splits, cfg.splits)
     todo = units(cfg, n_splits)
     done = skipped = 0
+    bar = tqdm(total=len(todo), desc="audit units", unit="unit", disable=not (progress and main), position=0)
     for unit in todo:
         folder = unit_dir(out, unit)
         path = folder / "row.json"
@@ -496,6 +499,7 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
             try:
                 if json.loads(path.read_text()).get("settings_hash") == h:
                     skipped += 1
+                    bar.update(1)
                     continue
             except json.JSONDecodeError:
                 pass
@@ -510,6 +514,8 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
                 shutil.rmtree(run_dir, ignore_errors=True)
         dist.barrier()
         done += 1
+        bar.update(1)
+    bar.close()
     logger.info("audit: %d units run, %d already done", done, skipped)
     keys = {u.uid for u in todo}
     results = collect_rows(out)

@@ -7,24 +7,28 @@ from typing import Any
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 
 def _tree() -> Any:
+    from rich.markup import escape
     from rich.tree import Tree
 
     from confounders.base import CONFOUNDERS, PRESETS, load_builtin_confounders
     from confounders.sampled import SAMPLED
     from confounders.taxonomy import MICCAT
+    from medbench.utils.text import plain_doc
 
     load_builtin_confounders()
     by_path: dict[tuple[str, ...], list[str]] = {}
     for name, cls in CONFOUNDERS.items():
-        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        doc = escape(plain_doc(" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())))
         presets = [p for p, (base, _) in PRESETS.items() if base == name]
         extra = f" [dim](presets: {', '.join(presets)})[/dim]" if presets else ""
         by_path.setdefault(tuple(cls.miccat), []).append(f"[green]{name}[/green] injector: {doc}{extra}")
     for name in SAMPLED:
         s = SAMPLED.get(name)
-        by_path.setdefault(tuple(s.miccat), []).append(f"[cyan]{name}[/cyan] sampled: {s.description}")
+        by_path.setdefault(tuple(s.miccat), []).append(f"[cyan]{name}[/cyan] sampled: {escape(plain_doc(s.description))}")
 
     root = Tree(f"[bold]MICCAT[/bold] {MICCAT.description}")
 
@@ -65,6 +69,8 @@ def audit_command(
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per unit."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
     n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
+    tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the audit units."),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console
@@ -97,11 +103,16 @@ def audit_command(
     cfg["train"] = train
     if n_boot is not None:
         cfg["n_boot"] = n_boot
-    result = run_audit(AuditConfig.from_dict(cfg), out)
+    result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress)
     console = Console()
     cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
     console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"results: {out / 'results.csv'}  report: {result.report_path}")
+    from medbench.tracking import table_metrics, track_finished
+
+    track_finished(tracker, out, name="audit", config=cfg,
+                   final=table_metrics(result.summary, ["source", "confounder", "p"], cols[3:]),
+                   artifacts=(out / "results.csv", result.report_path or out / "report.html"))
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "medbench.train.cli",
     "medbench.eval.cli",
     "medbench.demo",
+    "medbench.interop.cli",
     "confounders.cli",
     "transferability.cli",
     "harmonization.xray.cli",
@@ -46,6 +47,34 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for noisy in QUIET_LOGGERS:  # -v is for medbench's messages, not matplotlib's font search
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+#: Third-party loggers kept at WARNING even with -v (matplotlib's font manager floods DEBUG).
+QUIET_LOGGERS = ("matplotlib", "PIL", "fsspec", "urllib3", "h5py", "numexpr", "asyncio", "git", "mlflow",
+                 "tensorboard", "filelock", "httpx", "httpcore")
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
+
+def _hide_flag_types() -> None:
+    """Typer's help shows ``<bool>`` beside every on/off flag; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_medbench_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich._medbench_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 
 
 def _register_all() -> None:
@@ -69,8 +98,9 @@ def main() -> None:
     except MedbenchError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(1)
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C into Abort
+        typer.secho(INTERRUPTED, fg=typer.colors.YELLOW, err=True)
+        sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors

@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+from medbench.utils.text import split_list
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``transfer`` command to ``app``."""
@@ -14,11 +17,11 @@ def register(app: typer.Typer) -> None:
     @app.command("transfer")
     def transfer(
         manifest: Path = typer.Option(..., "--manifest", "-m", help="Target table: manifest.parquet or labels.csv (a folder holding one works too)."),
-        sources: str = typer.Option(..., "--sources", "-s", help="Comma-separated sources, 'name' or 'name:arch', e.g. efficientnet-lite0-imagenet,random:resnet18."),
+        sources: list[str] = typer.Option(..., "--source", "--sources", "-s", help="Source 'name' or 'name:arch' (repeat: --source efficientnet-lite0-imagenet --source random:resnet18)."),
         out: Path = typer.Option(..., "--out", "-o", help="Run folder (features are cached in OUT/features and reused)."),
         label: str = typer.Option("label", "--label", help="Label column (class ids 0, 1, ...)."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV joined onto the manifest on path, sop_uid or uid."),  # noqa: UP045
-        metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all feature metrics; also fu, lp_x_fu)."),  # noqa: UP045
+        metrics: Optional[list[str]] = typer.Option(None, "--metric", "--metrics", help="Metric to compute (repeat: --metric logme --metric ncti; default: all feature metrics; also fu, lp_x_fu)."),  # noqa: UP045
         target: Optional[str] = typer.Option(None, "--target", help="Target name in the tables (default: the manifest's folder name)."),  # noqa: UP045
         size: int = typer.Option(224, "--size", help="Images are resized to SIZE x SIZE."),
         batch_size: int = typer.Option(32, "--batch-size", help="Batch size of feature extraction and fine-tuning."),
@@ -28,6 +31,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs."),
         seed: int = typer.Option(0, "--seed", help="Seed of fine-tuning and FU triplets."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Local weights file for sources that need one."),  # noqa: UP045
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     ) -> None:
         """Extract features of each source on the target images, compute transferability metrics,
         optionally fine-tune for ground truth; writes scores.csv, table.csv, metrics.json, report.html."""
@@ -37,8 +41,8 @@ def register(app: typer.Typer) -> None:
         table = read_table(manifest)
         if labels is not None:
             table = join_labels(table, read_table(labels))
-        srcs = [s.strip() for s in sources.split(",") if s.strip()]
-        mets = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+        srcs = split_list(sources)
+        mets = split_list(metrics) or None
         name = target or (manifest.name if manifest.is_dir() else manifest.parent.name) or "target"
         res = run_transfer(table, out, sources=srcs, metrics=mets, label=label, target=name, size=size,
                            batch_size=batch_size, device=device, backend=backend, finetune=finetune,
@@ -46,12 +50,20 @@ def register(app: typer.Typer) -> None:
         typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         typer.echo(f"table: {res.out_dir / 'table.csv'}")
         typer.echo(f"report: {res.report}")
+        from medbench.tracking import table_metrics, track_finished
+
+        track_finished(tracker, out, name=f"transfer {name}",
+                       config={"sources": srcs, "metrics": mets, "label": label, "target": name, "size": size,
+                               "finetune": finetune, "epochs": epochs, "seed": seed, "backend": backend},
+                       final=table_metrics(res.scores, ["source", "metric"], ["score", "value", "auc"]),
+                       artifacts=(res.out_dir / "scores.csv", res.out_dir / "table.csv",
+                                  res.out_dir / "metrics.json", res.report))
 
     @app.command("transfer-shortcut")
     def transfer_shortcut(
-        sources: str = typer.Option(..., "--sources", "-s", help="Comma-separated sources, 'name' or 'name:arch'."),
+        sources: list[str] = typer.Option(..., "--source", "--sources", "-s", help="Source 'name' or 'name:arch' (repeat: --source random --source imagenet)."),
         out: Path = typer.Option(..., "--out", "-o", help="Run folder for table.csv, curves.csv, report.html."),
-        bands: str = typer.Option("low,mid,high", "--bands", help="Pattern bands: low, mid, high."),
+        bands: list[str] = typer.Option(["low", "mid", "high"], "--band", "--bands", help="Pattern band: low, mid or high (repeat: --band low --band high)."),
         n_train: int = typer.Option(96, "--n-train", help="Training images."),
         n_test: int = typer.Option(64, "--n-test", help="Images per test set (i.i.d. and o.o.d.)."),
         size: int = typer.Option(64, "--size", help="Image size."),
@@ -66,9 +78,9 @@ def register(app: typer.Typer) -> None:
         pattern placed on one class, with input-gradient spectra before/after fine-tuning."""
         from transferability.shortcut import frequency_shortcut_experiment, shortcut_report
 
-        srcs = [s.strip() for s in sources.split(",") if s.strip()]
+        srcs = split_list(sources)
         res = frequency_shortcut_experiment(
-            srcs, bands=[b.strip() for b in bands.split(",") if b.strip()], n_train=n_train, n_test=n_test,
+            srcs, bands=split_list(bands), n_train=n_train, n_test=n_test,
             size=size, epochs=epochs, amplitude=amplitude, lr=lr, loss_threshold=loss_threshold, seed=seed,
             device=device)
         report = shortcut_report(res, out)

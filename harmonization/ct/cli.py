@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+from medbench.utils.text import split_list
+
 SYNTHETIC_FOV_MM = 350.0  # default field of view of synthetic phantoms: a body scan
 
 denoise_app = typer.Typer(help="Low-dose CT: simulate, train, apply and evaluate denoisers.",
@@ -103,24 +106,26 @@ def train_cmd(
     slices: int = typer.Option(8, help="Slices per volume."),
     size: int = typer.Option(64, help="Slice size in pixels."),
     n0: float = typer.Option(2.5e4, help="Low-dose photon count."),
-    mixed_doses: str = typer.Option("", help="Comma-separated photon counts cycled over the volumes "
-                                              "(mixed-dose training; overrides --n0)."),
+    mixed_doses: list[str] = typer.Option([], "--mixed-dose", "--mixed-doses", help="Photon count cycled "
+                                          "over the volumes (repeat: --mixed-dose 1e4 --mixed-dose 5e4; "
+                                          "mixed-dose training; overrides --n0)."),
     views: int = typer.Option(180, help="Projection views."),
     pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
-    epochs: int = typer.Option(10),
+    epochs: int = typer.Option(10, help="Training epochs (per stage)."),
     iters: int = typer.Option(100, help="Steps per epoch."),
-    batch_size: int = typer.Option(16),
-    patch: int = typer.Option(32),
-    lr: float = typer.Option(1e-3),
-    proj_width: int = typer.Option(16),
-    proj_depth: int = typer.Option(5),
-    img_width: int = typer.Option(24),
-    img_depth: int = typer.Option(6),
-    redcnn_width: int = typer.Option(24),
-    no_prior: bool = typer.Option(False, help="Ablation: no noise-prior channel."),
-    no_projection: bool = typer.Option(False, help="Ablation: image-domain network only."),
-    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(16, help="Patches per step."),
+    patch: int = typer.Option(32, help="Training patch size in pixels."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (dropped 10x at 2/3 of the epochs)."),
+    proj_width: int = typer.Option(16, help="Channels of the projection-domain network."),
+    proj_depth: int = typer.Option(5, help="Convolution layers of the projection-domain network."),
+    img_width: int = typer.Option(24, help="Channels of the image-domain network."),
+    img_depth: int = typer.Option(6, help="Convolution layers of the image-domain network."),
+    redcnn_width: int = typer.Option(24, help="Channels of RED-CNN (--model redcnn)."),
+    prior: bool = typer.Option(True, "--prior/--no-prior", help="Feed the noise-prior channel (--no-prior: ablation without it)."),
+    projection: bool = typer.Option(True, "--projection/--no-projection", help="Train the projection-domain stage (--no-projection: image-domain network only)."),
+    seed: int = typer.Option(0, help="Seed of the phantoms, noise, initialisation and patches."),
     workers: int = typer.Option(1, help="Worker processes for the simulation."),
+    tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
 ) -> None:
     """Train the two-stage model (or RED-CNN) on simulated phantom pairs."""
     import logging
@@ -139,14 +144,23 @@ def train_cmd(
     cfg = TrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
                       lr_drop_epoch=(2 * epochs) // 3,
                       seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
-                      img_depth=img_depth, use_prior=not no_prior, use_projection=not no_projection,
+                      img_depth=img_depth, use_prior=prior, use_projection=projection,
                       redcnn_width=redcnn_width)
-    doses = [float(v) for v in mixed_doses.split(",") if v.strip()] or n0
+    doses = [float(v) for v in split_list(mixed_doses)] or n0
     data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
                               geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
     fn = train_two_stage if model == "two_stage" else train_redcnn
     path = fn(data, cfg, out)
     logging.getLogger(__name__).info("model written to %s", path)
+    if tracker != "none":
+        from harmonization.ct.learned import load_checkpoint
+        from medbench.tracking import track_finished
+
+        meta = load_checkpoint(path).get("meta", {})
+        stage = "image" if model == "two_stage" else "redcnn"
+        track_finished(tracker, out, name=f"denoise train {model}", config=meta.get("config", {}),
+                       epochs=[{"epoch": i, f"{stage}_l1": v} for i, v in enumerate(meta.get("history", []))],
+                       final={f"{stage}_l1": (meta.get("history") or [float("nan")])[-1]})
 
 
 @denoise_app.command("apply")
@@ -199,17 +213,18 @@ def apply_cmd(
 @denoise_app.command("evaluate")
 def evaluate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Report folder."),
-    denoisers: str = typer.Option("fbp,gaussian,bilateral,nlm,two_stage", help="Comma-separated names."),
+    denoisers: list[str] = typer.Option(["fbp", "gaussian", "bilateral", "nlm", "two_stage"], "--denoiser", "--denoisers",
+                                        help="Denoiser to compare (repeat: --denoiser fbp --denoiser nlm)."),
     checkpoint: Path = typer.Option(None, help="two_stage checkpoint (default: bundled)."),
     redcnn_checkpoint: Path = typer.Option(None, help="redcnn checkpoint (default: bundled)."),
     n_volumes: int = typer.Option(2, help="Held-out phantom volumes."),
-    slices: int = typer.Option(8),
-    size: int = typer.Option(64),
-    n0: float = typer.Option(2.5e4),
-    views: int = typer.Option(180),
-    pixel_mm: float = typer.Option(5.0),
-    window: str = typer.Option("-160,240", help="HU window for PSNR/SSIM/RMSE."),
-    seed: int = typer.Option(0),
+    slices: int = typer.Option(8, help="Slices per volume."),
+    size: int = typer.Option(64, help="Slice size in pixels."),
+    n0: float = typer.Option(2.5e4, help="Low-dose photon count."),
+    views: int = typer.Option(180, help="Projection views."),
+    pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
+    window: str = typer.Option("-160,240", help="HU window LO,HI for PSNR/SSIM/RMSE."),
+    seed: int = typer.Option(0, help="Seed of the held-out phantoms and noise."),
 ) -> None:
     """Compare denoisers on held-out phantoms: table + HTML report with slices and difference images."""
     import logging
@@ -219,7 +234,7 @@ def evaluate_cmd(
 
     lo, hi = (float(v) for v in window.split(","))
     paths = evaluate_to_folder(
-        out, [d.strip() for d in denoisers.split(",") if d.strip()], checkpoint=checkpoint,
+        out, split_list(denoisers), checkpoint=checkpoint,
         redcnn_checkpoint=redcnn_checkpoint, n_volumes=n_volumes, n_slices=slices, size=size, n0=n0,
         geometry=Geometry(n_views=views, pixel_mm=pixel_mm), window=(lo, hi), seed=seed)
     logging.getLogger(__name__).info("report: %s", paths["report"])

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+from medbench.utils.text import split_list
+
 DEFAULT_BASELINES = "histmatch,zscore,histeq,clahe,minmax"  # harmonization.xray.fit_job.BASELINES
 
 
@@ -31,14 +34,17 @@ def register(app: typer.Typer) -> None:
         arch: str = typer.Option(None, help="timm architecture of a source classifier (alone: 'random' "
                                  "weights of that architecture)."),
         epochs: int = typer.Option(20, help="Epochs of the reference classifier."),
-        baselines: str = typer.Option(DEFAULT_BASELINES, help="Comma-separated classical baselines to "
-                                      "compare (histmatch, zscore, histeq, clahe, minmax, window); '' for none."),
+        baselines: list[str] = typer.Option(DEFAULT_BASELINES.split(","), "--baseline", "--baselines",
+                                            help="Classical baseline to compare (repeat: --baseline histmatch "
+                                            "--baseline clahe; from histmatch, zscore, histeq, clahe, minmax, "
+                                            "window); --baseline none for none."),
         feature_source: str = typer.Option("auto", help="Feature network for the feature loss: a source "
                                            "name, 'auto' (EfficientNet-Lite0 if installed) or 'random'."),
         feature_weight: float = typer.Option(1.0, help="Weight of the feature-statistics loss against the "
                                              "classifier loss (larger holds the curve closer to the reference "
                                              "look; the synthetic vendor test uses 30)."),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, help="Seed of the split, classifier and GDCE initialisation."),
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     ) -> None:
         """Train GDCE against a frozen reference-vendor classifier and compare with baselines."""
         from harmonization.xray.fit_job import fit_harmonizer
@@ -47,7 +53,7 @@ def register(app: typer.Typer) -> None:
         table = read_table(manifest)
         if labels is not None:
             table = join_labels(table, read_table(labels))
-        names = tuple(b.strip() for b in baselines.split(",") if b.strip())
+        names = tuple(b for b in split_list(baselines) if b.lower() != "none")
         res = fit_harmonizer(table, out, vendor_column=vendor_column, reference=reference, label=label,
                              size=size, steps=steps, lr=lr, classifier_source=classifier_source,
                              classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
@@ -56,6 +62,15 @@ def register(app: typer.Typer) -> None:
         wide = res["results"].pivot_table(index="method", columns="vendor", values="auc")
         typer.echo(wide.round(3).to_string())
         typer.echo(f"model: {out / 'model.pt'}\nreport: {out / 'report.html'}")
+        from medbench.tracking import table_metrics, track_finished
+
+        track_finished(tracker, out, name="harmonize fit",
+                       config={"reference": reference, "vendor_column": vendor_column, "label": label,
+                               "size": size, "steps": steps, "lr": lr, "classifier_source": classifier_source,
+                               "arch": arch, "epochs": epochs, "baselines": list(names),
+                               "feature_source": feature_source, "feature_weight": feature_weight, "seed": seed},
+                       final=table_metrics(res["results"], ["method", "vendor"], ["auc", "lo", "hi"]),
+                       artifacts=(out / "results.csv", out / "report.html"))
 
     @harm.command("apply")
     def apply(

@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
             None, "--pixel-budget", help="Largest declared pixel size in GiB (rows x cols x frames x samples x bytes); "
             "larger files are quarantined before decoding. Default 2, or $MEDBENCH_PIXEL_BUDGET (bytes).",
         ),
+        modality: Optional[list[str]] = typer.Option(None, "--modality", help="Keep only this modality, e.g. --modality CR --modality DX (repeat); others are listed as skipped."),  # noqa: UP045
+        body_part: Optional[list[str]] = typer.Option(None, "--body-part", help="Keep only this BodyPartExamined, e.g. --body-part CHEST (repeat, case-insensitive); others are listed as skipped."),  # noqa: UP045
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
 
@@ -40,13 +42,15 @@ def register(app: typer.Typer) -> None:
         # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
         result = scan(
             folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
-            resume_from=out if resume else None,
+            resume_from=out if resume else None, modality=modality, body_part=body_part,
             pixel_budget=None if pixel_budget is None else int(pixel_budget * 2**30),
         )
         paths = result.save(out)
         _print_summary(result.summary())
         typer.echo(f"manifest: {paths['manifest']} ({len(result.manifest)} files)")
-        typer.echo(f"quarantine: {paths['quarantine_csv']} ({len(result.quarantine)} files)")
+        skipped = int((result.quarantine["status"] == "skipped").sum())
+        extra = f", {skipped} of them skipped by --modality/--body-part" if skipped else ""
+        typer.echo(f"quarantine: {paths['quarantine_csv']} ({len(result.quarantine)} files{extra})")
 
 
 def _print_summary(summary: dict[str, dict[str, int]]) -> None:

@@ -35,6 +35,14 @@ from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_di
 from medbench.io.dicom import _spacing as _dicom_spacing
 from medbench.io.fastheader import header_values
 from medbench.io.fastscan import CHUNK, parse_header
+from medbench.io.header_columns import (
+    EXTRA_COLUMNS,
+    EXTRA_FLOAT_COLUMNS,
+    EXTRA_INT_COLUMNS,
+    EXTRA_KEYWORDS,
+    blank_columns,
+    extra_columns,
+)
 from medbench.io.sniff import RASTER_FORMATS, sniff_bytes
 from medbench.parallel import WORKER_CRASH, Failure, check_executor, map_items
 from medbench.utils.files import atomic_path, hash_id
@@ -45,20 +53,21 @@ logger = logging.getLogger(__name__)
 MANIFEST_COLUMNS = [
     "path", "sop_uid", "series_uid", "study_uid", "patient_hash", "modality", "manufacturer", "model",
     "sex", "age", "view", "photometric", "rows", "columns", "pixel_spacing", "transfer_syntax", "status",
-    "format", "frames", "pixel_spacing_col",
+    "format", "frames", "pixel_spacing_col", *EXTRA_COLUMNS,
 ]
 QUARANTINE_COLUMNS = ["path", "reason", "message", "format", "status"]
 #: Quarantine reasons: the DICOM reasons plus "error" (an unexpected failure while scanning).
-QUARANTINE_REASONS = (*REASONS, "error")
+QUARANTINE_REASONS = (*REASONS, "error", "filtered")
 STATE_FILE = "scan_state.parquet"
 _DIGEST_KEY = b"medbench_tables_sha256"
-_INT_COLUMNS = ("rows", "columns", "frames")
+_INT_COLUMNS = ("rows", "columns", "frames", *EXTRA_INT_COLUMNS)
 _HEADER_KEYWORDS = [
     "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "Manufacturer",
     "ManufacturerModelName", "PatientSex", "PatientAge", "ViewPosition", "PixelSpacing", "ImagerPixelSpacing",
+    *EXTRA_KEYWORDS,
 ]
 _ROW_KEYWORDS = tuple(dict.fromkeys([*_HEADER_KEYWORDS, *CHECK_KEYWORDS]))
-_FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col")
+_FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col", *EXTRA_FLOAT_COLUMNS)
 
 
 def list_files(folder: str | os.PathLike[str]) -> list[str]:
@@ -168,6 +177,7 @@ def _dicom_row(
         "format": "dicom",
         "frames": frames,
         "pixel_spacing_col": dx,
+        **extra_columns(v, str(ts)),
     }
 
 
@@ -193,7 +203,7 @@ def _raster_row(path: str, fmt: str, decode: bool) -> dict[str, Any]:
         "modality": "OT", "manufacturer": "", "model": "", "sex": "", "age": math.nan, "view": "",
         "photometric": photometric, "rows": int(height), "columns": int(width),
         "pixel_spacing": math.nan, "transfer_syntax": "", "status": "ok", "format": fmt,
-        "frames": frames, "pixel_spacing_col": math.nan,
+        "frames": frames, "pixel_spacing_col": math.nan, **blank_columns(),
     }
 
 
@@ -303,7 +313,8 @@ class ScanResult:
             "modality": counts(m["modality"]),
             "manufacturer": counts(m["manufacturer"]),
             "format": counts(m["format"]),
-            "status": {"ok": int(len(m)), "quarantined": int(len(q))},
+            "status": {"ok": int(len(m)), "quarantined": int((q["status"] != "skipped").sum()),
+                       **({"skipped": int((q["status"] == "skipped").sum())} if (q["status"] == "skipped").any() else {})},
             "reason": counts(q["reason"]),
         }
 
@@ -334,6 +345,8 @@ def scan(
     decode: bool = False,
     resume_from: str | os.PathLike[str] | None = None,
     pixel_budget: int | None = None,
+    modality: list[str] | tuple[str, ...] | None = None,
+    body_part: list[str] | tuple[str, ...] | None = None,
 ) -> ScanResult:
     """Scan ``folder`` (recursively) into a manifest and a quarantine table.
 
@@ -349,6 +362,9 @@ def scan(
         pixel_budget: Largest declared pixel size in bytes (rows x columns x frames x samples x
             bytes); larger files are quarantined as ``pixel_budget`` before decoding. None: 2 GiB
             or ``$MEDBENCH_PIXEL_BUDGET``.
+        modality: Keep only these modalities (e.g. ``["CR", "DX"]``); other usable files are
+            listed in the quarantine table with status "skipped" and reason "filtered".
+        body_part: Keep only these BodyPartExamined values (case-insensitive); likewise.
 
     With ``decode`` the files are decoded in isolated worker processes: a decoder that aborts the
     process quarantines that file as ``decoder_crash`` and the scan goes on.
@@ -379,6 +395,7 @@ def scan(
         else:
             fresh[path] = res
     rows = [reused[p] if p in reused else fresh[p] for p in files]
+    rows = filter_rows(rows, modality=modality, body_part=body_part)
     manifest, quarantine = _tables(rows)
     if reused:
         state.loc[state["path"].isin(list(reused)), "decode"] = [reused[p]["_decode"] for p in files if p in reused]
@@ -413,6 +430,27 @@ def _committed_state(run: Path) -> pd.DataFrame | None:
                        "it is ignored and every file is scanned again", path)
         return None
     return pd.read_parquet(path)
+def filter_rows(rows: list[dict[str, Any]], *, modality: list[str] | tuple[str, ...] | None = None,
+                body_part: list[str] | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Turn usable rows outside the wanted modalities / body parts into "skipped" rows with a reason."""
+    mods = {m.strip().upper() for m in modality or () if m.strip()}
+    parts = {b.strip().upper() for b in body_part or () if b.strip()}
+    if not mods and not parts:
+        return rows
+    out = []
+    for row in rows:
+        if row.get("status") == "ok":
+            why = ""
+            if mods and str(row.get("modality", "")).upper() not in mods:
+                why = f"modality {row.get('modality') or '(blank)'!s} not in --modality {','.join(sorted(mods))}"
+            elif parts and str(row.get("body_part", "")).upper() not in parts:
+                why = (f"body part {row.get('body_part') or '(blank)'!s} not in --body-part "
+                       f"{','.join(sorted(parts))}")
+            if why:
+                fmt = row.get("format", "dicom")
+                row = {"path": row["path"], "reason": "filtered", "message": why, "format": fmt, "status": "skipped"}
+        out.append(row)
+    return out
 
 
 def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -426,6 +464,9 @@ def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) 
         return {}
     if old.state is None:
         return {}
+    if set(MANIFEST_COLUMNS) - set(old.manifest.columns):  # written by an older medbench: rescan
+        logger.info("%s: earlier manifest lacks newer columns; scanning everything", run_dir)
+        return {}
     merged = state.merge(old.state, on="path", suffixes=("", "_old"))
     same = merged[
         (merged["size"] == merged["size_old"]) & (merged["mtime_ns"] == merged["mtime_ns_old"])
@@ -435,7 +476,7 @@ def _previous_rows(run_dir: str | os.PathLike[str] | None, state: pd.DataFrame) 
     rows: dict[str, dict[str, Any]] = {}
     for table in (old.manifest, old.quarantine):
         for row in table.to_dict("records"):
-            if row["path"] in keep:
+            if row["path"] in keep and row.get("status") != "skipped":  # filters may differ now
                 row = {k: (math.nan if v is pd.NA else v) for k, v in row.items()}
                 row["_decode"] = bool(keep[row["path"]])
                 rows[row["path"]] = row

@@ -13,13 +13,14 @@ sources_app = typer.Typer(
     no_args_is_help=False,
 )
 
-_COLUMNS = ("name", "arch", "weights", "input", "mean/std", "grey", "resolution", "licence")
+_COLUMNS = ("name", "arch", "weights", "input", "mean/std", "grey")
+_DETAILS = ("resolution", "licence", "preprocessing", "citation")
 
 
 @sources_app.callback()
 def list_cards(
     ctx: typer.Context,
-    details: bool = typer.Option(False, "--details", help="Also show preprocessing notes and citations."),
+    details: bool = typer.Option(False, "--details", help="Also show resolution, licence, preprocessing notes and citations."),
 ) -> None:
     """Show every registered source card."""
     if ctx.invoked_subcommand is not None:
@@ -30,13 +31,14 @@ def list_cards(
     from medbench.sources import list_sources
 
     table = Table(title="medbench sources")
-    cols = _COLUMNS + (("preprocessing", "citation") if details else ())
+    cols = _COLUMNS + (_DETAILS if details else ())
     for col in cols:
-        table.add_column(col, overflow="fold", no_wrap=col in ("name", "arch", "input"))
+        table.add_column(col, overflow="fold", no_wrap=col == "name")
     for card in list_sources():
         row = card.summary()
-        table.add_row(*(row[c] for c in cols))
-    Console(width=max(200 if details else 150, Console().width)).print(table)
+        # one architecture per line, so the table fits a 100-column terminal
+        table.add_row(*("\n".join(str(row[c]).split("|")) if c == "arch" else str(row[c]) for c in cols))
+    Console(width=min(Console().width, 200) if details else min(Console().width, 100)).print(table)
 
 
 @sources_app.command("convert-radimagenet")

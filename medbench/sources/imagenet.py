@@ -58,9 +58,9 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 def _offline_message(arch: str, why: str) -> str:
     return (
         f"cannot get ImageNet weights for {arch!r} from the Hugging Face hub ({why}). "
-        f"Pass weights=PATH with a local .pth/.safetensors file in timm's key layout "
-        f"(e.g. create_source('imagenet', arch={arch!r}, weights='resnet50.safetensors')), "
-        f"or pre-download the weights while online so that HF_HUB_OFFLINE=1 finds them in the cache"
+        f"Pass --weights PATH with a local .pth/.safetensors file in timm's key layout "
+        f"(from Python: weights=PATH), or download the weights once while online so that "
+        f"HF_HUB_OFFLINE=1 finds them in the cache"
     )
 
 

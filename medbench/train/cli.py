@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from medbench.tracking import TRACKER_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app``."""
@@ -46,6 +48,8 @@ def register(app: typer.Typer) -> None:
         compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training forward (CUDA only)."),
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
         restart: bool = typer.Option(False, "--restart", help="Discard a previous run in OUT whose settings differ, instead of refusing."),
+        tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+        augment: Optional[Path] = typer.Option(None, "--augment", help="Albumentations pipeline for the training split, saved with albumentations.save(aug, PATH) (.json or .yaml; needs the augment extra)."),  # noqa: UP045
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
@@ -54,6 +58,21 @@ def register(app: typer.Typer) -> None:
         Splits are grouped by patient unless --split-column is given. Interrupted runs resume.
         Runs unchanged under torchrun (DDP); --batch-size is then the global batch.
         """
+        settings = {k: v for k, v in locals().items() if v is None or isinstance(v, (str, int, float, bool, Path))}
+        from medbench.train.finished import fingerprint, read_finished, write_finished
+
+        fp = fingerprint(settings, {"manifest": manifest, "labels": labels, "augment": augment,
+                                    "weights": weights})
+        done = read_finished(out, fp)
+        if done is not None:  # the same command on a finished run: print its result, no torch needed
+            if tracker != "none":
+                from medbench.tracking import log_run_folder, tracking
+
+                with tracking(tracker, out, name=f"train {source}", config=settings) as track:
+                    log_run_folder(track, out)
+            _report(source, done["summary"], done["metrics"], out, done["report"])
+            return
+
         from medbench.train.config import TrainConfig
         from medbench.train.experiment import join_labels, read_table, run_experiment
 
@@ -67,22 +86,38 @@ def register(app: typer.Typer) -> None:
             sparsity_recipe=sparsity_recipe, num_workers=workers, checkpoint_every=checkpoint_every,
             progress=progress, compile=compile_model, channels_last=channels_last,
         )
-        res = run_experiment(
-            table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
-            split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
-            weights=weights, restart=restart,
-        )
+        from medbench.data.augment import load_augmentation
+        from medbench.tracking import NullTracker, log_run_folder, make_tracker
         from medbench.train import dist
+
+        track = make_tracker(tracker, out, name=f"train {source}") if dist.is_main() else NullTracker()
+        try:
+            track.log_config({"source": source, "arch": arch, "size": size, "label": label, **cfg.to_dict()})
+            res = run_experiment(
+                table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
+                split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
+                weights=weights, on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])),
+                train_transform=load_augmentation(augment) if augment is not None else None,
+                restart=restart,
+            )
+            log_run_folder(track, out, final=res.metrics, history=None)
+        finally:
+            track.close()
 
         if not dist.is_main():  # under torchrun only rank 0 reports
             return
-        s = res.fit.summary
-        typer.echo(f"trained {source} for {s['epochs_run']} epochs (best epoch {s['best_epoch']}, "
-                   f"{s['train_images_per_s'] or 0:.0f} images/s)")
-        for row in res.metrics.get("per_source", []):
-            typer.echo(f"test AUC {row['auc']:.3f} (95% CI {row['lo']:.3f}-{row['hi']:.3f}, n={row['n']})")
-        if "auc_macro_ovr" in res.metrics:
-            typer.echo(f"test macro AUC {res.metrics['auc_macro_ovr']:.3f}, accuracy {res.metrics['accuracy']:.3f}")
-        typer.echo(f"run folder: {res.out_dir}")
-        if res.report is not None:
-            typer.echo(f"report: {res.report}")
+        write_finished(out, fp, res.report)
+        _report(source, res.fit.summary, res.metrics, res.out_dir, res.report)
+
+
+def _report(source: str, s: dict, metrics: dict, out_dir: Path, report: Path | None) -> None:
+    """Print a train run's outcome (fresh or recorded)."""
+    typer.echo(f"trained {source} for {s['epochs_run']} epochs (best epoch {s['best_epoch']}, "
+               f"{s['train_images_per_s'] or 0:.0f} images/s)")
+    for row in metrics.get("per_source", []):
+        typer.echo(f"test AUC {row['auc']:.3f} (95% CI {row['lo']:.3f}-{row['hi']:.3f}, n={row['n']})")
+    if "auc_macro_ovr" in metrics:
+        typer.echo(f"test macro AUC {metrics['auc_macro_ovr']:.3f}, accuracy {metrics['accuracy']:.3f}")
+    typer.echo(f"run folder: {out_dir}")
+    if report is not None:
+        typer.echo(f"report: {report}")

@@ -50,7 +50,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,8 @@ class _Progress:
 
 class _Trainer:
     """One ``fit`` call: set-up, resume, the epoch loop and the end of the run."""
+
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # set by ``fit``: each history row
 
     def __init__(
         self, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
@@ -427,6 +429,8 @@ class _Trainer:
             for hook in self.hooks:
                 row.update(hook.epoch_record())
         p.history.append(row)
+        if self.on_epoch is not None and dist.is_main():
+            self.on_epoch(dict(row))
         if improved:
             p.best_val_loss = row["val_loss"] if math.isfinite(row["val_loss"]) else p.best_val_loss
             p.best_epoch, p.bad_epochs = p.epoch, 0
@@ -516,6 +520,7 @@ def fit(
     test_ds: Dataset | None = None,
     keep_meta: Sequence[str] = (),
     run_info: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Fine-tune ``model`` on ``train_ds``, keep the best validation-loss weights, resume from ``out_dir``.
 
@@ -530,6 +535,7 @@ def fit(
         test_ds: Also predict this set (split "test") with the best weights.
         keep_meta: Meta keys copied into the predictions table (e.g. "sex", "vendor").
         run_info: Extra facts recorded under ``run`` in config.yaml (data, source, image size, ...).
+        on_epoch: Called on the main rank with each epoch's history row (e.g. an experiment tracker).
 
     Returns:
         FitResult with the best weights loaded into ``model`` (or the model a hook returned).
@@ -542,6 +548,7 @@ def fit(
     log_ctx = run_log(out / "train.log") if dist.is_main() else contextlib.nullcontext()
     with log_ctx, frozen_backbone(model, cfg.linear_probe) as head:
         trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head, run_info)
+        trainer.on_epoch = on_epoch
         trainer.start()
         t0 = time.perf_counter()
         trainer.run()

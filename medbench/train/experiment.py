@@ -5,6 +5,7 @@ source, predict the test split, evaluate. Used by ``medbench train`` and ``medbe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class ExperimentResult:
 
 
 #: What ``run_experiment`` writes into its folder (removed by ``restart``).
-RUN_OUTPUTS = ["checkpoints", "config.yaml", "splits.csv", "history.csv", "summary.json", "train.log",
+RUN_OUTPUTS = ["finished.json", "checkpoints", "config.yaml", "splits.csv", "history.csv", "summary.json", "train.log",
                "predictions.parquet", "predictions.csv", "metrics.json", "report.html", "figures"]
 
 
@@ -159,6 +160,8 @@ def run_experiment(
     weights: str | None = None,
     title: str | None = None,
     restart: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    train_transform: Any = None,
 ) -> ExperimentResult:
     """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
 
@@ -176,6 +179,9 @@ def run_experiment(
         drop_rate: Dropout before the head.
         weights: Local weights file for sources that need one.
         title: Report title.
+        on_epoch: Called with each epoch's history row (experiment trackers).
+        train_transform: Augmentation of the training split only: a ``(C, H, W)`` tensor callable
+            or an Albumentations transform (see :mod:`medbench.data.augment`).
         restart: Discard a previous run in ``out_dir`` (its own outputs) instead of refusing when
             its settings differ.
 
@@ -217,7 +223,11 @@ def run_experiment(
         raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
     keep = [c for c in META_KEEP if c in df.columns]
     cache = len(df) * size * size * 4 < CACHE_LIMIT_BYTES  # decode each file once, not every epoch
-    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache)
+    from medbench.data.augment import as_transform
+
+    aug = as_transform(train_transform)
+    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache,
+                          transform=aug if s == "train" else None)
           for s in SPLITS}
     n_classes = max(2, int(df[label].max()) + 1)
     torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
@@ -225,15 +235,44 @@ def run_experiment(
     info = {"source": source, "arch": arch or model.card.arch, "size": size, "label": label,
             "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
     logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
+    before = _stamp(out / "predictions.parquet")
     res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
-              test_ds=ds["test"], keep_meta=keep, run_info=info)
+              test_ds=ds["test"], keep_meta=keep, run_info=info, on_epoch=on_epoch)
     pred = res.predictions.assign(source=source)
     metrics: dict[str, Any] = {}
     report: Path | None = None
     if dist.is_main():
-        metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+        finished = _finished_evaluation(out, before)
+        if finished is not None:  # a finished run re-run: its predictions are unchanged, reuse the report
+            logger.info("%s: finished run; reusing metrics.json and report.html", out)
+            metrics, report = finished
+        else:
+            metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
     dist.barrier()
     return ExperimentResult(out, res, metrics, report)
+
+
+def _stamp(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _finished_evaluation(out: Path, predictions_before: int | None) -> tuple[dict[str, Any], Path | None] | None:
+    """metrics.json and report of an earlier evaluation, when ``fit`` left the predictions untouched."""
+    import json
+
+    pred, metrics = out / "predictions.parquet", out / "metrics.json"
+    if predictions_before is None or _stamp(pred) != predictions_before or not metrics.is_file():
+        return None
+    if metrics.stat().st_mtime_ns < predictions_before:
+        return None
+    report = out / "report.html"
+    try:
+        data = json.loads(metrics.read_text())
+    except json.JSONDecodeError:
+        return None
+    if "per_source" in data and not report.is_file():  # a binary task's report went missing: rebuild it
+        return None
+    return data, (report if report.is_file() else None)
 
 
 def _save_splits(df: pd.DataFrame, out: Path) -> None:

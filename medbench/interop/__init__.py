@@ -1,0 +1,1 @@
+"""Interop with the tools researchers already use: NIfTI (SimpleITK) and MONAI datalists."""
