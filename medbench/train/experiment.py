@@ -201,17 +201,18 @@ def run_experiment(
     settings = {"train": cfg.settings(), "data": {
         "label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
         "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate,
-        "weights": str(weights) if weights is not None else None, "n_rows": len(table)}}
-    if dist.is_main():
-        if restart:
-            restart_run(out, RUN_OUTPUTS)
-        check_settings(out, settings)  # refuses, before any work, a folder computed otherwise
-    dist.barrier()
+        "weights": str(weights) if weights is not None else None, "n_rows": len(table),
+        "train_transform": repr(train_transform) if train_transform is not None else None}}
     df = prepare_table(table, label)
     present = sorted(int(v) for v in df[label].unique())
     if len(present) < 2:  # checked before any training, not when the AUC is computed at the end
         raise InputError(f"label column {label!r} holds only class {present or '(none)'}: AUC is undefined and "
                          "training would learn nothing; pass a table with at least two classes")
+    if dist.is_main():
+        if restart:
+            restart_run(out, RUN_OUTPUTS)
+        check_settings(out, settings)  # refuses, before any work, a folder computed otherwise
+    dist.barrier()
     df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
                                 seed=cfg.seed).to_numpy()
     if dist.is_main():
