@@ -137,7 +137,12 @@ def fit_harmonizer(
         raise InputError("harmonization needs at least one vendor besides the reference")
     df["split"] = assign_splits(df, val_frac=0.15, test_frac=0.3, seed=seed)
     patients = _patient_ids(df)
-    images = load_images(df["path"].tolist(), size)
+    images, hows = load_images(df["path"].tolist(), size, with_how=True)
+    if "window" in methods_base:
+        dicom_windows = all(h == "DICOM window" for h in hows)
+        methods_base["window"] = create_harmonizer("window", dicom=dicom_windows)
+        log.info("window baseline: %s", "each file's DICOM VOI window" if dicom_windows else
+                 "per-image 1-99th percentiles (not every file has a DICOM window)")
     y = df[label].to_numpy()
     is_ref = vendor_of == reference
     part = {s: (df["split"] == s).to_numpy() for s in ("train", "val", "test")}

@@ -79,14 +79,20 @@ def from_unit(pixels: np.ndarray, harmonised: np.ndarray, lo: float, hi: float) 
     return np.where(inside, lo + np.asarray(harmonised, np.float64) * (hi - lo), x)
 
 
-def load_images(paths: list[str], size: int) -> np.ndarray:
-    """Read and resize (antialiased) images to ``(N, size, size)``."""
+def load_images(paths: list[str], size: int, *, with_how: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+    """Read and resize (antialiased) images to ``(N, size, size)``; with ``with_how`` also how
+    each was mapped to [0, 1] (``"DICOM window"``, ``"stored range"``, ``"image range"``)."""
+    from medbench.io import read_dicom
+
     out = np.empty((len(paths), size, size), np.float32)
+    hows = []
     for i, p in enumerate(paths):
-        x, _ = read_unit_image(p)
+        img = read_dicom(p)
+        x, _ = _unit_image(img, p)
+        hows.append(unit_range(img)[2])
         t = torch.from_numpy(x)[None, None]
         out[i] = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
-    return out
+    return (out, hows) if with_how else out
 
 
 def model_fingerprint(path: str | Path) -> str:

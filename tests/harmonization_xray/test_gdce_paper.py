@@ -224,3 +224,22 @@ def test_medbench_recipe_still_runs_and_records_itself(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="recipe"):
         fit_gdce(clf, random_conv_features(), x, m["label"].to_numpy(), xr, mr["label"].to_numpy(),
                  cfg=GDCEConfig(recipe="nope"), progress=False)
+
+
+def test_window_baseline_uses_each_files_dicom_window(synthetic_cxr_dir: Path) -> None:
+    from harmonization.xray.baselines import create_harmonizer
+    from harmonization.xray.pipeline import load_images
+
+    paths = sorted(str(p) for p in (synthetic_cxr_dir / "images").glob("*.dcm"))[:6]
+    size = int(pydicom.dcmread(paths[0], stop_before_pixels=True).Rows)
+    images, hows = load_images(paths, size, with_how=True)
+    assert hows == ["DICOM window"] * len(paths)
+    out = create_harmonizer("window", dicom=True).fit(images).transform(images)
+    for p, got in zip(paths, out, strict=True):
+        ds = pydicom.dcmread(p)
+        v = ds.pixel_array.astype(np.float64)
+        center, width, top = float(ds.WindowCenter), float(ds.WindowWidth), 2.0 ** int(ds.BitsStored) - 1
+        if ds.PhotometricInterpretation == "MONOCHROME1":  # shown inverted: mirror pixels and window
+            v, center = top - v, top - center
+        expected = np.clip((v - (center - width / 2)) / width, 0, 1)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
