@@ -243,3 +243,20 @@ def test_window_baseline_uses_each_files_dicom_window(synthetic_cxr_dir: Path) -
             v, center = top - v, top - center
         expected = np.clip((v - (center - width / 2)) / width, 0, 1)
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_report_warns_on_a_chance_level_reference_and_tiny_sets() -> None:
+    import pandas as pd
+
+    from harmonization.xray.fit_job import MIN_PER_CLASS, _warnings
+
+    def results(lo: float) -> pd.DataFrame:
+        return pd.DataFrame([{"method": "none", "vendor": "reference", "auc": 0.547, "auc_lo": lo, "auc_hi": 0.7}])
+
+    big = (None, np.repeat([0, 1], 50))
+    tiny = (None, np.array([0] * (MIN_PER_CLASS - 1) + [1] * 40))
+    assert _warnings(results(0.55), {"V": big}, big) == []
+    chance = _warnings(results(0.41), {"V": big}, big)
+    assert len(chance) == 1 and "at chance" in chance[0] and "0.547" in chance[0]
+    small = _warnings(results(0.55), {"V": tiny}, big)
+    assert len(small) == 1 and "Tiny test set for V" in small[0]
