@@ -356,7 +356,9 @@ print("worst vendor:", worst, f"(curve {VENDORS[worst].curve})")
 Unpaired, class-balanced batches of the vendor's training images and of reference images; training
 starts from the GDCE curve that best maps the vendor's pooled intensity quantiles onto the
 reference ones (`GDCEConfig(init="histogram")`, medbench's default) and the kept model has the best
-worst-class recall of the reference classifier on the vendor images. One curve predictor per
+worst-class recall of the reference classifier on held-out vendor images (20% of them, not used for
+training; step 0 is the starting curve). This is medbench's CPU recipe; `paper_config()` with
+`vgg16_conv2_2(weights)` is the paper's loss. One curve predictor per
 source vendor; reference images pass unchanged (`PerVendorGDCE`). The
 feature loss uses a fixed random conv net (`random_conv_features`, no weights needed);
 `feature_network_from_source("efficientnet-lite0-imagenet")` is the pretrained alternative.

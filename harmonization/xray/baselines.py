@@ -67,19 +67,28 @@ class MinMax(Harmonizer):
 
 @HARMONIZERS.register("window")
 class Window(Harmonizer):
-    """DICOM-style linear window (center, width) clipped to [0, 1]; default from percentiles."""
+    """Linear window (center, width) clipped to [0, 1].
+
+    Three sources of the window, in order: an explicit ``center``/``width``; the DICOM VOI window
+    (``dicom=True``: the images were already mapped through each file's own WindowCenter/Width by
+    :func:`harmonization.xray.pipeline.load_images`, so the window is the identity plus clipping
+    on them); else a per-image percentile stretch (``percentiles``), a fallback for files
+    without a window. ``harmonize fit`` uses ``dicom=True`` when every image has a DICOM window.
+    """
 
     name = "window"
 
     def __init__(self, center: float | None = None, width: float | None = None,
-                 percentiles: tuple[float, float] = (1.0, 99.0)) -> None:
-        self.center, self.width, self.percentiles = center, width, percentiles
+                 percentiles: tuple[float, float] = (1.0, 99.0), dicom: bool = False) -> None:
+        self.center, self.width, self.percentiles, self.dicom = center, width, percentiles, dicom
 
     def _one(self, image: np.ndarray) -> np.ndarray:
-        if self.center is None or self.width is None:
-            lo, hi = np.percentile(image, self.percentiles)
-        else:
+        if self.center is not None and self.width is not None:
             lo, hi = self.center - self.width / 2, self.center + self.width / 2
+        elif self.dicom:
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = np.percentile(image, self.percentiles)
         return np.clip((image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 

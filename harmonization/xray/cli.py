@@ -27,7 +27,17 @@ def register(app: typer.Typer) -> None:
         labels: Path = typer.Option(None, help="Label CSV joined onto the manifest on path/uid."),
         size: int = typer.Option(128, help="Image size used for training and evaluation."),
         steps: int = typer.Option(400, help="GDCE optimisation steps."),
-        lr: float = typer.Option(1e-3, help="GDCE learning rate (the paper: 1e-4 with more steps)."),
+        lr: float = typer.Option(None, help="GDCE Adam learning rate (default: 1e-4 with --recipe paper, "
+                                 "1e-3 with the medbench recipe)."),
+        recipe: str = typer.Option("medbench", help="'paper': the authors' loss (VGG16 conv2_2 before ReLU "
+                                   "from --vgg-weights, per-image L1 with source and reference terms, "
+                                   "lambda*floor(CE/VGG)*VGG + (1-lambda)*CE, Adam 1e-4, 12 images per batch, "
+                                   "flips); 'medbench': the CPU-budget variant (see the README)."),
+        vgg_weights: Path = typer.Option(None, help="torchvision VGG16 state dict for --recipe paper "
+                                         "(ImageNet or RadImageNet)."),
+        loss_lambda: float = typer.Option(0.5, help="The paper's lambda (0.5 chest X-ray, 0.95 mammography)."),
+        per_vendor: bool = typer.Option(False, help="Also fit one predictor per source vendor (the authors' "
+                                        "setup); apply then uses the vendor's when the Manufacturer matches."),
         classifier_source: str = typer.Option(None, help="Reference classifier: 'cnn' (a small CNN trained "
                                               "from scratch; the default) or a medbench source name "
                                               "(random, imagenet, radimagenet, ...)."),
@@ -55,12 +65,15 @@ def register(app: typer.Typer) -> None:
             table = join_labels(table, read_table(labels))
         names = tuple(b for b in split_list(baselines) if b.lower() != "none")
         res = fit_harmonizer(table, out, vendor_column=vendor_column, reference=reference, label=label,
-                             size=size, steps=steps, lr=lr, classifier_source=classifier_source,
+                             size=size, steps=steps, lr=lr, recipe=recipe, vgg_weights=vgg_weights,
+                             loss_lambda=loss_lambda, per_vendor=per_vendor, classifier_source=classifier_source,
                              classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
                              feature_weight=feature_weight,
                              baselines=names, seed=seed)
-        wide = res["results"].pivot_table(index="method", columns="vendor", values="auc")
-        typer.echo(wide.round(3).to_string())
+        r = res["results"]
+        r = r.assign(auc=r.apply(lambda x: f"{x['auc']:.3f} [{x['auc_lo']:.3f}, {x['auc_hi']:.3f}]", axis=1))
+        typer.echo(r.pivot_table(index="method", columns="vendor", values="auc", aggfunc="first").to_string())
+        typer.echo(res["comparison"].verdict)
         typer.echo(f"model: {out / 'model.pt'}\nreport: {out / 'report.html'}")
         from medbench.tracking import table_metrics, track_finished
 

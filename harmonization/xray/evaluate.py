@@ -16,7 +16,7 @@ from torch import nn
 from harmonization.xray.baselines import Harmonizer
 from harmonization.xray.classifier import train_classifier  # noqa: F401 - re-exported for callers
 from harmonization.xray.predictor import CurvePredictor
-from medbench.eval.metrics import auc
+from medbench.eval.metrics import bootstrap_auc_ci
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def gdce_transform(predictor: CurvePredictor, batch: int = 32) -> Callable[[Imag
 
 
 class PerVendorGDCE:
-    """GDCE with one fitted curve predictor per source vendor; reference images pass unchanged."""
+    """GDCE with a curve predictor per source vendor and/or one for any vendor (``"*"``);
+    reference images (``vendor=None``) pass unchanged."""
 
     per_vendor = True
     maps_to_reference = True
@@ -56,8 +57,9 @@ class PerVendorGDCE:
         self.predictors = dict(predictors)
 
     def __call__(self, images: Images, vendor: str | None = None) -> Images:
-        if vendor in self.predictors:
-            return gdce_transform(self.predictors[vendor])(images)
+        model = None if vendor is None else (self.predictors.get(vendor) or self.predictors.get("*"))
+        if model is not None:
+            return gdce_transform(model)(images)
         return np.asarray(images, np.float32)
 
 
@@ -92,8 +94,12 @@ def evaluate_methods(
     methods: Mapping[str, Harmonizer | Callable[[Images], Images]],
     *,
     retrain: Callable[[Images, np.ndarray, str], nn.Module] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """AUC per (method, vendor), the reference vendor included, and the vendor separability.
+    """AUC with a bootstrap CI per (method, vendor), the reference vendor included, and the vendor
+    separability. Test tuples may carry patient ids as a third element ``(images, labels,
+    patient_ids)``: the CI then resamples whole patients (``auc_lo``/``auc_hi``, ``resampled_by``).
 
     Methods that change reference images too (``maps_to_reference`` False: per-image
     normalisations) get a classifier retrained on normalised reference images through
@@ -116,15 +122,23 @@ def evaluate_methods(
             clf = retrain(transform(xr), yr, name)
         per_vendor = getattr(method, "per_vendor", False)
         harmonised = {"reference": transform(reference_test[0])}
-        labels = {"reference": reference_test[1]}
-        for vendor, (xv, yv) in vendor_tests.items():
+        labels, groups = {"reference": reference_test[1]}, {"reference": _groups(reference_test)}
+        for vendor, test in vendor_tests.items():
+            xv, yv = test[0], test[1]
             harmonised[vendor] = transform(xv, vendor=vendor) if per_vendor else transform(xv)
-            labels[vendor] = yv
+            labels[vendor], groups[vendor] = yv, _groups(test)
         sep = vendor_separability(harmonised)
         for vendor, ims in harmonised.items():
-            rows.append({"method": name, "vendor": vendor, "auc": auc(labels[vendor], predict_proba(clf, ims)),
+            ci = bootstrap_auc_ci(labels[vendor], predict_proba(clf, ims), groups=groups[vendor],
+                                  n_boot=n_boot, seed=seed)
+            rows.append({"method": name, "vendor": vendor, "auc": ci.auc, "auc_lo": ci.lo, "auc_hi": ci.hi,
+                         "n": len(labels[vendor]), "resampled_by": ci.resampled_by,
                          "vendor_accuracy": sep, "retrained": not maps})
     return pd.DataFrame(rows)
+
+
+def _groups(test: tuple) -> np.ndarray | None:
+    return np.asarray(test[2]) if len(test) > 2 and test[2] is not None else None
 
 
 def curves_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, title: str = "Intensity curves"):

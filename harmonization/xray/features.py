@@ -106,3 +106,69 @@ def random_conv_features(seed: int = 0, width: int = 32) -> EarlyFeatures:
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / (m.in_channels * 9)) ** 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
     return EarlyFeatures(net, "9")
+
+
+#: torchvision ``vgg16().features`` indices: 0 conv1_1, 2 conv1_2, 5 conv2_1, 7 conv2_2 (each
+#: followed by its ReLU). The paper's loss taps conv2_2 *before* its ReLU: ``features[:8]``.
+VGG16_CONV2_2 = 7
+
+
+class VggConv22(nn.Module):
+    """VGG16 ``features[:8]`` (conv2_2 before its ReLU) of a torchvision VGG16, frozen.
+
+    Grey [0, 1] images are repeated to three channels and fed as they are (no ImageNet mean/SD
+    normalisation), as the GDCE authors do.
+    """
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        self.body = features[: VGG16_CONV2_2 + 1].eval()
+        for p in self.body.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VggConv22:  # frozen: stays in eval mode
+        super().train(mode)
+        self.body.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x)
+
+
+def vgg16_conv2_2(weights: str | None) -> VggConv22:
+    """The paper's feature network from a user-supplied torchvision VGG16 weights file.
+
+    Args:
+        weights: A ``torch.save``d state dict of ``torchvision.models.vgg16`` (``features.*``
+            keys; classifier keys, e.g. of a RadImageNet head, are ignored), or of its ``features``.
+
+    Raises:
+        InputError: No file given, file missing, or it lacks the conv1/conv2 weights.
+    """
+    from pathlib import Path
+
+    from torchvision.models import vgg16
+
+    if not weights:
+        raise InputError("--recipe paper needs --vgg-weights PATH: a torchvision VGG16 state dict "
+                         "(ImageNet or RadImageNet); offline, see the README (GDCE feature network)")
+    path = Path(weights)
+    if not path.is_file():
+        raise InputError(f"--vgg-weights {path}: file not found; pass a torch.save'd torchvision VGG16 state dict")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(blob, nn.Module):  # pragma: no cover - weights_only refuses modules
+        blob = blob.state_dict()
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"--vgg-weights {path}: not a state dict")
+    state = {k.removeprefix("module.").removeprefix("vgg."): v for k, v in state.items()}
+    if not any(k.startswith("features.") for k in state):
+        state = {f"features.{k}": v for k, v in state.items()}
+    model = vgg16(weights=None)
+    wanted = {k: v for k, v in model.state_dict().items() if k.startswith("features.")
+              and int(k.split(".")[1]) <= VGG16_CONV2_2}
+    missing = [k for k in wanted if k not in state or tuple(state[k].shape) != tuple(wanted[k].shape)]
+    if missing:
+        raise InputError(f"--vgg-weights {path}: not a VGG16 state dict (missing or mis-shaped {missing[:3]})")
+    model.features.load_state_dict({k.removeprefix("features."): state[k] for k in wanted}, strict=False)
+    return VggConv22(model.features)

@@ -1,8 +1,11 @@
 """End-to-end GDCE jobs on files: fit from a labelled manifest, apply to a DICOM folder.
 
-Intensities are normalised by the stored value range (``BitsStored`` after the modality LUT and
-MONOCHROME1 inversion), not per image: a per-image min-max stretch would erase exactly the vendor
-look that GDCE is meant to learn.
+Intensities are mapped to [0, 1] by the file's DICOM VOI window (WindowCenter/Width, mirrored for
+MONOCHROME1 like the pixels), or by the stored value range (``BitsStored`` after the modality LUT
+and MONOCHROME1 inversion) when the file has no linear window; never per image: a per-image
+min-max stretch would erase exactly the vendor look that GDCE is meant to learn. On the way back,
+pixels inside the window get ``lo + curve(u) (hi - lo)``; pixels outside it are kept as they are
+(the curve fixes 0 and 1, so the result is continuous and monotone in the input).
 """
 
 from __future__ import annotations
@@ -26,31 +29,70 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+GREY = ("MONOCHROME1", "MONOCHROME2")
+
+
 def read_unit_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """A grey image in [0, 1] normalised by its stored range, and that range (lo, hi)."""
+    """A grey image in [0, 1] (DICOM VOI window, else stored range) and that range (lo, hi)."""
     from medbench.io import read_dicom
 
     return _unit_image(read_dicom(path), path)
 
 
+def unit_range(img: DicomImage) -> tuple[float, float, str]:
+    """``(lo, hi, how)``: the values of ``img.pixels`` mapped to 0 and 1.
+
+    The first linear VOI window of the file (``center -/+ width / 2``, mirrored into the inverted
+    values of a MONOCHROME1 file) when there is one, else the stored range after the modality LUT.
+    """
+    s_lo, s_hi = img.meta.get("inversion_range", (float(img.pixels.min()), float(img.pixels.max())))
+    window = img.meta.get("window")
+    ds = getattr(img, "dataset", None)
+    function = str(ds.get("VOILUTFunction", "LINEAR") if ds is not None else "LINEAR").upper()
+    if window is not None and float(window[1]) > 1 and function != "SIGMOID" \
+            and (ds is None or "VOILUTSequence" not in ds):
+        center, width = float(window[0]), float(window[1])
+        if img.meta.get("inverted"):
+            center = s_lo + s_hi - center
+        return center - width / 2.0, center + width / 2.0, "DICOM window"
+    if not s_hi > s_lo:
+        return float(img.pixels.min()), float(img.pixels.max()) + 1e-6, "image range"
+    return float(s_lo), float(s_hi), "stored range"
+
+
 def _unit_image(img: DicomImage, path: str | Path) -> tuple[np.ndarray, tuple[float, float]]:
     """:func:`read_unit_image` of an already decoded image."""
-    if img.pixels.ndim != 2:
+    if img.pixels.ndim != 2 or img.meta.get("colour"):
         raise InputError(f"{path}: GDCE works on single-frame grey X-rays (pixels shape {img.pixels.shape})")
-    lo, hi = img.meta.get("inversion_range", (float(img.pixels.min()), float(img.pixels.max())))
-    if not hi > lo:
-        lo, hi = float(img.pixels.min()), float(img.pixels.max()) + 1e-6
+    photometric = str(img.meta.get("photometric") or "")
+    if photometric and photometric not in GREY:
+        raise InputError(f"{path}: GDCE needs a MONOCHROME1/2 radiograph, got PhotometricInterpretation "
+                         f"{photometric!r}")
+    lo, hi, _ = unit_range(img)
     return np.clip((img.pixels - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (float(lo), float(hi))
 
 
-def load_images(paths: list[str], size: int) -> np.ndarray:
-    """Read and resize (antialiased) images to ``(N, size, size)``."""
+def from_unit(pixels: np.ndarray, harmonised: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Back to pixel values: ``lo + h (hi - lo)`` inside the window, the input outside it."""
+    x = np.asarray(pixels, np.float64)
+    inside = (x >= lo) & (x <= hi)
+    return np.where(inside, lo + np.asarray(harmonised, np.float64) * (hi - lo), x)
+
+
+def load_images(paths: list[str], size: int, *, with_how: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+    """Read and resize (antialiased) images to ``(N, size, size)``; with ``with_how`` also how
+    each was mapped to [0, 1] (``"DICOM window"``, ``"stored range"``, ``"image range"``)."""
+    from medbench.io import read_dicom
+
     out = np.empty((len(paths), size, size), np.float32)
+    hows = []
     for i, p in enumerate(paths):
-        x, _ = read_unit_image(p)
+        img = read_dicom(p)
+        x, _ = _unit_image(img, p)
+        hows.append(unit_range(img)[2])
         t = torch.from_numpy(x)[None, None]
         out[i] = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
-    return out
+    return (out, hows) if with_how else out
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -76,21 +118,24 @@ def _apply_one(job: _ApplyJob) -> str:
     if job.model not in _PREDICTORS:  # one load per worker process
         _PREDICTORS[job.model] = load_predictors(job.model)
     models, reference = _PREDICTORS[job.model]
-    img = read_dicom(job.src)  # read once: pixels and the vendor
+    img = read_dicom(job.src)  # read once: pixels and (optionally) the vendor
     x, (lo, hi) = _unit_image(img, job.src)
     vendor = str(img.meta.get("manufacturer") or "")
     if vendor and vendor == reference:
-        h, how = x, f"reference vendor {vendor}: intensities unchanged"
+        values, how = img.pixels, f"reference vendor {vendor}: intensities unchanged"
     else:
+        # the image-conditioned predictor ("*") needs no vendor name; per-vendor curves are optional
         predictor = models.get(vendor) or models.get("*")
         if predictor is None:
             raise InputError(f"{job.src}: no GDCE curve for Manufacturer {vendor!r}; the model was fitted "
-                             f"for {sorted(models)} (reference {reference!r})")
+                             f"for {sorted(models)} only (reference {reference!r}): refit without "
+                             "--per-vendor for a model that applies to any radiograph")
         with torch.no_grad():
             h = predictor.harmonize(torch.from_numpy(x)[None, None])[0, 0].numpy()
+        values = from_unit(img.pixels, h, lo, hi)
         how = f"GDCE intensity harmonization to {reference or 'the reference'}"
-    write_derived_image(lo + h.astype(np.float64) * (hi - lo), job.src, dst,
-                        description=f"{how} (medbench, model {job.fingerprint})",
+    write_derived_image(values, job.src, dst, description=f"{how} (medbench, model {job.fingerprint})",
+                        series_description="GDCE harmonized (medbench)",
                         uid_key=f"gdce:{job.fingerprint}:{job.src}")
     return "written"
 

@@ -50,6 +50,13 @@ _DROP_KEYWORDS = (
     "WindowCenterWidthExplanation", "VOILUTFunction", "SourceImageSequence",
 )
 _SLICE_KEYWORDS = ("ImagePositionPatient", "SliceLocation", "InstanceNumber")
+#: Projection radiography: PresentationLUTShape is required (DX, MG, IO) or expected (CR) there.
+_PROJECTION_MODALITIES = ("DX", "CR", "MG", "IO", "PX", "RG")
+#: DX SOP classes (for presentation / for processing): the DX Image module requires Rescale
+#: Slope 1 and Intercept 0 (PS3.3 C.8.11.3), so derived DX pixels are stored as real values.
+_DX_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1")
+#: Offset added to the source's SeriesNumber for a derived series (so it never looks like the original).
+DERIVED_SERIES_OFFSET = 1000
 _SINGLE_FRAME_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
 
 
@@ -174,13 +181,14 @@ def _prepare(ref: Dataset | None, *, modality: str, uid_key: str | None) -> Data
     return ds
 
 
-def _set_pixels(ds: Dataset, stored: np.ndarray, rescale: Rescale, *, description: str) -> None:
+def _set_pixels(ds: Dataset, stored: np.ndarray, rescale: Rescale, *, description: str,
+                bits_stored: int = 16) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
     ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsStored = int(bits_stored)
+    ds.HighBit = int(bits_stored) - 1
     ds.PixelRepresentation = 1 if rescale.signed else 0
     ds.RescaleSlope = format_number_as_ds(rescale.slope)
     ds.RescaleIntercept = format_number_as_ds(rescale.intercept)
@@ -213,12 +221,51 @@ def _apply_tags(ds: Dataset, tags: Mapping[str, Any] | None) -> None:
         setattr(ds, keyword, value)
 
 
+def _projection_bits(ref: Dataset | None, stored: np.ndarray, rescale: Rescale) -> int:
+    """The source's BitsStored when the unsigned real values fit in it (so that a re-read
+    normalises by the same stored range as the source), else 16."""
+    if ref is None or rescale.signed or (rescale.slope, rescale.intercept) != (1.0, 0.0):
+        return 16
+    bits = int(ref.get("BitsStored") or 16)
+    return bits if 1 <= bits <= 16 and int(stored.max(initial=0)) < 2**bits else 16
+
+
+def _unit_rescale(ds: Dataset) -> bool:
+    """True when ``ds`` stores real values (no rescale, or slope 1 and intercept 0)."""
+    try:
+        return float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def _mark_derived_series(ds: Dataset, series_description: str | None) -> None:
+    """New SeriesDescription and SeriesNumber so that a derived series never looks like its source."""
+    old = str(ds.get("SeriesDescription", "") or "").strip()
+    text = series_description or (f"{old} [derived]" if old else "derived (medbench)")
+    ds.SeriesDescription = text[:64]
+    try:
+        number = int(ds.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        number = 0
+    ds.SeriesNumber = number + DERIVED_SERIES_OFFSET
+
+
+def _mark_projection(ds: Dataset, was_mono1: bool) -> None:
+    """Presentation elements of a MONOCHROME2 projection radiograph (PS3.3 C.8.11.3, C.11.6)."""
+    ds.PresentationLUTShape = "IDENTITY"  # MONOCHROME2: larger stored value = brighter
+    if was_mono1 and "PixelIntensityRelationshipSign" in ds:
+        ds.PixelIntensityRelationshipSign = -int(ds.PixelIntensityRelationshipSign)
+    if "RescaleType" in ds and str(ds.get("Modality", "")) == "DX":
+        ds.RescaleType = "US"
+
+
 def write_derived_image(
     pixels: np.ndarray,
     source: Any,
     out_path: str | os.PathLike[str],
     *,
     description: str,
+    series_description: str | None = None,
     spacing: tuple[float, float] | None = None,
     modality: str | None = None,
     series_uid: str | None = None,
@@ -236,13 +283,21 @@ def write_derived_image(
             fresh minimal header (Secondary Capture).
         out_path: File to write.
         description: DerivationDescription (what was done to the image).
+        series_description: SeriesDescription of the derived series (default: the source's with
+            " [derived]"); the SeriesNumber becomes the source's + ``DERIVED_SERIES_OFFSET``.
         spacing: ``(row, column)`` pixel spacing in mm; default: the source's, scaled when the
             image size changed.
         modality: Modality for a fresh header (default "OT"); ignored with a source.
         series_uid: SeriesInstanceUID to use (default: a new one).
-        rescale: ``(slope, intercept)`` to force; default :func:`choose_rescale`.
+        rescale: ``(slope, intercept)`` to force; default :func:`choose_rescale`, except for a DX
+            source, whose IOD requires slope 1 and intercept 0: values are then stored as
+            rounded real values (pass integer-valued pixels).
         tags: Extra elements by DICOM keyword, set last (e.g. ``{"PatientSex": "F"}``).
         uid_key: Derive the new UIDs deterministically from this key.
+
+    Projection radiographs (DX, CR, MG, ...) also get PresentationLUTShape IDENTITY, and with
+    slope 1 / intercept 0 keep the source's BitsStored, so a re-read gives back the written values
+    and the same stored range.
 
     Returns:
         The written path.
@@ -250,8 +305,16 @@ def write_derived_image(
     x = np.asarray(pixels)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise InputError(f"write_derived_image needs a 2-D (H, W) array, got shape {x.shape}; write volumes with write_ct_series")
-    chosen = _resolve_rescale(x, rescale)
     ref = _load_reference(source)
+    src_modality = str(ref.get("Modality", "")) if ref is not None else ""
+    was_mono1 = ref is not None and str(ref.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    projection = src_modality in _PROJECTION_MODALITIES
+    if rescale is None and ref is not None and (str(ref.get("SOPClassUID", "")) in _DX_SOP_CLASSES
+                                                or (projection and _unit_rescale(ref))):
+        rescale = (1.0, 0.0)  # real values, as the source stores them
+    chosen = _resolve_rescale(x, rescale)
+    if projection and (chosen.slope, chosen.intercept) == (1.0, 0.0) and float(np.min(x)) >= -0.5:
+        chosen = Rescale(1.0, 0.0, False)  # non-negative real values: unsigned, like the source
     old_shape = (int(ref.Rows), int(ref.Columns)) if ref is not None and "Rows" in ref else None
     old_spacing = _pixel_spacing(ref)
     ds = _prepare(ref, modality=modality or "OT", uid_key=uid_key)
@@ -265,7 +328,12 @@ def write_derived_image(
     if spacing is not None:
         key = "PixelSpacing" if ref is None or "PixelSpacing" in ref or "ImagerPixelSpacing" not in ref else "ImagerPixelSpacing"
         setattr(ds, key, [format_number_as_ds(float(v)) for v in spacing])
-    _set_pixels(ds, chosen.quantize(x), chosen, description=description)
+    stored = chosen.quantize(x)
+    _set_pixels(ds, stored, chosen, description=description,
+                bits_stored=_projection_bits(ref, stored, chosen) if projection else 16)
+    if projection:
+        _mark_projection(ds, was_mono1)
+    _mark_derived_series(ds, series_description)
     _apply_tags(ds, tags)
     return _save(ds, out_path)
 

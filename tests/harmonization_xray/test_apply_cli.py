@@ -50,7 +50,10 @@ def test_real_chest_xray_goes_through_apply_and_ingest(tmp_path, pydicom_data_di
     manifest = scan(tmp_path / "out", workers=1, progress=False).manifest
     assert manifest.loc[0, "status"] == "ok"
     x_in, x_out = read_dicom(src / "RG1_UNCR.dcm").pixels, read_dicom(out).pixels
-    lo, hi = read_dicom(src / "RG1_UNCR.dcm").meta["inversion_range"]
+    s_lo, s_hi = 0.0, 2.0 ** int(ds_in.BitsStored) - 1  # MONOCHROME1: read_dicom gives s_lo + s_hi - v
+    center = s_lo + s_hi - float(ds_in.WindowCenter)  # the DICOM window, mirrored like the pixels
+    lo, hi = center - float(ds_in.WindowWidth) / 2, center + float(ds_in.WindowWidth) / 2
+    assert lo < x_in.min() and x_in.max() < hi  # the whole image lies inside the window here
     u_in, u_out = (x_in - lo) / (hi - lo), (x_out - lo) / (hi - lo)
     a = float(np.tanh(0.5))
     expected = u_in.astype(np.float64)

@@ -202,3 +202,37 @@ def test_choose_rescale_property() -> None:
         assert raw.min() >= np.iinfo(r.dtype).min and raw.max() <= np.iinfo(r.dtype).max
 
     check()
+
+
+def test_derived_radiograph_stores_real_values_and_is_marked_derived(tmp_path: Path,
+                                                                      rg1_paths: tuple[str, str]) -> None:
+    """CR/DX outputs: slope 1 / intercept 0, source BitsStored, PresentationLUTShape, new series."""
+    src = read_dicom(rg1_paths[0])
+    ref = pydicom.dcmread(rg1_paths[0], stop_before_pixels=True)
+    rng = np.random.default_rng(0)
+    lo, hi = src.meta["inversion_range"]
+    values = np.clip(np.rint(src.pixels + rng.integers(-40, 40, src.pixels.shape)), lo, hi)
+    out = write_derived_image(values, rg1_paths[0], tmp_path / "cr.dcm", description="noise",
+                              series_description="test series")
+    ds = pydicom.dcmread(out)
+    assert float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == 0.0
+    assert ds.PresentationLUTShape == "IDENTITY" and ds.PhotometricInterpretation == "MONOCHROME2"
+    assert int(ds.BitsStored) == int(ref.BitsStored) and ds.PixelRepresentation == 0
+    assert ds.SeriesDescription == "test series" and int(ds.SeriesNumber) == int(ref.SeriesNumber) + 1000
+    assert ds.ImageType[0] == "DERIVED"
+    back = read_dicom(out)
+    np.testing.assert_array_equal(back.pixels, values)  # the written values, not a renormalised copy
+    assert back.meta["inversion_range"] == (lo, hi)  # same stored range: same [0, 1] normalisation
+
+
+def test_derived_dx_forces_unit_rescale(tmp_path: Path, synthetic_cxr_dir: Path) -> None:
+    """The DX IOD requires Rescale Slope 1: non-integer values are rounded, never rescaled."""
+    dx = next(p for p in sorted((synthetic_cxr_dir / "images").glob("*.dcm"))
+              if pydicom.dcmread(p, stop_before_pixels=True).Modality == "DX")
+    src = read_dicom(dx)
+    values = src.pixels * 0.5 + 0.25
+    out = write_derived_image(values, dx, tmp_path / "dx.dcm", description="half")
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == pydicom.dcmread(dx, stop_before_pixels=True).SOPClassUID
+    assert float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == 0.0 and ds.RescaleType == "US"
+    np.testing.assert_array_equal(read_dicom(out).pixels, np.rint(values))
