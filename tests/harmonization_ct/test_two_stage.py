@@ -13,6 +13,8 @@ import pytest
 from harmonization.ct.denoisers import WEIGHTS_DIR, create_denoiser
 from harmonization.ct.evaluation import compare, make_cases, summarise, tune_classical
 
+pytestmark = pytest.mark.xdist_group("two_stage")  # one worker builds the shared summary
+
 
 @pytest.fixture(scope="module")
 def summary():
