@@ -355,7 +355,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
     uids_all = data.meta["uid"].astype(str).tolist()
     cols = ["uid", "patient_id", "label"]
 
-    def subset(pos: np.ndarray, mask: np.ndarray) -> ArrayDataset:
+    def subset(pos: np.ndarray, mask: np.ndarray, clean: bool = False) -> ArrayDataset:
         meta = data.meta.iloc[pos][cols].reset_index(drop=True)
         meta["uid"] = meta["uid"].astype(str)
         meta["patient_id"] = meta["patient_id"].astype(str)
@@ -364,7 +364,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
         on_gpu = device is not None and device.type == "cuda" and (base is not None or conf is not None)
         if on_gpu:
             imgs = imgs.to(device)
-        if base is not None and not mask.all():
+        if base is not None and not clean and not mask.all():  # the clean test set has no artifact
             imgs = inject(base, imgs, uids, ~mask)
         if conf is not None and mask.any():
             imgs = inject(conf, imgs, uids, mask)
@@ -373,7 +373,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
 
     n_conf = int(masks["train"].sum()) if conf is not None else -1
-    return {s: subset(rows[s], masks[s]) for s in rows}, n_conf
+    return {s: subset(rows[s], masks[s], clean=s == "clean") for s in rows}, n_conf
 
 
 @dataclass
