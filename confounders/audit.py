@@ -91,7 +91,10 @@ class AuditConfig:
         splits: Number of splits to run.
         data: ``{"kind": "synthetic", "n", "size", "seed"}``, ``{"kind": "dicom", "manifest",
             "labels", "size", "positive"}`` or ``{"kind": "nih", "csv_dir", "image_root", "size",
-            "positive"}``.
+            "positive"}``. Synthetic/DICOM data also take ``scheme`` ("fixed-test", the authors':
+            one fixed test set + GroupShuffleSplit train/val; or "kfold": patient k-fold, whose
+            test set changes per split), ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
+            NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
         drop_rate: Dropout before the new head (the paper: 0.5).
         seed: Seeds the artifact selection and (plus the split index) training.
@@ -100,6 +103,8 @@ class AuditConfig:
         n_perm: Relabellings of the source comparison (the authors: 10,000; exact when fewer exist).
         alpha: Significance level the report uses and checks the tests' p-value floor against.
         keep_checkpoints: Keep each unit's training folder (default: removed once its row is saved).
+        augment: Training augmentation (``medbench.data.augment``): "keras" is the authors'
+            rotation/shift/shear/zoom recipe; None trains without (the quick default).
     """
 
     sources: list[Any] = field(default_factory=lambda: ["random"])
@@ -114,6 +119,7 @@ class AuditConfig:
     n_perm: int = 10000
     alpha: float = 0.05
     keep_checkpoints: bool = False
+    augment: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sources or not self.confounders or not self.ps:
@@ -125,6 +131,9 @@ class AuditConfig:
             raise InputError(f"n_boot must be >= 0 and n_perm >= 1; got {self.n_boot}, {self.n_perm}")
         if not 0.0 < float(self.alpha) < 1.0:
             raise InputError(f"alpha must lie in (0, 1); got {self.alpha}")
+        from medbench.data.augment import create_augmentation
+
+        create_augmentation(self.augment)  # fail early on an unknown name
         kind = self.data.get("kind", "synthetic")
         if kind not in DATA_KINDS:
             raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
@@ -202,7 +211,8 @@ def units(cfg: AuditConfig, n_splits: int) -> list[Unit]:
 def settings_hash(cfg: AuditConfig, unit: Unit) -> str:
     """Hash of everything that determines a unit's row besides its key."""
     d = {"data": cfg.data, "train": cfg.train_dict(), "drop": cfg.drop_rate, "seed": cfg.seed,
-         "n_boot": cfg.n_boot, "source": unit.source, "confounder": unit.confounder}
+         "n_boot": cfg.n_boot, "source": unit.source, "confounder": unit.confounder,
+         **({"augment": cfg.augment} if cfg.augment else {})}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -210,20 +220,23 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     """Dispatch on ``data_cfg["kind"]`` to the loaders of :mod:`confounders.audit_data`."""
     d = dict(data_cfg)
     kind = d.pop("kind", "synthetic")
+    scheme = d.get("scheme", "fixed-test")
+    split_kw = {"scheme": scheme, "val_fraction": d.get("val_fraction", 0.15),
+                "test_fraction": d.get("test_fraction", 0.25),
+                "splits": max(5, splits) if scheme == "kfold" else max(1, splits)}
     if kind == "synthetic":
-        return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed),
-                              splits=max(5, splits))
+        return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed), **split_kw)
     if kind == "dicom":
         for k in ("manifest", "labels"):
             if k not in d:
                 raise InputError(f"data kind 'dicom' needs {k!r} (a manifest from `medbench ingest` and a label table)")
         return load_dicom_folder(d["manifest"], d["labels"], size=d.get("size", 128),
                                  positive=d.get("positive", 1), label_column=d.get("label_column", "label"),
-                                 splits=max(5, splits), seed=seed)
+                                 seed=seed, **split_kw)
     if "csv_dir" not in d:
-        raise InputError("data kind 'nih' needs 'csv_dir' (folder of split CSVs ',path,pid,class')")
+        raise InputError("data kind 'nih' needs 'csv_dir' (the authors' train_foldK.csv/val_foldK.csv/test.csv)")
     return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
-                           positive=d.get("positive", 1), max_splits=splits)
+                           positive=d.get("positive"), max_splits=splits)
 
 
 #: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
@@ -355,7 +368,11 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
     uids_all = data.meta["uid"].astype(str).tolist()
     cols = ["uid", "patient_id", "label"]
 
-    def subset(pos: np.ndarray, mask: np.ndarray, clean: bool = False) -> ArrayDataset:
+    from medbench.data.augment import create_augmentation
+
+    augment = create_augmentation(cfg.augment)
+
+    def subset(pos: np.ndarray, mask: np.ndarray, clean: bool = False, train: bool = False) -> ArrayDataset:
         meta = data.meta.iloc[pos][cols].reset_index(drop=True)
         meta["uid"] = meta["uid"].astype(str)
         meta["patient_id"] = meta["patient_id"].astype(str)
@@ -370,10 +387,10 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
             imgs = inject(conf, imgs, uids, mask)
         if on_gpu:
             imgs = imgs.cpu()
-        return ArrayDataset(imgs, meta["label"].to_numpy(), meta)
+        return ArrayDataset(imgs, meta["label"].to_numpy(), meta, transform=augment if train else None)
 
     n_conf = int(masks["train"].sum()) if conf is not None else -1
-    return {s: subset(rows[s], masks[s], clean=s == "clean") for s in rows}, n_conf
+    return {s: subset(rows[s], masks[s], clean=s == "clean", train=s == "train") for s in rows}, n_conf
 
 
 @dataclass
