@@ -105,6 +105,10 @@ class AuditConfig:
         keep_checkpoints: Keep each unit's training folder (default: removed once its row is saved).
         augment: Training augmentation (``medbench.data.augment``): "keras" is the authors'
             rotation/shift/shear/zoom recipe; None trains without (the quick default).
+        artifact_scale: "native" (the authors: artifacts made at 1024 px, then resized with the
+            image) or "working" (scaled to the working size); see :func:`inject`.
+        preset: The audit preset this config came from (``source-matters`` adds the paper's
+            figure values to the report; see :mod:`confounders.audit_presets`).
     """
 
     sources: list[Any] = field(default_factory=lambda: ["random"])
@@ -120,6 +124,8 @@ class AuditConfig:
     alpha: float = 0.05
     keep_checkpoints: bool = False
     augment: str | None = None
+    artifact_scale: str = "native"
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sources or not self.confounders or not self.ps:
@@ -134,6 +140,9 @@ class AuditConfig:
         from medbench.data.augment import create_augmentation
 
         create_augmentation(self.augment)  # fail early on an unknown name
+        if self.artifact_scale not in ARTIFACT_SCALES:
+            raise InputError(f"artifact_scale {self.artifact_scale!r}: "
+                             f"{did_you_mean(str(self.artifact_scale), ARTIFACT_SCALES)}")
         kind = self.data.get("kind", "synthetic")
         if kind not in DATA_KINDS:
             raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
@@ -181,12 +190,51 @@ def select_confounded(meta: pd.DataFrame, p: float, *, key: str, seed: int) -> n
     return mask
 
 
-def inject(conf: Confounder, images: torch.Tensor, uids: list[str], mask: np.ndarray) -> torch.Tensor:
-    """Copy of ``images`` with the artifact on the rows where ``mask`` is True."""
+#: How artifacts meet the working size: "native" (default, as the authors: the artifact is made at
+#: the confounder's ``ref_size``, 1024 px, and resized with the image) or "working" (medbench's
+#: older behaviour: geometry scaled to the working size, filters relative to its Nyquist).
+ARTIFACT_SCALES = ("native", "working")
+_NATIVE_CHUNK = 16
+
+
+def native_delta(conf: Confounder, images: torch.Tensor, uids: list[str]) -> torch.Tensor:
+    """The artifact made at ``conf.ref_size`` and brought to the images' size.
+
+    The working image is upsampled (bilinear) to the reference size, the artifact applied there,
+    and the change ``conf(up) - up`` downsampled with the loaders' resize (bilinear, antialiased)
+    and added back: pixels the artifact does not touch stay exactly as they were, a tag is drawn
+    at 1024 px and area-averaged like the image around it, and a low-pass removes only what the
+    1024-px filter would (almost nothing the working image holds when it is much smaller).
+    """
+    import torch.nn.functional as F
+
+    ref = conf.ref_size
+    h, w = images.shape[-2:]
+    out = images.clone()
+    for s in range(0, images.shape[0], _NATIVE_CHUNK):
+        x = images[s : s + _NATIVE_CHUNK].float()
+        up = F.interpolate(x, size=(ref, ref), mode="bilinear", align_corners=False).clamp_(0, 1)
+        delta = conf(up, uids[s : s + _NATIVE_CHUNK]) - up
+        down = F.interpolate(delta, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        out[s : s + _NATIVE_CHUNK] = (x + down).clamp_(0, 1).to(images.dtype)
+    return out
+
+
+def inject(conf: Confounder, images: torch.Tensor, uids: list[str], mask: np.ndarray, *,
+           scale: str = "native") -> torch.Tensor:
+    """Copy of ``images`` with the artifact on the rows where ``mask`` is True.
+
+    ``scale="native"`` makes geometric/frequency artifacts at the confounder's ``ref_size``
+    (:func:`native_delta`); per-pixel artifacts (noise) and images already at ``ref_size`` are
+    applied directly, as is everything with ``scale="working"``."""
+    if scale not in ARTIFACT_SCALES:
+        raise InputError(f"artifact_scale {scale!r}: {did_you_mean(str(scale), ARTIFACT_SCALES)}")
     out = images.clone()
     idx = np.flatnonzero(mask)
     if len(idx):
-        out[idx] = conf(images[idx], [uids[i] for i in idx])
+        sub, sub_uids = images[idx], [uids[i] for i in idx]
+        native = scale == "native" and not conf.per_pixel and tuple(images.shape[-2:]) != (conf.ref_size,) * 2
+        out[idx] = native_delta(conf, sub, sub_uids) if native else conf(sub, sub_uids)
     return out
 
 
@@ -212,7 +260,7 @@ def settings_hash(cfg: AuditConfig, unit: Unit) -> str:
     """Hash of everything that determines a unit's row besides its key."""
     d = {"data": cfg.data, "train": cfg.train_dict(), "drop": cfg.drop_rate, "seed": cfg.seed,
          "n_boot": cfg.n_boot, "source": unit.source, "confounder": unit.confounder,
-         **({"augment": cfg.augment} if cfg.augment else {})}
+         "artifact_scale": cfg.artifact_scale, **({"augment": cfg.augment} if cfg.augment else {})}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -382,9 +430,9 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
         if on_gpu:
             imgs = imgs.to(device)
         if base is not None and not clean and not mask.all():  # the clean test set has no artifact
-            imgs = inject(base, imgs, uids, ~mask)
+            imgs = inject(base, imgs, uids, ~mask, scale=cfg.artifact_scale)
         if conf is not None and mask.any():
-            imgs = inject(conf, imgs, uids, mask)
+            imgs = inject(conf, imgs, uids, mask, scale=cfg.artifact_scale)
         if on_gpu:
             imgs = imgs.cpu()
         return ArrayDataset(imgs, meta["label"].to_numpy(), meta, transform=augment if train else None)
@@ -467,6 +515,24 @@ class AuditResult:
     summary: pd.DataFrame
     comparisons: pd.DataFrame
     report_path: Path | None = None
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=WARNING_COLUMNS))
+
+
+#: Columns of ``warnings.csv``: kind ("chance", "ci_width", "legibility"), source, confounder, message.
+WARNING_COLUMNS = ["kind", "source", "confounder", "message"]
+
+
+def audit_warnings(cfg: AuditConfig, data: AuditData, results: pd.DataFrame) -> pd.DataFrame:
+    """When the numbers mean nothing (:mod:`confounders.audit_checks`): a source at chance on clean
+    data, CIs too wide for the test set, artifacts illegible at the working size."""
+    from confounders.audit_checks import chance_warnings, ci_width_warnings, legibility_warnings
+
+    rows = (legibility_warnings(cfg.confounders, int(data.images.shape[-1]), seed=cfg.seed)
+            + chance_warnings(results) + ci_width_warnings(results))
+    for r in rows:
+        if r["kind"] != "legibility":
+            logger.warning("%s", r["message"])
+    return pd.DataFrame(rows, columns=WARNING_COLUMNS)
 
 
 def collect_rows(out_dir: Path) -> pd.DataFrame:
@@ -534,10 +600,16 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     results = results.reset_index(drop=True)
     summary = summarise(results)
     comparisons = compare_sources(results, seed=cfg.seed, n_perm=cfg.n_perm, alpha=cfg.alpha)
-    result = AuditResult(out, results, summary, comparisons)
+    warnings = audit_warnings(cfg, data, results)
+    result = AuditResult(out, results, summary, comparisons, warnings=warnings)
     if not main:
         return result
-    for name, df in (("results", results), ("summary", summary), ("comparisons", comparisons)):
+    tables = [("results", results), ("summary", summary), ("comparisons", comparisons), ("warnings", warnings)]
+    if cfg.preset == "source-matters":
+        from confounders.audit_presets import paper_comparison
+
+        tables.append(("paper_comparison", paper_comparison(summary)))
+    for name, df in tables:
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
     if report:
         from confounders.audit_report import write_report

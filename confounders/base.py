@@ -194,6 +194,9 @@ class Confounder:
     keeps_range: ClassVar[bool] = False
     #: Elements per CPU chunk: temporaries of a chunk should fit in cache.
     chunk_elems: ClassVar[int] = _CHUNK_ELEMS
+    #: True when the artifact is defined per pixel of the image it is given (noise): the audit
+    #: applies it at the working size instead of at ``ref_size`` (see ``confounders.audit.inject``).
+    per_pixel: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0, ref_size: int = 1024) -> None:
         self.seed = int(seed)

@@ -61,6 +61,7 @@ class PoissonNoise(Confounder):
 
     miccat = ("environment", "imaging", "noise")
     deterministic = False
+    per_pixel = True
 
     def __init__(self, *, n0: float = 2.0e7, mu_max: float = 12.0, seed: int = 0, ref_size: int = 1024) -> None:
         super().__init__(seed=seed, ref_size=ref_size)
@@ -92,6 +93,7 @@ class GaussianNoise(Confounder):
 
     miccat = ("environment", "imaging", "noise")
     deterministic = False
+    per_pixel = True
 
     def __init__(self, *, sigma: float = 0.03, seed: int = 0, ref_size: int = 1024) -> None:
         super().__init__(seed=seed, ref_size=ref_size)
@@ -130,7 +132,7 @@ class HUPoissonNoise(Confounder):
 
     The authors apply it at 512 px and Keras resizes to the training size by nearest neighbour,
     which keeps the per-pixel SD; so medbench applies it per pixel at the working size (no
-    rescaling; :attr:`native_size` is None). Input ``x`` in [0, 1] is first quantised to
+    rescaling; :attr:`per_pixel`). Input ``x`` in [0, 1] is first quantised to
     ``round(255 x)``; the output lies on the 1/255 grid.
 
     Args:
@@ -140,7 +142,7 @@ class HUPoissonNoise(Confounder):
     miccat = ("environment", "imaging", "noise")
     deterministic = False
     keeps_range = True
-    native_size = None
+    per_pixel = True
 
     def __init__(self, *, n0: float = 2.0e7, seed: int = 0, ref_size: int = 1024) -> None:
         super().__init__(seed=seed, ref_size=ref_size)

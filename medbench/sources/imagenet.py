@@ -75,6 +75,10 @@ def _random_loader(
     if weights is not None:
         raise InputError("the 'random' source takes no weights: use the 'checkpoint' source for a file")
     n = resolve_num_classes(card, num_classes)
+    if arch == KERAS_RESNET50:  # the Keras-v1 network of the ImageNet/RadImageNet .h5 arms
+        from medbench.sources.keras_resnet import keras_v1_resnet50
+
+        return keras_v1_resnet50(num_classes=n, in_chans=in_chans, drop_rate=drop_rate)
     return build_timm(arch, pretrained=False, num_classes=n, in_chans=in_chans, drop_rate=drop_rate)
 
 
@@ -101,6 +105,10 @@ def _imagenet_loader(
         raise OfflineError(_offline_message(arch, why)) from exc
     return model, _card_for(card, model)
 
+
+#: ``random``'s name for the Keras-v1 ResNet50 (random init, timm's initialiser): the network the
+#: Keras ImageNet and RadImageNet files load into, so a random arm compares like with like.
+KERAS_RESNET50 = "keras_resnet50"
 
 #: Suffixes read as Keras weight files (the Keras-v1 path of :mod:`medbench.sources.radimagenet`).
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")

@@ -62,3 +62,38 @@ def test_nih_loader_reads_the_authors_files(tmp_path: Path) -> None:
         assert set(data.meta.uid.iloc[sp["val"]]) == set(pd.read_csv(paths["csv"] / f"val_fold{k}.csv").path)
     with pytest.raises(InputError, match="image-root"):
         load_nih_splits(paths["csv"], tmp_path / "nowhere", size=16)
+
+
+def test_cli_source_matters_preset_on_an_nih_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from confounders.audit_presets import PAPER_FIGURE, SOURCE_MATTERS
+    from medbench.cli import app
+
+    paths = write_nih_folder(tmp_path / "nih", n_patients=16, size=32)
+    base = ["audit", "--preset", "source-matters", "--data", "nih", "--image-root", str(paths["images"]),
+            "--csv-dir", str(paths["csv"]), "-o", str(tmp_path / "run")]
+    runner = CliRunner()
+    out = runner.invoke(app, base)
+    assert out.exit_code != 0 and "--imagenet-weights" in str(out.exception or out.output)
+    out = runner.invoke(app, [*base, "-s", "random:test_resnet", "--confounder", "paper-tag", "--p", "0.5",
+                              "--p", "0.8", "--splits", "2", "--size", "32", "--epochs", "1",
+                              "--batch-size", "8", "--n-boot", "20", "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    cfg = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    for key in ("drop_rate", "augment", "n_perm", "preset"):  # the recipe comes from the preset
+        assert cfg[key] == SOURCE_MATTERS[key]
+    assert cfg["train"]["optimizer"] == "adam" and cfg["train"]["batch_size"] == 8  # flags override
+    sets = pd.read_parquet(next((tmp_path / "run" / "units").glob("*p0.500*s0/sets.parquet")))
+    test = set(pd.read_csv(paths["csv"] / "test.csv", index_col=0).path)
+    assert set(sets.uid[sets.set == "test_iid"]) == test  # the authors' fixed test set
+    assert set(sets.uid[sets.set == "train"]) == set(pd.read_csv(paths["csv"] / "train_fold1.csv").path)
+    paper = pd.read_csv(tmp_path / "run" / "paper_comparison.csv")
+    assert list(paper.source) == ["random", "random"] and list(paper.p) == [0.5, 0.8]
+    assert list(paper.paper_auc_ood) == [PAPER_FIGURE[("paper-tag", p)]["random"] for p in (0.5, 0.8)]
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("p")
+    assert np.allclose(paper.auc_ood, summary.loc[[0.5, 0.8], "auc_ood"])
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Beside the paper" in html and "0.69" in html
+    warnings = pd.read_csv(tmp_path / "run" / "warnings.csv")
+    assert "legibility" in set(warnings.kind)  # the paper tag at 32 px is a 2-px glyph
