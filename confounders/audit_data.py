@@ -205,16 +205,19 @@ _AUTHORS_FOLD = re.compile(r"^(train|val)_fold(\d+)\.csv$")
 def find_split_csvs(csv_dir: str | Path) -> list[dict[str, Path]]:
     """Locate per-split CSVs: the authors' released layout ``train_fold<K>.csv``,
     ``val_fold<K>.csv`` + one ``test.csv`` shared by every fold (DovileDo/source-matters
-    ``data/chest14/``), else ``split_<i>/{train,val,test}.csv`` or ``{train,val,test}_<i>.csv``."""
+    ``data/chest14/``; for ``gender/F_<p>/`` the ``test.csv`` one folder up), else
+    ``split_<i>/{train,val,test}.csv`` or ``{train,val,test}_<i>.csv``."""
     root = Path(csv_dir)
     if not root.is_dir():
         raise InputError(f"split folder {root} does not exist")
     found: dict[int, dict[str, Path]] = {}
-    if (root / "test.csv").is_file():
+    # the authors' sex folders (gender/F_50/train_fold1.csv) share the test.csv one level up
+    test_csv = next((d / "test.csv" for d in (root, root.parent) if (d / "test.csv").is_file()), None)
+    if test_csv is not None:
         for p in sorted(root.iterdir()):
             m = _AUTHORS_FOLD.match(p.name)
             if m and p.is_file():
-                found.setdefault(int(m.group(2)), {"test": root / "test.csv"})[m.group(1)] = p
+                found.setdefault(int(m.group(2)), {"test": test_csv})[m.group(1)] = p
         splits = [found[i] for i in sorted(found) if set(found[i]) == set(SETS)]
         if splits:
             return splits

@@ -97,3 +97,12 @@ def test_cli_source_matters_preset_on_an_nih_folder(tmp_path: Path) -> None:
     assert "Beside the paper" in html and "0.69" in html
     warnings = pd.read_csv(tmp_path / "run" / "warnings.csv")
     assert "legibility" in set(warnings.kind)  # the paper tag at 32 px is a 2-px glyph
+
+
+def test_authors_sex_folders_share_the_test_csv_one_level_up(tmp_path: Path) -> None:
+    for name in ("test.csv", "F_50/train_fold1.csv", "F_50/val_fold1.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(",path,class,pid,Patient Gender\n")
+    (csvs,) = find_split_csvs(tmp_path / "F_50")
+    assert csvs == {"test": tmp_path / "test.csv", "train": tmp_path / "F_50" / "train_fold1.csv",
+                    "val": tmp_path / "F_50" / "val_fold1.csv"}
