@@ -51,8 +51,8 @@ def poisson_counts(rate: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 @register_confounder("poisson")
 class PoissonNoise(Confounder):
-    """CT/radiography-style quantum noise at photon count ``n0`` (presets "paper-noise" 1.5e7 and
-    "paper-noise-reference" 2e7).
+    """CT/radiography-style quantum noise at photon count ``n0`` on medbench's ``mu_max`` mapping
+    (not the paper's presets: those are :class:`HUPoissonNoise`).
 
     Args:
         n0: Unattenuated photons per pixel.
