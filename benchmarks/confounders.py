@@ -118,7 +118,7 @@ def _per_image_jpeg(size: int) -> Callable[[np.ndarray, str], np.ndarray]:
 ARTIFACTS: dict[str, tuple[str, dict, Callable[[int], Callable[[np.ndarray, str], np.ndarray]]]] = {
     "tag": ("paper-tag", {}, _per_image_tag),
     "lowpass": ("paper-lowpass", {}, _per_image_lowpass),
-    "poisson": ("paper-noise", {}, _per_image_poisson),
+    "poisson": ("poisson", {"n0": 1.5e7}, _per_image_poisson),
     "jpeg": ("jpeg", {"quality": 20}, _per_image_jpeg),
 }
 

@@ -66,6 +66,50 @@ def patient_kfold(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15,
     return out
 
 
+#: Split schemes: the authors' fixed test set + GroupShuffleSplit train/val ("fixed-test",
+#: default), or patient k-fold cross-validation ("kfold": the test set changes per split).
+SPLIT_SCHEMES = ("fixed-test", "kfold")
+
+
+def patient_fixed_test(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15,
+                       test_fraction: float = 0.25, seed: int = 0,
+                       patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
+    """Source Matters' splits: one fixed patient-grouped test set, then ``k`` scikit-learn
+    ``GroupShuffleSplit`` train/val splits of the rest (``val_fraction`` of the patients, 0.15 in
+    the authors' ``gender.py``). ``test_fraction`` of the patients test (about 0.25 in the
+    authors' released chest14 files: 68 of 270 patients). Returns row positions per set."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if k < 1:
+        raise InputError(f"splits must be >= 1; got {k}")
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < float(f) < 1.0:
+            raise InputError(f"{name} must lie in (0, 1); got {f}")
+    pid = meta[patient_column].astype(str).to_numpy()
+    if len(set(pid)) < 3:
+        raise InputError(f"{len(set(pid))} patients cannot make train/val/test sets: add data")
+    rows = np.arange(len(meta))
+    outer = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    rest, test = next(outer.split(rows, groups=pid))
+    inner = GroupShuffleSplit(n_splits=k, test_size=val_fraction, random_state=seed)
+    out = []
+    for tr, va in inner.split(rest, groups=pid[rest]):
+        out.append({"train": np.sort(rest[tr]), "val": np.sort(rest[va]), "test": np.sort(test)})
+    return out
+
+
+def make_splits(meta: pd.DataFrame, *, scheme: str = "fixed-test", k: int = 5, val_fraction: float = 0.15,
+                test_fraction: float = 0.25, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Splits by ``scheme`` (:data:`SPLIT_SCHEMES`): :func:`patient_fixed_test` or :func:`patient_kfold`."""
+    if scheme == "fixed-test":
+        return patient_fixed_test(meta, k=k, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if scheme == "kfold":
+        return patient_kfold(meta, k=max(2, k), val_fraction=val_fraction, seed=seed)
+    from medbench.registry import did_you_mean
+
+    raise InputError(f"split scheme {scheme!r}: {did_you_mean(str(scheme), SPLIT_SCHEMES)}")
+
+
 def _resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     t = torch.as_tensor(images, dtype=torch.float32)
     if t.ndim == 3:
@@ -77,7 +121,8 @@ def _resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_synthetic(*, n: int = 400, size: int = 64, seed: int = 0, splits: int = 5,
-                   val_fraction: float = 0.15) -> AuditData:
+                   val_fraction: float = 0.15, scheme: str = "fixed-test",
+                   test_fraction: float = 0.25) -> AuditData:
     """The embedded synthetic chest radiographs (``medbench.data.synthetic.make_cxr``) in memory."""
     from medbench.data.synthetic import make_cxr
 
@@ -85,7 +130,8 @@ def load_synthetic(*, n: int = 400, size: int = 64, seed: int = 0, splits: int =
     meta = meta.copy()
     meta["label"] = meta["label"].astype(int)
     return AuditData(_resize(images, int(size)), meta,
-                     patient_kfold(meta, k=splits, val_fraction=val_fraction, seed=seed), "synthetic")
+                     make_splits(meta, scheme=scheme, k=splits, val_fraction=val_fraction,
+                                 test_fraction=test_fraction, seed=seed), "synthetic")
 
 
 def _load_paths(paths: list[str], size: int) -> torch.Tensor:
@@ -104,7 +150,8 @@ def _load_paths(paths: list[str], size: int) -> torch.Tensor:
 
 def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 128, positive: object = 1,
                       label_column: str = "label", splits: int = 5, seed: int = 0,
-                      val_fraction: float = 0.15) -> AuditData:
+                      val_fraction: float = 0.15, scheme: str = "fixed-test",
+                      test_fraction: float = 0.25) -> AuditData:
     """An ingested DICOM folder: ``manifest`` (``medbench ingest`` output, .parquet/.csv) joined with
     a label table (.csv with ``path`` or ``sop_uid``/``uid`` and ``label_column``)."""
     man = _read_table(manifest)
@@ -135,7 +182,8 @@ def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 1
         df["patient_id"] = df["patient_hash"] if "patient_hash" in df.columns else df["uid"]
     df = df.reset_index(drop=True)
     images = _load_paths(df["path"].astype(str).tolist(), size)
-    return AuditData(images, df, patient_kfold(df, k=splits, val_fraction=val_fraction, seed=seed), "dicom")
+    return AuditData(images, df, make_splits(df, scheme=scheme, k=splits, val_fraction=val_fraction,
+                                             test_fraction=test_fraction, seed=seed), "dicom")
 
 
 def _read_table(path: str | Path) -> pd.DataFrame:
@@ -151,12 +199,29 @@ _SPLIT_PATTERNS = (
 )
 
 
+_AUTHORS_FOLD = re.compile(r"^(train|val)_fold(\d+)\.csv$")
+
+
 def find_split_csvs(csv_dir: str | Path) -> list[dict[str, Path]]:
-    """Locate per-split CSVs: ``split_<i>/{train,val,test}.csv`` or ``{train,val,test}_<i>.csv``."""
+    """Locate per-split CSVs: the authors' released layout ``train_fold<K>.csv``,
+    ``val_fold<K>.csv`` + one ``test.csv`` shared by every fold (DovileDo/source-matters
+    ``data/chest14/``; for ``gender/F_<p>/`` the ``test.csv`` one folder up), else
+    ``split_<i>/{train,val,test}.csv`` or ``{train,val,test}_<i>.csv``."""
     root = Path(csv_dir)
     if not root.is_dir():
         raise InputError(f"split folder {root} does not exist")
     found: dict[int, dict[str, Path]] = {}
+    # the authors' sex folders (gender/F_50/train_fold1.csv) share the test.csv one level up
+    test_csv = next((d / "test.csv" for d in (root, root.parent) if (d / "test.csv").is_file()), None)
+    if test_csv is not None:
+        for p in sorted(root.iterdir()):
+            m = _AUTHORS_FOLD.match(p.name)
+            if m and p.is_file():
+                found.setdefault(int(m.group(2)), {"test": test_csv})[m.group(1)] = p
+        splits = [found[i] for i in sorted(found) if set(found[i]) == set(SETS)]
+        if splits:
+            return splits
+        found = {}
     for p in sorted(root.iterdir()):
         m = _SPLIT_PATTERNS[0].match(p.name)
         if m and p.is_dir():
@@ -177,10 +242,35 @@ def find_split_csvs(csv_dir: str | Path) -> list[dict[str, Path]]:
     return splits
 
 
+#: NIH ChestX-ray14's metadata table and the columns the audit takes from it.
+DATA_ENTRY = "Data_Entry_2017.csv"
+_ENTRY_COLUMNS = {"Patient Gender": "sex", "Patient Age": "age", "View Position": "view"}
+
+
+def _join_data_entry(meta: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
+    """Add ``sex``/``age``/``view`` from the first ``Data_Entry_2017.csv`` found in ``folders``
+    (matched on ``Image Index`` = file name); columns already present are kept."""
+    table = next((f / DATA_ENTRY for f in folders if (f / DATA_ENTRY).is_file()), None)
+    if table is None:
+        return meta
+    entry = pd.read_csv(table)
+    if "Image Index" not in entry.columns:
+        raise InputError(f"{table} has no 'Image Index' column: is it NIH's Data_Entry_2017.csv?")
+    entry = entry.drop_duplicates("Image Index").set_index("Image Index")
+    names = meta["path"].map(lambda p: Path(p).name)
+    for col, new in _ENTRY_COLUMNS.items():
+        if col in entry.columns and new not in meta.columns:
+            meta[new] = names.map(entry[col]).to_numpy()
+    logger.info("joined %s (%d of %d images found)", table, int(names.isin(entry.index).sum()), len(meta))
+    return meta
+
+
 def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *, size: int = 128,
-                    positive: object = 1, max_splits: int | None = None) -> AuditData:
+                    positive: object = None, max_splits: int | None = None) -> AuditData:
     """NIH ChestX-ray14 with the paper's split CSVs (``,path,pid,class``: unnamed index, image path,
-    patient id, class). ``class`` equal to ``positive`` is label 1; relative paths join ``image_root``."""
+    patient id, class; a ``Patient Gender`` column becomes ``sex``). ``class`` equal to
+    ``positive`` is label 1 (default: "YES" when the classes are YES/NO as in the authors' files,
+    else 1); relative paths join ``image_root``."""
     csvs = find_split_csvs(csv_dir)[: max_splits or None]
     frames = []
     for i, sets in enumerate(csvs):
@@ -194,8 +284,17 @@ def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *
     root = Path(image_root) if image_root else Path(csv_dir)
     allrows["path"] = [str(p if Path(p).is_absolute() else root / p) for p in allrows["path"].astype(str)]
     uniq = allrows.drop_duplicates("path").reset_index(drop=True)
+    if positive is None:
+        positive = "YES" if set(uniq["class"].astype(str)) <= {"YES", "NO"} else 1
     meta = pd.DataFrame({"uid": [Path(p).name for p in uniq["path"]], "patient_id": uniq["pid"].astype(str),
                          "label": (uniq["class"].astype(str) == str(positive)).astype(int), "path": uniq["path"]})
+    if "Patient Gender" in uniq.columns:
+        meta["sex"] = uniq["Patient Gender"].astype(str).to_numpy()
+    meta = _join_data_entry(meta, [Path(csv_dir), root, root.parent])
+    missing = [p for p in meta["path"] if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} image(s) of the split CSVs are missing, e.g. {missing[0]}: "
+                         "pass --image-root, the folder holding the NIH PNGs")
     if meta["uid"].duplicated().any():
         meta["uid"] = uniq["path"]
     pos = {p: i for i, p in enumerate(uniq["path"])}

@@ -61,7 +61,11 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
         pos = np.arange(min(n, len(data.meta)))
     imgs = data.images[pos]
     uids = data.meta["uid"].astype(str).iloc[pos].tolist()
-    cols = [("clean", imgs)] + [(spec_label(c), build_confounder(c, seed=cfg.seed)(imgs, uids))
+    from confounders.audit import inject
+
+    every = np.ones(len(pos), dtype=bool)
+    scale = getattr(cfg, "artifact_scale", "native")
+    cols = [("clean", imgs)] + [(spec_label(c), inject(build_confounder(c, seed=cfg.seed), imgs, uids, every, scale=scale))
                                 for c in cfg.confounders if not is_sampled(c)]
     fig, axes = plt.subplots(len(pos), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pos)), squeeze=False)
     for j, (title, batch) in enumerate(cols):
@@ -145,11 +149,26 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
     rep = HtmlReport("Robustness audit", subtitle=f"data: {data.name}, {len(data.meta)} images, "
                      f"{data.images.shape[-1]} px; {result.results['split'].nunique()} split(s)")
     rep.heading("Summary")
+    warnings = getattr(result, "warnings", None)
+    if warnings is not None and not warnings.empty:
+        for msg in warnings["message"]:
+            rep.text(f"Warning: {msg}.", css_class="warn")
     rep.bullets(plain_summary(result.summary) or ["no finished units"])
     rep.text("Protocol: the artifact is put on a fraction p of the positives of the training, validation "
              "and i.i.d. test sets; the o.o.d. test set has it on every negative and no positive; the "
              "clean test set has none. A model that learned the artifact scores high i.i.d. and low "
              "o.o.d. AUC.", css_class="note")
+    if getattr(cfg, "preset", None) == "source-matters":
+        from confounders.audit_presets import paper_comparison
+
+        paper = paper_comparison(result.summary)
+        rep.heading("Beside the paper (Source Matters, NIH ChestX-ray14, tag)")
+        if paper.empty:
+            rep.text("No unit matches the paper's figure values (paper-tag at p = 0.5 and 0.8 with sources "
+                     "labelled ImageNet, RadImageNet, random).", css_class="note")
+        else:
+            rep.table(paper, caption="paper_auc_ood: o.o.d. AUC read off the paper's figure (Keras one-hot "
+                      "AUC); auc_ood: yours (mean over splits), auc_ood_keras: yours the paper's way.")
     rep.heading("AUC vs p")
     rep.figure(auc_vs_p_figure(result.summary), caption="Mean over splits (error bars: sd). Solid i.i.d., "
                "dashed o.o.d., dotted clean; grey line: chance.")

@@ -86,9 +86,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # Ideal disk of diameter 500 frequency bins in the centred 2-D FFT at 1024 px:
     # radius 250 bins = 250/512 of Nyquist.
     "paper-lowpass": ("lowpass", {"kind": "ideal", "cutoff": 250.0 / 512.0}),
-    # Confounded images get the lower photon count (1.5e7 against 2e7 for the rest).
-    "paper-noise": ("poisson", {"n0": 1.5e7}),
-    "paper-noise-reference": ("poisson", {"n0": 2.0e7}),
+    # The authors' HU/uint8 recipe (include_noise.py): confounded images get the lower photon
+    # count (1.5e7 against 2e7 for the rest); the clean test set gets none.
+    "paper-noise": ("hu-poisson", {"n0": 1.5e7}),
+    "paper-noise-reference": ("hu-poisson", {"n0": 2.0e7}),
 }
 
 
@@ -193,6 +194,9 @@ class Confounder:
     keeps_range: ClassVar[bool] = False
     #: Elements per CPU chunk: temporaries of a chunk should fit in cache.
     chunk_elems: ClassVar[int] = _CHUNK_ELEMS
+    #: True when the artifact is defined per pixel of the image it is given (noise): the audit
+    #: applies it at the working size instead of at ``ref_size`` (see ``confounders.audit.inject``).
+    per_pixel: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0, ref_size: int = 1024) -> None:
         self.seed = int(seed)

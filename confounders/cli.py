@@ -71,16 +71,37 @@ def audit_command(
     n_boot: int | None = typer.Option(None, "--n-boot", help="Bootstrap resamples for AUC CIs."),
     tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the audit units."),
+    preset: str | None = typer.Option(None, "--preset", help="Audit preset: source-matters (the paper's protocol)."),
+    imagenet_weights: Path | None = typer.Option(
+        None, "--imagenet-weights", help="Keras ImageNet .h5 (resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)."),
+    radimagenet_weights: Path | None = typer.Option(
+        None, "--radimagenet-weights", help="RadImageNet .h5 (RadImageNet-ResNet50_notop.h5)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Training batch size."),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console
 
     from confounders.audit import AuditConfig, run_audit
+    from confounders.audit_presets import audit_preset, missing_weights
+    from medbench.errors import InputError
 
-    cfg = AuditConfig.from_yaml(config).to_dict() if config else AuditConfig().to_dict()
+    if preset:
+        base = audit_preset(preset, imagenet_weights=imagenet_weights, radimagenet_weights=radimagenet_weights)
+        if config:
+            base.update(AuditConfig.from_yaml(config).to_dict())
+        cfg = base
+    else:
+        cfg = AuditConfig.from_yaml(config).to_dict() if config else AuditConfig().to_dict()
     if source:
-        cfg["sources"] = [s if ":" not in s else {"name": s.split(":", 1)[0], "arch": s.split(":", 1)[1],
-                                                  "label": s} for s in source]
+        known = {s["name"]: s for s in cfg["sources"] if isinstance(s, dict)} if preset else {}
+        chosen = []
+        for s in source:
+            name, _, arch = s.partition(":")
+            entry = dict(known.get(name, {"name": name, "label": s}))  # a preset source keeps label/weights
+            if arch:
+                entry["arch"] = arch
+            chosen.append(entry if (arch or name in known) else s)
+        cfg["sources"] = chosen
     if confounder:
         cfg["confounders"] = list(confounder)
     if p:
@@ -100,9 +121,14 @@ def audit_command(
         train["epochs"] = epochs
     if device is not None:
         train["device"] = device
+    if batch_size is not None:
+        train["batch_size"] = batch_size
     cfg["train"] = train
     if n_boot is not None:
         cfg["n_boot"] = n_boot
+    if missing := missing_weights(cfg["sources"]):
+        raise InputError(f"preset {preset!r}: source(s) {missing} need weight files: pass --imagenet-weights "
+                         "and --radimagenet-weights (Keras .h5), or choose sources with --source")
     result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress)
     console = Console()
     cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]

@@ -17,7 +17,7 @@ from confounders.base import (
     register_confounder,
 )
 from confounders.frequency import BANDS, FrequencyPattern, LowPass, band_pattern, lowpass_mask
-from confounders.noise import GaussianNoise, PoissonNoise
+from confounders.noise import GaussianNoise, HUPoissonNoise, PoissonNoise
 from confounders.tags import LateralityMarker, TextBlock, TextTag, render_glyph
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "LateralityMarker",
     "LowPass",
     "PoissonNoise",
+    "HUPoissonNoise",
     "TextBlock",
     "TextTag",
     "VendorCurve",

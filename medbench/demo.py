@@ -7,7 +7,7 @@ Steps (each a small function of a :class:`DemoContext`; re-running skips finishe
 3. ``table``: join the labels, patient-grouped train/val/test split;
 4. ``train``: fine-tune each source (``random`` and ``efficientnet-lite0-imagenet`` when installed);
 5. ``audit``: a small confounder audit (an "R" tag on a fraction p of positives, p in {0, .5, 1},
-   EfficientNet-Lite0 random vs ImageNet) in ``OUT/audit/report.html``;
+   random-init ResNet-10-T vs ImageNet EfficientNet-Lite0) in ``OUT/audit/report.html``;
 6. ``report``: AUC with bootstrap CI per source, a paired comparison, ROC curves and subgroup
    tables in ``OUT/report.html``, with the audit's headline numbers.
 
@@ -142,7 +142,7 @@ def step_audit(ctx: DemoContext) -> None:
     """A small robustness audit on in-memory synthetic data (resumable like any audit)."""
     from confounders.audit import run_demo_audit
 
-    kw = dict(n=80, size=48, ps=(0.0, 1.0), epochs=1) if ctx.quick else dict(n=200, size=64, ps=(0.0, 0.5, 1.0), epochs=3)
+    kw = dict(n=80, size=48, ps=(0.0, 1.0), epochs=1) if ctx.quick else dict(n=300, size=64, ps=(0.0, 0.5, 1.0), epochs=10)
     res = run_demo_audit(ctx.out / "audit", **kw)
     ctx.state["audit"] = res
     summ = res.summary
@@ -151,7 +151,10 @@ def step_audit(ctx: DemoContext) -> None:
         ctx.notes.append(
             f"Audit ({source}): with the tag on a fraction p of positives, o.o.d. AUC goes "
             + ", ".join(f"{r.auc_ood:.2f} at p={r.p:g}" for r in g.itertuples())
-            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['p'].iloc[-1]:g}); details in audit/report.html.")
+            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['p'].iloc[-1]:g}; clean {g['auc_clean'].iloc[0]:.2f} "
+            f"at p={g['p'].iloc[0]:g}); details in audit/report.html.")
+    for msg in res.warnings.loc[res.warnings["kind"] == "chance", "message"]:
+        ctx.notes.append(f"Audit warning: {msg}.")
 
 
 STEPS: list[tuple[str, DemoStep]] = [

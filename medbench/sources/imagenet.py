@@ -1,4 +1,9 @@
-"""The ``random`` (no weights) and ``imagenet`` (timm hub or a local file) sources."""
+"""The ``random`` (no weights) and ``imagenet`` (timm hub, a local file, or Keras ImageNet ``.h5``) sources.
+
+A Keras ``.h5`` (e.g. ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``) goes through the
+same Keras-v1 converter as RadImageNet's files, so ImageNet and RadImageNet arms are the same
+network (Source Matters compares Keras ResNet50 v1 against Keras ResNet50 v1).
+"""
 
 from __future__ import annotations
 
@@ -70,6 +75,10 @@ def _random_loader(
     if weights is not None:
         raise InputError("the 'random' source takes no weights: use the 'checkpoint' source for a file")
     n = resolve_num_classes(card, num_classes)
+    if arch == KERAS_RESNET50:  # the Keras-v1 network of the ImageNet/RadImageNet .h5 arms
+        from medbench.sources.keras_resnet import keras_v1_resnet50
+
+        return keras_v1_resnet50(num_classes=n, in_chans=in_chans, drop_rate=drop_rate)
     return build_timm(arch, pretrained=False, num_classes=n, in_chans=in_chans, drop_rate=drop_rate)
 
 
@@ -80,6 +89,8 @@ def _imagenet_loader(
 
     n = resolve_num_classes(card, num_classes)
     chans = model_channels(card, in_chans)
+    if weights is not None and str(weights).lower().endswith(KERAS_SUFFIXES):
+        return _keras_imagenet(card, arch=arch, num_classes=n, in_chans=chans, weights=weights, drop_rate=drop_rate)
     if weights is not None:
         model = build_timm(arch, pretrained=False, num_classes=n, in_chans=chans, drop_rate=drop_rate)
         load_into(model, read_state_dict(weights), source=str(weights), keep_head=True)
@@ -93,6 +104,40 @@ def _imagenet_loader(
         why = "HF_HUB_OFFLINE is set and they are not cached" if hub_offline() else type(exc).__name__
         raise OfflineError(_offline_message(arch, why)) from exc
     return model, _card_for(card, model)
+
+
+#: ``random``'s name for the Keras-v1 ResNet50 (random init, timm's initialiser): the network the
+#: Keras ImageNet and RadImageNet files load into, so a random arm compares like with like.
+KERAS_RESNET50 = "keras_resnet50"
+
+#: Suffixes read as Keras weight files (the Keras-v1 path of :mod:`medbench.sources.radimagenet`).
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras_h5")
+
+
+def _keras_imagenet(card: SourceCard, *, arch: str, num_classes: int, in_chans: int, weights: Any,
+                    drop_rate: float) -> tuple[nn.Module, SourceCard]:
+    """Keras ImageNet weights (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` and the
+    other ``keras.applications`` files) through the Keras-v1 converter, so the network computes
+    what Keras computes; the card records Keras' ImageNet preprocessing (``preprocess_input`` in
+    "caffe" mode on 0-255 input: BGR minus the BGR mean, no rescale, as Source Matters feeds it)."""
+    from medbench.sources.checkpoint import load_into
+    from medbench.sources.radimagenet import build_backbone, read_radimagenet
+
+    file_arch, variant, sd = read_radimagenet(weights)
+    if file_arch != arch:
+        raise InputError(f"{str(weights)!r} holds Keras {file_arch} weights but arch={arch!r} was asked: "
+                         f"pass arch={file_arch!r}")
+    model = build_backbone(arch, variant, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    load_into(model, sd, source=str(weights), keep_head=True)
+    keep = card.preprocessing is not PREPROCESSING["imagenet"]  # the caller chose one: keep it
+    keras_card = dataclasses.replace(
+        card, preprocessing=card.preprocessing if keep else PREPROCESSING["caffe"], resolution=224,
+        preprocessing_options=("caffe", "caffe-rescaled", "imagenet"),
+        licence="Keras applications weights (MIT/Apache-2.0 per keras-applications)",
+        citation="He et al., Deep Residual Learning, CVPR 2016 (Keras applications weights); Deng et al., ImageNet, CVPR 2009",
+        description=f"Keras ImageNet {arch} ({variant} variant) from {os.path.basename(str(weights))}",
+    )
+    return model, keras_card
 
 
 def _card_for(card: SourceCard, model: nn.Module) -> SourceCard:

@@ -192,9 +192,8 @@ def test_poisson_noise_std_matches_theory_at_both_photon_counts() -> None:
     x0 = 0.9
     flat = torch.full((2, 1, 160, 160), x0)
     stds = {}
-    for preset, n0 in [("paper-noise", 1.5e7), ("paper-noise-reference", 2e7)]:
-        conf = create_confounder(preset)
-        assert conf.n0 == n0
+    for n0 in (1.5e7, 2e7):
+        conf = create_confounder("poisson", n0=n0)
         out = conf(flat, ["a", "b"]).double()
         mean, expected = _poisson_moments_exact(x0, n0, conf.mu_max)
         assert abs(float(out.std()) / expected - 1) < 0.02
@@ -202,6 +201,35 @@ def test_poisson_noise_std_matches_theory_at_both_photon_counts() -> None:
         assert abs(float(out.mean()) - mean) < 4 * expected / math.sqrt(out.numel())
         stds[n0] = float(out.std())
     assert abs(stds[1.5e7] / stds[2e7] - math.sqrt(2e7 / 1.5e7)) < 0.03
+
+
+def _authors_noise_sd(grey: int, n0: float, shape: tuple[int, int], seed: int) -> float:
+    """SD (grey levels) of Source Matters' recipe on a flat uint8 image, written from the recipe:
+    dequantise, grey -> HU over [-1200, 800] -> mu, Poisson on n0 exp(-mu), back, clip, uint8."""
+    rng = np.random.default_rng(seed)
+    img = grey + rng.uniform(0.0, 1.0, size=shape)
+    hu = img / 255.0 * 2000.0 - 1200.0
+    mu = hu * (0.1837 - 0.1662) / 1000 + 0.1837
+    proj = np.maximum(1e-8, rng.poisson(np.exp(-mu) * n0) / n0)
+    back = np.clip(1000 * (-np.log(proj) - 0.1837) / (0.1837 - 0.1662), -1200, 800)
+    return float(((back + 1200) / 2000 * 255).astype(np.uint8).std())
+
+
+@pytest.mark.parametrize(("preset", "n0"), [("paper-noise", 1.5e7), ("paper-noise-reference", 2e7)])
+def test_paper_noise_sd_matches_the_authors_recipe(preset: str, n0: float) -> None:
+    conf = create_confounder(preset)
+    assert conf.n0 == n0
+    flat = torch.full((2, 1, 256, 256), 128 / 255)
+    out = conf(flat, ["a", "b"]).double()
+    ref = _authors_noise_sd(128, n0, (512, 256), seed=0) / 255
+    # about 2 grey levels (0.006-0.0095 in [0, 1]); SDs of 131k pixels vary by about 0.5%
+    assert 0.006 < ref < 0.0095
+    assert abs(float(out.std()) / ref - 1) < 0.10
+    assert torch.allclose(out * 255, torch.round(out * 255), atol=1e-3)  # quantised to uint8
+    # almost even: dark and bright grey levels have nearly the same SD
+    for grey in (40, 220):
+        sd = float(conf(torch.full((1, 1, 256, 256), grey / 255), ["c"]).double().std())
+        assert abs(sd / ref - 1) < 0.15
 
 
 def test_gaussian_noise_std() -> None:

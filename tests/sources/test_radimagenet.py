@@ -190,3 +190,23 @@ def test_file_with_top_keeps_source_logits(tmp_path: Path) -> None:
         feats = keras_resnet50_features(_caffe_rescaled(x), weights)
         want = feats @ torch.from_numpy(weights["predictions"]["kernel"]) + torch.from_numpy(weights["predictions"]["bias"])
         assert (model(x) - want).abs().max() < 1e-4
+
+
+def test_imagenet_h5_without_keras_and_random_keras_arm(keras2_resnet50: tuple[Path, dict]) -> None:
+    """``imagenet`` reads a Keras .h5 (caffe input, no rescale); ``random`` builds the same network."""
+    from medbench.sources.keras_h5 import read_keras_h5
+    from medbench.sources.keras_resnet import resnet50_state_dict
+
+    path, weights = keras2_resnet50
+    model = create_source("imagenet", arch="resnet50", weights=path, num_classes=0, in_chans=3)
+    assert model.card.preprocessing is PREPROCESSING["caffe"]
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    bgr = x.flip(1) * 255.0 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert (model.features(x) - keras_resnet50_features(bgr, weights)).abs().max() < 1e-3
+    rnd = create_source("random", arch="keras_resnet50", num_classes=0, in_chans=3)
+    rnd.backbone.load_state_dict(resnet50_state_dict(read_keras_h5(path)), strict=True)
+    rnd.backbone.eval()
+    with torch.no_grad():  # the random arm computes Keras' graph given Keras' weights
+        ref = keras_resnet50_features(rnd.preprocess(x), weights)
+        assert (rnd.backbone(rnd.preprocess(x)) - ref).abs().max() < 1e-3

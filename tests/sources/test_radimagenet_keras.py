@@ -124,3 +124,36 @@ def test_grey_input_and_converted_file(keras_model, tmp_path: Path) -> None:
     back = create_source("checkpoint", arch=arch, weights=saved, num_classes=0, in_chans=1)
     with torch.no_grad():
         assert torch.equal(back.features(g), grey.features(g))
+
+
+def _to_save_weights_layout(src: Path, dst: Path) -> Path:
+    """Keras 2 ``save_weights`` layout (layers at the file's root, ``kernel:0`` names): the layout
+    of ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``."""
+    with h5py.File(_to_keras2_layout(src, dst.with_suffix(".k2.h5"))) as fi, h5py.File(dst, "w") as fo:
+        gi = fi["model_weights"]
+        for key, value in gi.attrs.items():
+            fo.attrs[key] = value
+        for layer in gi:
+            gi.copy(gi[layer], fo, name=layer)
+    return dst
+
+
+def test_imagenet_from_keras_h5_equals_keras(tmp_path: Path) -> None:
+    from medbench.sources.card import PREPROCESSING
+
+    model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
+    _randomise(model, 3)
+    path = tmp_path / "resnet50.h5"
+    keras.saving.save_model(model, str(path))
+    notop = _to_save_weights_layout(path, tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    ours = create_source("imagenet", arch="resnet50", weights=notop, num_classes=0, in_chans=3)
+    assert ours.card.preprocessing is PREPROCESSING["caffe"]
+    assert ours.card.preprocessing.channel_order == "BGR"
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        feats = ours.features(x).numpy()
+    ref = _keras_features(model, x, rescale=False)  # Keras' ImageNet input: caffe on 0-255, no rescale
+    assert np.abs(ref).max() > 0.05
+    np.testing.assert_allclose(feats, ref, atol=1e-4 * max(1.0, np.abs(ref).max()), rtol=1e-4)
+    with pytest.raises(Exception, match="arch"):
+        create_source("imagenet", arch="densenet121", weights=notop, num_classes=0, in_chans=3)
