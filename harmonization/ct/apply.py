@@ -40,14 +40,23 @@ NOISE_TOLERANCE = (1.02, 0.5)  # refuse when the flat soft-tissue noise SD rises
 FALLBACK = "nlm"  # image-domain denoiser used when a learned model's geometry does not match
 
 
-def find_series(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Series UID -> files under ``path`` (a folder or one file)."""
+def find_series(path: str | os.PathLike[str],
+                out_dir: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """Series UID -> files under ``path`` (a folder or one file).
+
+    ``out_dir`` inside the ``path`` folder is left out (a re-run never reads its own outputs);
+    ``out_dir`` equal to it is refused. Stale temporary files of a killed run in it are removed.
+    """
     from medbench.io import group_series
+    from medbench.utils.files import output_inside_input, remove_stale_temps
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p} does not exist: pass a DICOM file or a folder of a CT series")
-    groups = group_series(str(p))
+    inside = output_inside_input(p, out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        remove_stale_temps(out_dir)
+    groups = group_series(str(p), exclude=inside)
     if not groups:
         raise InputError(f"{p}: no DICOM CT files with a SeriesInstanceUID found")
     return groups
@@ -67,7 +76,7 @@ def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
                  fn: Callable[[Any], tuple[np.ndarray, str, dict[str, Any]]], *,
                  progress: bool = True) -> list[Path]:
     """Run ``fn(series) -> (hu, description, info)`` on every series under ``path``; skip finished ones."""
-    groups = find_series(path)
+    groups = find_series(path, out_dir)
     out_root = Path(out_dir)
     written = []
     for uid, files in tqdm(groups.items(), desc=what, disable=not progress or len(groups) < 2, unit="series"):
@@ -303,7 +312,7 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     from medbench.parallel import Failure, check_executor, map_items
 
     check_executor(executor)
-    groups = find_series(path)
+    groups = find_series(path, out_dir)
     inner_progress = progress and workers == 1 and executor == "local"  # per-slice bars only in-process
     kw = dict(params or {})
     if denoiser in ("two_stage", "redcnn"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,17 +171,20 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
     from medbench.parallel import Failure, check_executor, map_items
 
     check_executor(executor)
-    src_root, dst_root = Path(folder), Path(out)
+    src_root, dst_root = Path(os.path.abspath(folder)), Path(out)  # list_files gives absolute paths
     if not src_root.is_dir():
         raise InputError(f"input folder {src_root} does not exist")
     if not Path(model).is_file():
         raise InputError(f"GDCE model {model} not found: train one with `medbench harmonize fit`")
-    files = sorted(p for p in src_root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    from medbench.io.manifest import list_files
+    from medbench.utils.files import output_inside_input, remove_stale_temps
+
+    inside = output_inside_input(src_root, dst_root)  # equal: refused; inside: left out of the scan
+    remove_stale_temps(dst_root)
+    files = [Path(p) for p in list_files(src_root, exclude=inside)]
     files = [p for p in files if p.suffix.lower() in (".dcm", ".dicom", "")]
     if not files:
         raise InputError(f"no DICOM files (*.dcm) under {src_root}")
-    if dst_root.resolve() == src_root.resolve() or src_root.resolve() in dst_root.resolve().parents:
-        raise InputError("--out must not be inside the input folder (inputs are never modified)")
     key = str(Path(model).resolve())
     if key not in _PREDICTORS:  # a corrupt model is reported once, up front, not once per file
         _PREDICTORS[key] = _load_checked(key)

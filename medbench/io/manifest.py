@@ -70,8 +70,10 @@ _ROW_KEYWORDS = tuple(dict.fromkeys([*_HEADER_KEYWORDS, *CHECK_KEYWORDS]))
 _FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col", *EXTRA_FLOAT_COLUMNS)
 
 
-def list_files(folder: str | os.PathLike[str]) -> list[str]:
+def list_files(folder: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None) -> list[str]:
     """Regular files under ``folder`` (recursive, hidden files and folders skipped), sorted.
+
+    ``exclude``: a folder left out of the listing (a command's output folder inside its input).
 
     Raises:
         InputError: The folder is missing, not a folder, or holds no files.
@@ -82,8 +84,10 @@ def list_files(folder: str | os.PathLike[str]) -> list[str]:
     if not root.is_dir():
         raise InputError(f"{root}: is a file, not a folder; pass the folder that contains it")
     files: list[str] = []
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and (skip is None or os.path.realpath(os.path.join(dirpath, d)) != skip)]
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not name.startswith(".") and os.path.isfile(path):
@@ -347,6 +351,7 @@ def scan(
     pixel_budget: int | None = None,
     modality: list[str] | tuple[str, ...] | None = None,
     body_part: list[str] | tuple[str, ...] | None = None,
+    exclude: str | os.PathLike[str] | None = None,
 ) -> ScanResult:
     """Scan ``folder`` (recursively) into a manifest and a quarantine table.
 
@@ -365,6 +370,7 @@ def scan(
         modality: Keep only these modalities (e.g. ``["CR", "DX"]``); other usable files are
             listed in the quarantine table with status "skipped" and reason "filtered".
         body_part: Keep only these BodyPartExamined values (case-insensitive); likewise.
+        exclude: A folder under ``folder`` left out of the scan (the run folder, when inside it).
 
     With ``decode`` the files are decoded in isolated worker processes: a decoder that aborts the
     process quarantines that file as ``decoder_crash`` and the scan goes on.
@@ -374,7 +380,7 @@ def scan(
     """
     check_executor(executor)
     budget = pixel_budget_of(pixel_budget)
-    files = list_files(folder)
+    files = list_files(folder, exclude=exclude)
     stats = [os.stat(p) for p in files]
     state = pd.DataFrame({
         "path": files,
