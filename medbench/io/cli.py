@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
             "larger files are quarantined before decoding. Default 2, or $MEDBENCH_PIXEL_BUDGET (bytes).",
         ),
         modality: Optional[list[str]] = typer.Option(None, "--modality", help="Keep only this modality, e.g. --modality CR --modality DX (repeat); others are listed as skipped."),  # noqa: UP045
+        hash_uids: bool = typer.Option(False, "--hash-uids", help="Write keyed hashes (uidh-..., keyed with the project secret) instead of the SOP/Series/Study UIDs in the manifest and quarantine, so predictions and splits built from them hold no raw UID."),
         body_part: Optional[list[str]] = typer.Option(None, "--body-part", help="Keep only this BodyPartExamined, e.g. --body-part CHEST (repeat, case-insensitive); others are listed as skipped."),  # noqa: UP045
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
@@ -48,6 +49,7 @@ def register(app: typer.Typer) -> None:
             folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
             resume_from=out if resume else None, modality=modality, body_part=body_part,
             pixel_budget=None if pixel_budget is None else int(pixel_budget * 2**30), exclude=inside,
+            hash_uids=hash_uids,
         )
         paths = result.save(out)
         _print_summary(result.summary())

@@ -132,3 +132,28 @@ def test_cli_deidentify_writes_no_identity_and_no_secret(tmp_path, monkeypatch, 
             assert value.encode() not in dcm.read_bytes(), kw
     for p, raw in _all_bytes(out):
         assert SECRET.encode() not in raw, p
+
+
+def test_ingest_hash_uids_keeps_raw_uids_out_of_the_tables(tmp_path, monkeypatch, ct_small_path) -> None:
+    import pandas as pd
+
+    monkeypatch.setenv("MEDBENCH_SECRET", SECRET)
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(ct_small_path, src / "ct.dcm")
+    raw = pydicom.dcmread(ct_small_path)
+    out = tmp_path / "run"
+    args = ["ingest", str(src), "--out", str(out), "--no-progress", "-j", "1"]
+    for _ in range(2):  # the resumed second run must not hash the hashes again
+        res = CliRunner().invoke(app, [*args, "--hash-uids"])
+        assert res.exit_code == 0, res.output
+        man = pd.read_parquet(out / "manifest.parquet")
+        for col, kw in (("sop_uid", "SOPInstanceUID"), ("series_uid", "SeriesInstanceUID"),
+                        ("study_uid", "StudyInstanceUID")):
+            digest = hmac.new(SECRET.encode(), f"uid:{raw.get(kw)}".encode(), hashlib.sha256).hexdigest()[:32]
+            assert man[col].tolist() == [f"uidh-{digest}"]
+        for p, data in _all_bytes(out):
+            assert str(raw.SOPInstanceUID).encode() not in data and SECRET.encode() not in data, p
+    res = CliRunner().invoke(app, args)  # without the option the raw UIDs come back (rows rescanned)
+    assert res.exit_code == 0 and pd.read_parquet(out / "manifest.parquet")["sop_uid"].tolist() == [
+        str(raw.SOPInstanceUID)]
