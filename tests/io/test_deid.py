@@ -157,3 +157,32 @@ def test_ingest_hash_uids_keeps_raw_uids_out_of_the_tables(tmp_path, monkeypatch
     res = CliRunner().invoke(app, args)  # without the option the raw UIDs come back (rows rescanned)
     assert res.exit_code == 0 and pd.read_parquet(out / "manifest.parquet")["sop_uid"].tolist() == [
         str(raw.SOPInstanceUID)]
+
+
+def test_harmonize_apply_deidentify(tmp_path, monkeypatch, synthetic_cxr_dir) -> None:
+    import pandas as pd
+
+    from harmonization.xray.gdce import GDCEConfig, save_predictor
+    from harmonization.xray.predictor import CurvePredictor
+
+    monkeypatch.setenv("MEDBENCH_SECRET", SECRET)
+    widths = (4, 8, 8, 8, 16)
+    model = save_predictor({"*": CurvePredictor(input_size=32, widths=widths)}, tmp_path / "m.pt",
+                           GDCEConfig(input_size=32, widths=widths))
+    src = tmp_path / "in"
+    src.mkdir()
+    files = sorted((Path(synthetic_cxr_dir) / "images").rglob("*.dcm"))[:2]
+    for p in files:
+        shutil.copy(p, src / p.name)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["harmonize", "apply", str(src), "--model", str(model), "--out", str(out),
+                                   "--workers", "1", "--deidentify"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    log = pd.read_csv(out / "harmonize_log.csv")
+    assert log["deidentified"].all()
+    for p in files:
+        a, b = pydicom.dcmread(p), pydicom.dcmread(out / p.name)
+        assert b.PatientIdentityRemoved == "YES" and b.PatientID != a.PatientID
+        assert b.StudyInstanceUID == _expected_uid(SECRET.encode(), a.StudyInstanceUID)
+    for p, raw in _all_bytes(out):
+        assert SECRET.encode() not in raw, p
