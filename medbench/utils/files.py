@@ -72,6 +72,7 @@ def _json_default(o: Any) -> Any:
 
 SECRET_ENV = "MEDBENCH_SECRET"
 SECRET_FILE_ENV = "MEDBENCH_SECRET_FILE"
+_SECRETS: dict[str, bytes] = {}
 HASH_HEX = 32  # 128 bits: a keyed hash this long cannot be brute-forced even without the key
 
 
@@ -97,6 +98,9 @@ def project_secret() -> bytes:
     if os.environ.get("PYTEST_CURRENT_TEST") and not os.environ.get(SECRET_FILE_ENV):
         return b"medbench-test-secret"  # test runs never create a secret in the home folder
     path = secret_path()
+    cached = _SECRETS.get(str(path))
+    if cached is not None:
+        return cached
     if not path.exists():
         import secrets
 
@@ -117,7 +121,8 @@ def project_secret() -> bytes:
 
         raise InputError(f"the medbench secret file {path} is empty: delete it (a new one is created) or set "
                          f"${SECRET_ENV}")
-    return data.encode()
+    _SECRETS[str(path)] = data.encode()  # read once per process (hash_id runs per table row)
+    return _SECRETS[str(path)]
 
 
 def hash_id(value: object, *, salt: str = "medbench") -> str:
