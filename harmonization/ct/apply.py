@@ -40,14 +40,23 @@ NOISE_TOLERANCE = (1.02, 0.5)  # refuse when the flat soft-tissue noise SD rises
 FALLBACK = "nlm"  # image-domain denoiser used when a learned model's geometry does not match
 
 
-def find_series(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Series UID -> files under ``path`` (a folder or one file)."""
+def find_series(path: str | os.PathLike[str],
+                out_dir: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """Series UID -> files under ``path`` (a folder or one file).
+
+    ``out_dir`` inside the ``path`` folder is left out (a re-run never reads its own outputs);
+    ``out_dir`` equal to it is refused. Stale temporary files of a killed run in it are removed.
+    """
     from medbench.io import group_series
+    from medbench.utils.files import output_inside_input, remove_stale_temps
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p} does not exist: pass a DICOM file or a folder of a CT series")
-    groups = group_series(str(p))
+    inside = output_inside_input(p, out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        remove_stale_temps(out_dir)
+    groups = group_series(str(p), exclude=inside)
     if not groups:
         raise InputError(f"{p}: no DICOM CT files with a SeriesInstanceUID found")
     return groups
@@ -67,7 +76,7 @@ def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
                  fn: Callable[[Any], tuple[np.ndarray, str, dict[str, Any]]], *,
                  progress: bool = True) -> list[Path]:
     """Run ``fn(series) -> (hu, description, info)`` on every series under ``path``; skip finished ones."""
-    groups = find_series(path)
+    groups = find_series(path, out_dir)
     out_root = Path(out_dir)
     written = []
     for uid, files in tqdm(groups.items(), desc=what, disable=not progress or len(groups) < 2, unit="series"):
@@ -82,11 +91,19 @@ def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
     return written
 
 
-def _write(folder: Path, uid: str, series: Any, hu: np.ndarray, description: str, info: dict[str, Any]) -> None:
+def _write(folder: Path, uid: str, series: Any, hu: np.ndarray, description: str, info: dict[str, Any], *,
+           deidentify: bool = False) -> None:
     """Write the derived series into ``folder``, then its :data:`MARKER` (last: marks it done)."""
     from medbench.io import write_ct_series
 
-    paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description)
+    deid = None
+    if deidentify:
+        from medbench.io.deid import METHOD, Deidentifier
+
+        deid = Deidentifier()  # keyed by the project secret: the same UID map in every worker
+        info = {**info, "deidentified": METHOD}
+    paths = write_ct_series(hu.astype(np.float32), folder, reference=series, description=description,
+                            deidentify=deid)
     write_json_atomic(folder / MARKER, {"source_series_hash": hash_id(uid), "files": [p.name for p in paths],
                                         "description": description, **info})
 
@@ -252,6 +269,8 @@ def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | No
     from harmonization.ct.denoisers import create_denoiser
 
     uid, files, folder_name, denoiser, kw, n0, progress, guards = job
+    guards = dict(guards)
+    deidentify = bool(guards.pop("deidentify", False))
     folder = Path(folder_name)
     if (folder / MARKER).exists():
         return "skipped"
@@ -259,7 +278,8 @@ def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | No
     if key not in _DENOISERS:  # one model load per worker process
         _DENOISERS[key] = create_denoiser(denoiser, **kw)
     series = _read(files, uid)
-    _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress, **guards))
+    _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress, **guards),
+           deidentify=deidentify)
     return "written"
 
 
@@ -285,13 +305,15 @@ def _create_checked(denoiser: str, kw: dict[str, Any]) -> Any:
 def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, denoiser: str = "two_stage",
                   params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
                   executor: str = "local", scheduler: str | None = None, progress: bool = True,
-                  strict_geometry: bool = True, allow_noise_increase: bool = False) -> Any:
+                  strict_geometry: bool = True, allow_noise_increase: bool = False,
+                  deidentify: bool = False) -> Any:
     """Denoise every CT series under ``path`` (folder or single file) into derived series, one task
     per series on :func:`medbench.parallel.map_items`; finished series are skipped.
 
     A learned model at a geometry it was not trained for is replaced by NLM unless
     ``strict_geometry=False``; a series whose flat soft-tissue noise rises fails unless
-    ``allow_noise_increase`` (see the module docstring).
+    ``allow_noise_increase`` (see the module docstring). ``deidentify``: write de-identified
+    headers (:mod:`medbench.io.deid`). An ``out_dir`` inside ``path`` is left out of the scan.
 
     Series that fail are reported (status "failed" with the error) and the batch goes on.
 
@@ -303,12 +325,13 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     from medbench.parallel import Failure, check_executor, map_items
 
     check_executor(executor)
-    groups = find_series(path)
+    groups = find_series(path, out_dir)
     inner_progress = progress and workers == 1 and executor == "local"  # per-slice bars only in-process
     kw = dict(params or {})
     if denoiser in ("two_stage", "redcnn"):
         kw.setdefault("progress", inner_progress)
-    guards = {"strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase}
+    guards = {"strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase,
+              "deidentify": deidentify}
     key = f"{denoiser}:{sorted(kw.items())!r}"
     if key not in _DENOISERS:  # checked once up front (bad name, corrupt checkpoint), not per series
         _DENOISERS[key] = _create_checked(denoiser, kw)

@@ -179,6 +179,9 @@ def apply_cmd(
                                      "back to NLM with h from the estimated noise)."),
     allow_noise_increase: bool = typer.Option(False, "--allow-noise-increase", help="Write a series even "
                                               "when denoising raises the flat soft-tissue noise SD."),
+    deidentify: bool = typer.Option(False, "--deidentify", help="De-identify the written headers (DICOM "
+                                    "PS3.15 Basic Profile, Retain Patient Characteristics; UIDs remapped "
+                                    "with the project secret). Default: the source header is kept."),
 ) -> None:
     """Denoise a DICOM CT series; writes a new series (new UIDs, derivation noted, HU preserved).
 
@@ -198,7 +201,7 @@ def apply_cmd(
         params["checkpoint"] = str(checkpoint)
     table = denoise_batch(input, out, denoiser=denoiser, params=params, n0=n0, workers=workers,
                           executor=executor, scheduler=scheduler, strict_geometry=not force_model,
-                          allow_noise_increase=allow_noise_increase)
+                          allow_noise_increase=allow_noise_increase, deidentify=deidentify)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "denoise_log.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -93,12 +93,16 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, help="Worker processes (default: all cores)."),
         executor: str = typer.Option("local", help="'local' processes or 'dask'."),
         scheduler: str = typer.Option(None, help="Dask scheduler address (default: a LocalCluster)."),
+        deidentify: bool = typer.Option(False, "--deidentify", help="De-identify the written headers (DICOM "
+                                        "PS3.15 Basic Profile, Retain Patient Characteristics; UIDs remapped "
+                                        "with the project secret). Default: the source header is kept."),
     ) -> None:
         """Write harmonised copies (new UIDs, derivation noted); inputs untouched; reruns resume."""
         from harmonization.xray.pipeline import apply_folder
         from medbench.utils.files import atomic_path
 
-        table = apply_folder(model, folder, out, workers=workers, executor=executor, scheduler=scheduler)
+        table = apply_folder(model, folder, out, workers=workers, executor=executor, scheduler=scheduler,
+                             deidentify=deidentify)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "harmonize_log.csv") as tmp:
             table.to_csv(tmp, index=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,6 +107,7 @@ class _ApplyJob:
     dst: str
     model: str
     fingerprint: str
+    deidentify: bool = False
 
 
 def _apply_one(job: _ApplyJob) -> str:
@@ -134,9 +136,14 @@ def _apply_one(job: _ApplyJob) -> str:
             h = predictor.harmonize(torch.from_numpy(x)[None, None])[0, 0].numpy()
         values = from_unit(img.pixels, h, lo, hi)
         how = f"GDCE intensity harmonization to {reference or 'the reference'}"
+    deid = None
+    if job.deidentify:
+        from medbench.io.deid import Deidentifier
+
+        deid = Deidentifier()  # keyed by the project secret: the same UID map in every worker
     write_derived_image(values, job.src, dst, description=f"{how} (medbench, model {job.fingerprint})",
                         series_description="GDCE harmonized (medbench)",
-                        uid_key=f"gdce:{job.fingerprint}:{job.src}")
+                        uid_key=f"gdce:{job.fingerprint}:{job.src}", deidentify=deid)
     return "written"
 
 
@@ -161,31 +168,37 @@ def _load_checked(model: str) -> tuple[dict, str]:
 
 
 def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, workers: int | None = None,
-                 executor: str = "local", scheduler: str | None = None, progress: bool = True) -> pd.DataFrame:
+                 executor: str = "local", scheduler: str | None = None, progress: bool = True,
+                 deidentify: bool = False) -> pd.DataFrame:
     """Harmonise every DICOM under ``folder`` into ``out`` (same relative paths).
 
-    Inputs are only read. Existing outputs are skipped (resume). Files that fail are reported
+    ``deidentify``: write de-identified headers (:mod:`medbench.io.deid`). An ``out`` inside
+    ``folder`` is left out of the input scan. Inputs are only read. Existing outputs are skipped (resume). Files that fail are reported
     in the returned table with their error, and the batch goes on.
     """
     from medbench.parallel import Failure, check_executor, map_items
 
     check_executor(executor)
-    src_root, dst_root = Path(folder), Path(out)
+    src_root, dst_root = Path(os.path.abspath(folder)), Path(out)  # list_files gives absolute paths
     if not src_root.is_dir():
         raise InputError(f"input folder {src_root} does not exist")
     if not Path(model).is_file():
         raise InputError(f"GDCE model {model} not found: train one with `medbench harmonize fit`")
-    files = sorted(p for p in src_root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    from medbench.io.manifest import list_files
+    from medbench.utils.files import output_inside_input, remove_stale_temps
+
+    inside = output_inside_input(src_root, dst_root)  # equal: refused; inside: left out of the scan
+    remove_stale_temps(dst_root)
+    files = [Path(p) for p in list_files(src_root, exclude=inside)]
     files = [p for p in files if p.suffix.lower() in (".dcm", ".dicom", "")]
     if not files:
         raise InputError(f"no DICOM files (*.dcm) under {src_root}")
-    if dst_root.resolve() == src_root.resolve() or src_root.resolve() in dst_root.resolve().parents:
-        raise InputError("--out must not be inside the input folder (inputs are never modified)")
     key = str(Path(model).resolve())
     if key not in _PREDICTORS:  # a corrupt model is reported once, up front, not once per file
         _PREDICTORS[key] = _load_checked(key)
     fp = model_fingerprint(model)
-    jobs = [_ApplyJob(str(p), str(dst_root / p.relative_to(src_root)), str(Path(model).resolve()), fp) for p in files]
+    jobs = [_ApplyJob(str(p), str(dst_root / p.relative_to(src_root)), str(Path(model).resolve()), fp, deidentify)
+            for p in files]
     results = map_items(_apply_one, jobs, workers=workers, executor=executor, scheduler=scheduler,
                         desc="harmonize", progress=progress, isolate=True)
     rows = []
@@ -193,5 +206,6 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
         if isinstance(res, Failure):
             rows.append({"path": job.src, "output": "", "status": "failed", "error": f"{res.error}: {res.message}"})
         else:
-            rows.append({"path": job.src, "output": job.dst, "status": res, "error": ""})
+            rows.append({"path": job.src, "output": job.dst, "status": res, "error": "",
+                         "deidentified": bool(deidentify)})
     return pd.DataFrame(rows)

@@ -26,24 +26,30 @@ def register(app: typer.Typer) -> None:
             "larger files are quarantined before decoding. Default 2, or $MEDBENCH_PIXEL_BUDGET (bytes).",
         ),
         modality: Optional[list[str]] = typer.Option(None, "--modality", help="Keep only this modality, e.g. --modality CR --modality DX (repeat); others are listed as skipped."),  # noqa: UP045
+        hash_uids: bool = typer.Option(False, "--hash-uids", help="Write keyed hashes (uidh-..., keyed with the project secret) instead of the SOP/Series/Study UIDs in the manifest and quarantine, so predictions and splits built from them hold no raw UID."),
         body_part: Optional[list[str]] = typer.Option(None, "--body-part", help="Keep only this BodyPartExamined, e.g. --body-part CHEST (repeat, case-insensitive); others are listed as skipped."),  # noqa: UP045
     ) -> None:
         """Scan FOLDER: usable images go to the manifest, unusable files to the quarantine with a reason.
 
         Header-only reads in parallel; input files are never modified. Re-running on an unchanged folder writes an identical manifest.
+        An --out inside FOLDER is left out of the scan; --out equal to FOLDER is refused.
         """
         from medbench.errors import InputError
         from medbench.io.manifest import scan
         from medbench.parallel import check_executor
+        from medbench.utils.files import output_inside_input, remove_stale_temps
 
         check_executor(executor)  # before any work: one line, exit 2
+        inside = output_inside_input(folder, out)  # out == folder: refused; out inside folder: not scanned
+        remove_stale_temps(out)
         if pixel_budget is not None and not pixel_budget > 0:
             raise InputError(f"--pixel-budget {pixel_budget} must be a positive number of GiB")
         # MedbenchError (missing/empty folder) propagates: medbench.cli.main prints it, exits 2.
         result = scan(
             folder, workers=workers, executor=executor, scheduler=scheduler, progress=progress, decode=decode,
             resume_from=out if resume else None, modality=modality, body_part=body_part,
-            pixel_budget=None if pixel_budget is None else int(pixel_budget * 2**30),
+            pixel_budget=None if pixel_budget is None else int(pixel_budget * 2**30), exclude=inside,
+            hash_uids=hash_uids,
         )
         paths = result.save(out)
         _print_summary(result.summary())

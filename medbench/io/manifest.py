@@ -70,8 +70,26 @@ _ROW_KEYWORDS = tuple(dict.fromkeys([*_HEADER_KEYWORDS, *CHECK_KEYWORDS]))
 _FLOAT_COLUMNS = ("age", "pixel_spacing", "pixel_spacing_col", *EXTRA_FLOAT_COLUMNS)
 
 
-def list_files(folder: str | os.PathLike[str]) -> list[str]:
+UID_COLUMNS = ("sop_uid", "series_uid", "study_uid")
+UID_HASH_PREFIX = "uidh-"  # a UID holds only digits and dots, so a hashed value is never mistaken for one
+
+
+def _is_uid_hash(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(UID_HASH_PREFIX)
+
+
+def hash_uid(value: object) -> str:
+    """``uidh-`` + keyed hash of a UID (:func:`medbench.utils.files.hash_id`); idempotent, "" stays ""."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value)
+    return text if text == "" or _is_uid_hash(text) else UID_HASH_PREFIX + hash_id(text, salt="uid")
+
+
+def list_files(folder: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None) -> list[str]:
     """Regular files under ``folder`` (recursive, hidden files and folders skipped), sorted.
+
+    ``exclude``: a folder left out of the listing (a command's output folder inside its input).
 
     Raises:
         InputError: The folder is missing, not a folder, or holds no files.
@@ -82,8 +100,10 @@ def list_files(folder: str | os.PathLike[str]) -> list[str]:
     if not root.is_dir():
         raise InputError(f"{root}: is a file, not a folder; pass the folder that contains it")
     files: list[str] = []
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and (skip is None or os.path.realpath(os.path.join(dirpath, d)) != skip)]
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not name.startswith(".") and os.path.isfile(path):
@@ -347,6 +367,8 @@ def scan(
     pixel_budget: int | None = None,
     modality: list[str] | tuple[str, ...] | None = None,
     body_part: list[str] | tuple[str, ...] | None = None,
+    exclude: str | os.PathLike[str] | None = None,
+    hash_uids: bool = False,
 ) -> ScanResult:
     """Scan ``folder`` (recursively) into a manifest and a quarantine table.
 
@@ -365,6 +387,9 @@ def scan(
         modality: Keep only these modalities (e.g. ``["CR", "DX"]``); other usable files are
             listed in the quarantine table with status "skipped" and reason "filtered".
         body_part: Keep only these BodyPartExamined values (case-insensitive); likewise.
+        exclude: A folder under ``folder`` left out of the scan (the run folder, when inside it).
+        hash_uids: Write keyed hashes (:func:`hash_uid`) instead of the SOP/Series/Study instance
+            UIDs, so that tables derived from the manifest (predictions, splits) carry no raw UID.
 
     With ``decode`` the files are decoded in isolated worker processes: a decoder that aborts the
     process quarantines that file as ``decoder_crash`` and the scan goes on.
@@ -374,7 +399,7 @@ def scan(
     """
     check_executor(executor)
     budget = pixel_budget_of(pixel_budget)
-    files = list_files(folder)
+    files = list_files(folder, exclude=exclude)
     stats = [os.stat(p) for p in files]
     state = pd.DataFrame({
         "path": files,
@@ -383,6 +408,8 @@ def scan(
         "decode": [bool(decode)] * len(files),
     })
     reused = _previous_rows(resume_from, state)
+    if not hash_uids:  # rows of an earlier --hash-uids scan cannot give back their raw UIDs: rescan
+        reused = {p: r for p, r in reused.items() if not any(_is_uid_hash(r.get(c)) for c in UID_COLUMNS)}
     todo = [p for p in files if p not in reused]
     fn = functools.partial(scan_file, decode=decode, budget=budget)
     results = map_items(fn, todo, workers=workers, executor=executor, scheduler=scheduler, desc="scan",
@@ -395,6 +422,8 @@ def scan(
         else:
             fresh[path] = res
     rows = [reused[p] if p in reused else fresh[p] for p in files]
+    if hash_uids:
+        rows = [{**r, **{c: hash_uid(r.get(c)) for c in UID_COLUMNS}} for r in rows]
     rows = filter_rows(rows, modality=modality, body_part=body_part)
     manifest, quarantine = _tables(rows)
     if reused:

@@ -54,11 +54,12 @@ class CTSeries:
     series_uid: str = ""
 
 
-def _expand(folder_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+def _expand(folder_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+            exclude: str | os.PathLike[str] | None = None) -> list[str]:
     if isinstance(folder_or_paths, (str, os.PathLike)):
         root = Path(folder_or_paths)
         if root.is_dir():
-            return list_files(root)  # the scan's listing: recursive, hidden entries skipped, sorted
+            return list_files(root, exclude=exclude)  # the scan's listing: recursive, hidden entries skipped, sorted
         if root.is_file():
             return [str(root)]
         raise InputError(f"{root}: no such file or folder")
@@ -73,14 +74,16 @@ def _header(path: str) -> Dataset | None:
         return None
 
 
-def group_series(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> dict[str, list[str]]:
+def group_series(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
+                 exclude: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
     """Map SeriesInstanceUID -> sorted file paths (files that are not DICOM are skipped).
 
     Args:
         paths: A folder (searched recursively) or an iterable of files.
+        exclude: A sub-folder left out of a folder's listing (an output folder inside the input).
     """
     groups: dict[str, list[str]] = defaultdict(list)
-    for path in _expand(paths):
+    for path in _expand(paths, exclude):
         ds = _header(path)
         uid = str(ds.get("SeriesInstanceUID", "")) if ds is not None else ""
         if uid:

@@ -272,6 +272,7 @@ def write_derived_image(
     rescale: tuple[float, float] | Rescale | None = None,
     tags: Mapping[str, Any] | None = None,
     uid_key: str | None = None,
+    deidentify: Any = None,
 ) -> Path:
     """Write a 2-D image derived from ``source`` as a new DICOM instance (atomically).
 
@@ -294,6 +295,9 @@ def write_derived_image(
             rounded real values (pass integer-valued pixels).
         tags: Extra elements by DICOM keyword, set last (e.g. ``{"PatientSex": "F"}``).
         uid_key: Derive the new UIDs deterministically from this key.
+        deidentify: A :class:`medbench.io.deid.Deidentifier` (one per run): the written header
+            follows the PS3.15 Basic Confidentiality Profile, UIDs remapped consistently.
+            Default: the source header is kept, identity included.
 
     Projection radiographs (DX, CR, MG, ...) also get PresentationLUTShape IDENTITY, and with
     slope 1 / intercept 0 keep the source's BitsStored, so a re-read gives back the written values
@@ -335,6 +339,8 @@ def write_derived_image(
         _mark_projection(ds, was_mono1)
     _mark_derived_series(ds, series_description)
     _apply_tags(ds, tags)
+    if deidentify is not None:
+        deidentify(ds)
     return _save(ds, out_path)
 
 
@@ -358,6 +364,7 @@ def write_ct_series(
     tags: Mapping[str, Any] | None = None,
     uid_key: str | None = None,
     prefix: str = "slice",
+    deidentify: Any = None,
     series_description: str | None = None,
     series_number: int | None = None,
     slice_thickness: float | None = None,
@@ -387,6 +394,7 @@ def write_ct_series(
         tags: Extra elements by DICOM keyword, set on every slice.
         uid_key: Derive the new UIDs deterministically from this key.
         prefix: File name prefix.
+        deidentify: A :class:`medbench.io.deid.Deidentifier` (one per run) applied to every slice.
         series_description: SeriesDescription (default: the reference's + " [medbench derived]",
             or "medbench derived").
         series_number: SeriesNumber (default: the reference's + 1000, or 1 without a reference).
@@ -466,6 +474,8 @@ def write_ct_series(
         ds.SOPInstanceUID = _uid(uid_key, "sop", k) if uid_key is not None else generate_uid()
         _set_pixels(ds, chosen.quantize(vol[k]), chosen, description=description)
         _apply_tags(ds, tags)
+        if deidentify is not None:
+            deidentify(ds)
         paths.append(_save(ds, out_dir / f"{prefix}_{k:04d}.dcm"))
     return paths
 

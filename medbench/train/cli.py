@@ -73,8 +73,14 @@ def register(app: typer.Typer) -> None:
             _report(source, done["summary"], done["metrics"], out, done["report"])
             return
 
+        import os
+
         from medbench.train.config import TrainConfig
         from medbench.train.experiment import join_labels, read_table, run_experiment
+        from medbench.utils.files import remove_stale_temps
+
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 cleans up
+            remove_stale_temps(out)  # hidden *.tmp of a killed run
 
         table = read_table(manifest)
         if labels is not None:

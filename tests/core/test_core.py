@@ -57,7 +57,7 @@ def test_atomic_path_leaves_old_file_on_failure(tmp_path: Path):
 
 def test_hash_id_is_stable_and_hides_the_value():
     h = hash_id("PATIENT^JOHN")
-    assert h == hash_id("PATIENT^JOHN") and len(h) == 16 and "JOHN" not in h
+    assert h == hash_id("PATIENT^JOHN") and len(h) == 32 and "JOHN" not in h  # 16 was brute-forced
     assert hash_id(None) == "" and hash_id("a") != hash_id("b")
 
 
