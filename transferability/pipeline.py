@@ -270,6 +270,7 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
 def _scores_figure(scores: pd.DataFrame, wide: pd.DataFrame) -> Any:
     """One small panel per metric: raw score per source on the metric's own axis, labelled with its rank."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     metrics = list(scores["metric"].unique())
     if wide["auc"].notna().any():
@@ -277,26 +278,29 @@ def _scores_figure(scores: pd.DataFrame, wide: pd.DataFrame) -> Any:
     ncols = min(4, max(1, len(metrics)))
     nrows = -(-len(metrics) // ncols)
     sources = wide["source"].tolist()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 0.9 + 0.35 * len(sources) + 1.2 * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 1.5, 0.8 + (0.35 * len(sources) + 0.9) * nrows),
+                             sharey=True, squeeze=False)
     for ax in axes.ravel()[len(metrics):]:
         ax.axis("off")
     table = wide.set_index("source")
+    y = np.arange(len(sources))
     for ax, m in zip(axes.ravel(), metrics):
         vals = table[m].reindex(sources).to_numpy(float)
         rank = pd.Series(vals).rank(ascending=False, method="min").to_numpy()
-        y = np.arange(len(sources))
         ok = np.isfinite(vals)
-        lo = min(0.0, float(np.nanmin(vals))) if ok.any() else 0.0
-        ax.barh(y[ok], vals[ok] - lo, left=lo, color="#58a")
+        # dots, not bars: a bar's length would depend on an arbitrary baseline for scores like LogME < 0
+        ax.hlines(y[ok], np.nanmin(vals) if ok.any() else 0, vals[ok], color="#ccd", lw=1)
+        ax.plot(vals[ok], y[ok], "o", color="#58a")
         for yi, v, r in zip(y, vals, rank):
             if np.isfinite(v):
-                ax.annotate(f"{v:.3g} (#{int(r)})", (v, yi), xytext=(3, 0), textcoords="offset points",
-                            va="center", fontsize=7)
+                ax.annotate(f"{v:.4g}  #{int(r)}", (v, yi), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=7)
         ax.set_yticks(y, sources, fontsize=8)
-        ax.invert_yaxis()
+        ax.set_ylim(len(sources) - 0.4, -0.6)
         ax.set_title(m + (" (relative)" if m in RELATIVE_METRICS else ""), fontsize=9)
-        ax.margins(x=0.35)
+        ax.margins(x=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.4g"))
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     return fig
@@ -306,6 +310,7 @@ def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, fi
             report_cls: Any, warnings: Sequence[str] = (), config: dict[str, Any] | None = None) -> Path:
     from transferability.ranking import rank_correlations
 
+    wide = wide.rename_axis(columns=None)  # the pivot's "metric" axis name would add an empty column
     rep = report_cls(f"Transferability to {target}", subtitle=f"{len(wide)} sources")
     rep.warning(list(warnings))
     rep.heading("Scores").table(wide, caption="raw scores; higher is better for every metric; auc = fine-tuned "

@@ -48,8 +48,8 @@ def reliability_figure(tables: Mapping[str, pd.DataFrame], *, title: str = "Reli
         line, = ax.plot(r["mean_pred"], r["frac_pos"], marker="o", lw=1.5, label=name, ms=4)
         if len(names) == 1:
             for x, y, n in zip(r["mean_pred"], r["frac_pos"], r["count"]):
-                ax.annotate(f"n={int(n)}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                            color="#555")
+                ax.annotate(f"n={int(n)}", (x, y), textcoords="offset points", xytext=(4, 4 if y < 0.5 else -10),
+                            fontsize=7, color="#555")
         lo, bin_w = _bin_edges(rel)
         width = bin_w / len(names)
         axn.bar(lo + width * (i + 0.5), rel["count"], width=width * 0.95, color=line.get_color(), alpha=0.8)
@@ -81,7 +81,10 @@ def training_curves_figure(history: pd.DataFrame, *, title: str = "Training curv
     for col, style in (("train_loss", "-o"), ("val_loss", "-s")):
         if col in history.columns and history[col].notna().any():
             ax.plot(x, history[col], style, ms=3, label=col.replace("_", " "))
+    from matplotlib.ticker import MaxNLocator
+
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best", fontsize=8)
     if score:
         ax2 = axes[0, 1]
@@ -89,24 +92,25 @@ def training_curves_figure(history: pd.DataFrame, *, title: str = "Training curv
         if score == "val_auc":
             ax2.axhline(0.5, ls="--", c="grey", lw=0.8)
             ax2.text(x[0], 0.505, "chance", fontsize=7, color="grey", va="bottom")
-        ax2.set(xlabel="epoch", ylabel=score.replace("_", " "), title=score.replace("_", " ").replace("val", "Validation"),
-                ylim=(0, 1))
+        name = "AUC" if score == "val_auc" else "accuracy"
+        ax2.set(xlabel="epoch", ylabel=f"validation {name}", title=f"Validation {name}", ylim=(0, 1))
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def examples_figure(images: list[np.ndarray], captions: list[str], *, title: str = "", ncols: int = 4):
-    """A grid of grayscale images, each with a one-line caption (e.g. label and predicted probability)."""
+    """A grid of grayscale images in [0, 1], each with a one-line caption (e.g. label and probability)."""
     plt = _plt()
     n = max(1, len(images))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, cap in zip(axes.ravel(), images, captions):
-        ax.imshow(np.asarray(img), cmap="gray")
+        ax.imshow(np.asarray(img), cmap="gray", vmin=0.0, vmax=1.0)  # images in [0, 1]: no per-image stretch
         ax.set_title(cap, fontsize=8)
     if title:
         fig.suptitle(title)

@@ -302,7 +302,7 @@ def _examples(ds: Any, pred: pd.DataFrame, *, per_class: int = 4) -> list[tuple[
         pick = np.unique(np.linspace(0, len(part) - 1, min(per_class, len(part))).round().astype(int))
         for r in part.iloc[pick].itertuples():
             img = ds.load(where[str(r.uid)]).numpy()
-            out.append((img[0] if img.ndim == 3 else img, f"label {int(lab)}, p = {float(r.prob):.2f}"))
+            out.append((img[0] if img.ndim == 3 else img, f"label {int(lab)}, prob {float(r.prob):.3f}"))
     return out
 
 

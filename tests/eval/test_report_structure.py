@@ -41,7 +41,7 @@ def test_chance_model_report_has_warning_curves_examples_and_yaml(tmp_path) -> N
     pred = _pred(40, 0.0, seed=1)  # no signal, 20 per class: at chance and too small
     history = pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [0.7, 0.69, 0.68], "val_loss": [0.7, 0.71, 0.7],
                             "val_auc": [0.5, 0.48, 0.52]})
-    examples = [(np.full((8, 8), v, np.float32), f"label {v > .5:d}, p = {v:.2f}") for v in (0.2, 0.8)]
+    examples = [(np.full((8, 8), v, np.float32), f"label {v > .5:d}, prob {v:.2f}") for v in (0.2, 0.8)]
     cfg = {"train": {"epochs": 3, "lr": 1e-3}, "data": {"size": 64, "aug": ("flip", 0.5)}}
     path = write_evaluation(pred, tmp_path, n_boot=200, history=history, config=cfg, examples=examples)
     html = path.read_text()
