@@ -106,13 +106,13 @@ def _evaluate_frame(df: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, An
 def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "medbench report",
                      split: str | None = "test", n_boot: int = 1000, seed: int = 0,
                      notes: list[str] | None = None, history: pd.DataFrame | None = None,
-                     config: Mapping[str, Any] | None = None,
+                     config: Mapping[str, Any] | str | None = None,
                      examples: Sequence[tuple[np.ndarray, str]] | None = None) -> Path:
     """Evaluate ``pred`` and write ``metrics.json``, CSV tables and ``report.html`` into ``out_dir``.
 
     Args:
         history: Per-epoch rows (``history.csv``) drawn as training curves.
-        config: The run's settings, shown as YAML.
+        config: The run's settings (a mapping, or YAML text such as a run's config.yaml), shown as YAML.
         examples: ``(image, caption)`` pairs shown as a grid (e.g. test images with their probability).
     """
     out = Path(out_dir)
