@@ -177,8 +177,7 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
     if not result.comparisons.empty:
         rep.heading("Source comparison (o.o.d. AUC)")
         alpha = getattr(cfg, "alpha", 0.05)
-        for w in floor_warnings(result.comparisons, alpha):
-            rep.text(w, css_class="warn")
+        rep.warning(floor_warnings(result.comparisons, alpha))
         rep.bullets(comparison_sentences(result.comparisons, alpha) or ["fewer than 2 splits: no test"])
         rep.table(result.comparisons, caption="p_perm (headline, as the authors): unpaired Student t-test "
                   "over splits, p from permutations of the source labels (exact enumeration when there are "
@@ -190,8 +189,7 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
     rep.heading("All units")
     cols = [c for c in result.results.columns if c not in ("settings_hash", "unit")]
     rep.table(result.results[cols])
-    rep.heading("Configuration")
-    rep.bullets([f"{k}: {v}" for k, v in cfg.to_dict().items()])
+    rep.config(cfg.to_dict())
     out = rep.save(path)
     logger.info("report written to %s", out)
     return out

@@ -21,6 +21,7 @@ import pandas as pd
 
 from medbench.errors import InputError
 from medbench.utils.files import atomic_path, write_json_atomic
+from transferability.report_text import RELATIVE_METRICS, metric_note
 
 log = logging.getLogger(__name__)
 
@@ -259,37 +260,76 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
     wide.to_csv(out / "table.csv", index=False)
     for w in warnings:
         log.warning(w)
-    report = _report(out, scores, wide, target, finetune, HtmlReport, warnings)
+    config = {"target": target, "sources": list(sources), "metrics": names, "label": label, "size": size,
+              "batch_size": batch_size, "device": device, "backend": backend, "finetune": finetune,
+              "epochs": epochs, "seed": seed, "weights": weights, "n_images": len(df)}
+    report = _report(out, scores, wide, target, finetune, HtmlReport, warnings, config=config)
     return TransferResult(out, scores, wide, report, warnings)
 
 
-def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, finetune: bool,
-            report_cls: Any, warnings: Sequence[str] = ()) -> Path:
+def _scores_figure(scores: pd.DataFrame, wide: pd.DataFrame) -> Any:
+    """One small panel per metric: raw score per source on the metric's own axis, labelled with its rank."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
+    metrics = list(scores["metric"].unique())
+    if wide["auc"].notna().any():
+        metrics = ["auc", *metrics]
+    ncols = min(4, max(1, len(metrics)))
+    nrows = -(-len(metrics) // ncols)
+    sources = wide["source"].tolist()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 1.5, 0.8 + (0.35 * len(sources) + 0.9) * nrows),
+                             sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    table = wide.set_index("source")
+    y = np.arange(len(sources))
+    for ax, m in zip(axes.ravel(), metrics):
+        vals = table[m].reindex(sources).to_numpy(float)
+        rank = pd.Series(vals).rank(ascending=False, method="min").to_numpy()
+        ok = np.isfinite(vals)
+        # dots, not bars: a bar's length would depend on an arbitrary baseline for scores like LogME < 0
+        ax.hlines(y[ok], np.nanmin(vals) if ok.any() else 0, vals[ok], color="#ccd", lw=1)
+        ax.plot(vals[ok], y[ok], "o", color="#58a")
+        for yi, v, r in zip(y, vals, rank):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.4g}  #{int(r)}", (v, yi), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=7)
+        ax.set_yticks(y, sources, fontsize=8)
+        ax.set_ylim(len(sources) - 0.4, -0.6)
+        ax.set_title(m + (" (relative)" if m in RELATIVE_METRICS else ""), fontsize=9)
+        ax.margins(x=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.4g"))
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, finetune: bool,
+            report_cls: Any, warnings: Sequence[str] = (), config: dict[str, Any] | None = None) -> Path:
     from transferability.ranking import rank_correlations
 
+    wide = wide.rename_axis(columns=None)  # the pivot's "metric" axis name would add an empty column
     rep = report_cls(f"Transferability to {target}", subtitle=f"{len(wide)} sources")
-    if warnings:
-        rep.heading("Warnings")
-        for w in warnings:
-            rep.text(w, css_class="warn")
-    rep.heading("Scores").table(wide, caption="higher is better for every metric; auc = fine-tuned test AUC")
+    rep.warning(list(warnings))
+    rep.heading("Scores").table(wide, caption="raw scores; higher is better for every metric; auc = fine-tuned "
+                                "test AUC (explanations below)")
     metrics_json: dict[str, Any] = {"target": target, "sources": wide["source"].tolist(),
                                     "warnings": list(warnings)}
     if finetune and len(wide) >= 2:
         corr = rank_correlations(scores)
         rep.heading("Rank correlation with fine-tuned AUC").table(corr)
         metrics_json["rank_correlations"] = corr.to_dict("records")
-    norm = scores.groupby("metric")["score"].transform(lambda s: (s - s.min()) / (s.max() - s.min())
-                                                       if s.max() > s.min() else s * 0 + 1)
-    piv = scores.assign(norm=norm).pivot(index="metric", columns="source", values="norm")
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(piv) + 2), 3.5))
-    piv.plot.bar(ax=ax)
-    ax.set_ylabel("min-max scaled score")
-    ax.set_title("Scores per metric, scaled across sources")
-    fig.tight_layout()
-    rep.figure(fig, caption="1 = best source for that metric")
+    ranks = wide.set_index("source").rank(ascending=False, method="min")  # 1 = best; ties share a rank
+    rep.heading("Ranks").table(ranks.reset_index(), float_format="{:.0f}",
+                               caption="1 = best source for that column (ties share the best rank)")
+    rep.figure(_scores_figure(scores, wide), caption="Raw scores per metric, each on its own scale; the label is "
+               "the rank among sources. Relative metrics (" + ", ".join(RELATIVE_METRICS) + ") are min-max scaled "
+               "across the sources, so with two sources they read 0 or 1 by construction.")
+    rep.heading("What the metrics measure").bullets([metric_note(m) for m in ["auc", *sorted(scores["metric"].unique())]
+                                                     if m != "auc" or finetune])
+    rep.config(config)
     metrics_json["scores"] = scores.to_dict("records")
     write_json_atomic(out / "metrics.json", metrics_json)
     return rep.save(out / "report.html")

@@ -64,12 +64,12 @@ def _mtf_nps_figure(images: dict[str, np.ndarray], case: Any):
     a1.set_ylabel("MTF")
     a1.axhline(0.5, color="gray", lw=0.5)
     a1.set_ylim(0, 1.2)
-    a1.legend(fontsize=7)
+    a1.legend(fontsize=7, loc="best")
     a2.set_xlabel("cycles/mm")
     a2.set_ylabel("NPS (HU^2 mm^2)")
     a2.set_yscale("log")
     if a2.lines:
-        a2.legend(fontsize=7)
+        a2.legend(fontsize=7, loc="best")
     else:
         a2.text(0.5, 0.5, "no flat ROIs in this phantom", ha="center", transform=a2.transAxes)
     fig.tight_layout()
@@ -119,5 +119,8 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
     rep.heading("Resolution and noise texture")
     rep.figure(_mtf_nps_figure(outs, case), caption="Left: edge MTF; right: radial NPS of the error in flat ROIs.")
     rep.heading("Per volume").table(table, float_format="{:.3f}")
+    rep.config({"denoisers": list(names), "checkpoint": checkpoint, "redcnn_checkpoint": redcnn_checkpoint,
+                "n_volumes": n_volumes, "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
+                "pixel_mm": geometry.pixel_mm, "window": list(window), "seed": seed, "denoiser_settings": settings})
     rep.save(paths["report"])
     return paths

@@ -249,8 +249,7 @@ def _warnings(results: pd.DataFrame, vendor_tests, ref_test) -> list[str]:
 def _report(out: Path, results: pd.DataFrame, fits, predictors, comparison, vendor_tests, ref_test,
             reference: str, cfg: GDCEConfig) -> None:
     rep = HtmlReport("Cross-vendor harmonization (GDCE)", subtitle=f"reference vendor: {reference}")
-    for w in _warnings(results, vendor_tests, ref_test):
-        rep.text(w, css_class="warn")
+    rep.warning(_warnings(results, vendor_tests, ref_test))
     results = results.assign(auc_ci=results.apply(_fmt_ci, axis=1))
     wide = results.pivot_table(index="method", columns="vendor", values="auc_ci", aggfunc="first")
     rep.heading("Summary")
@@ -290,4 +289,5 @@ def _report(out: Path, results: pd.DataFrame, fits, predictors, comparison, vend
     rep.heading("Training").table(pd.DataFrame(rows), caption=f"recipe: {cfg.recipe}; feature network: "
                                   f"{cfg.feature_network}; lr {cfg.lr:g}; model selection by worst per-class "
                                   "recall on held-out validation images (step 0 = the starting curve)")
+    rep.config({"reference": reference, "gdce": cfg})
     rep.save(out / "report.html")

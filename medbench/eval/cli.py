@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"{run_dir} has no predictions.parquet or predictions.csv: "
                              "run `medbench train ... --out RUN_DIR` first")
         pred = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None
+        config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
         out = write_evaluation(pred, run_dir, split=None if split == "all" else split, n_boot=n_boot,
-                               seed=seed, title=f"medbench report: {run_dir.name}")
+                               seed=seed, title=f"medbench report: {run_dir.name}", history=history, config=config)
         typer.echo(f"report written to {out}")

@@ -8,6 +8,7 @@ probability), optionally ``source`` (several models in one table), ``patient_id`
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from medbench.errors import InputError
 from medbench.eval import figures
+from medbench.eval.doubts import auc_doubts
 from medbench.eval.metrics import (
     age_band,
     bootstrap_auc_ci,
@@ -103,8 +105,16 @@ def _evaluate_frame(df: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, An
 
 def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "medbench report",
                      split: str | None = "test", n_boot: int = 1000, seed: int = 0,
-                     notes: list[str] | None = None) -> Path:
-    """Evaluate ``pred`` and write ``metrics.json``, CSV tables and ``report.html`` into ``out_dir``."""
+                     notes: list[str] | None = None, history: pd.DataFrame | None = None,
+                     config: Mapping[str, Any] | str | None = None,
+                     examples: Sequence[tuple[np.ndarray, str]] | None = None) -> Path:
+    """Evaluate ``pred`` and write ``metrics.json``, CSV tables and ``report.html`` into ``out_dir``.
+
+    Args:
+        history: Per-epoch rows (``history.csv``) drawn as training curves.
+        config: The run's settings (a mapping, or YAML text such as a run's config.yaml), shown as YAML.
+        examples: ``(image, caption)`` pairs shown as a grid (e.g. test images with their probability).
+    """
     out = Path(out_dir)
     df = _select(pred, split)
     res = _evaluate_frame(df, n_boot=n_boot, seed=seed)
@@ -122,6 +132,9 @@ def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "m
     best = per.sort_values("auc", ascending=False).iloc[0]
     rep.text(f"Best source: {best['source']} with AUC {best['auc']:.3f} "
              f"(95% CI {best['lo']:.3f}-{best['hi']:.3f}, bootstrap by {best['ci_resampled_by']}).")
+    doubts = [w for r in per.itertuples() for w in auc_doubts(
+        str(r.source) if len(per) > 1 else "The model", r.auc, r.lo, r.hi, n_pos=r.n_pos, n_neg=r.n - r.n_pos)]
+    rep.warning(doubts)
     for note in notes or []:
         rep.text(note, css_class="note")
     rep.table(per, caption="AUC with percentile bootstrap CI; ECE with 10 bins")
@@ -134,9 +147,20 @@ def write_evaluation(pred: pd.DataFrame, out_dir: str | Path, *, title: str = "m
             "so it never reads 0: '< p_min' means no resample crossed zero")
     curves = {s: (p["label"].to_numpy().astype(int), p["prob"].to_numpy()) for s, p in df.groupby("source", sort=False)}
     rep.heading("ROC curves").figure(figures.roc_figure(curves))
-    rep.heading("Calibration").figure(figures.reliability_figure(res["reliability"]))
+    rep.heading("Calibration").figure(figures.reliability_figure(res["reliability"]),
+                                      caption="Top: observed positive rate per probability bin (n = images in "
+                                      "the bin); bottom: images per bin. Few images make a bin's rate noisy.")
     for col, table in res["subgroups"].items():
         rep.heading(f"Subgroups by {col}").table(table)
+    if history is not None and len(history):
+        rep.heading("Training curves").figure(
+            figures.training_curves_figure(history), caption="Per epoch (1 = first, as in the progress bar); "
+            "the checkpoint used for the test predictions is the best by validation loss.")
+    if examples:
+        imgs, caps = zip(*examples)
+        rep.heading("Example test images").figure(figures.examples_figure(list(imgs), list(caps)),
+                                                   caption="label and predicted probability of the positive class")
+    rep.config(config)
     rep.save(out / "report.html")
     return out / "report.html"
 

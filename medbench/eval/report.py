@@ -13,6 +13,7 @@ import base64
 import datetime as _dt
 import html
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 .note{background:#f6f8fa;border-left:4px solid #58a;padding:.5em 1em}
 .warn{background:#fff6e5;border-left:4px solid #e90;padding:.5em 1em}
+.warnbox{background:#fff4e0;border:1px solid #e90;border-left:6px solid #d70;border-radius:4px;padding:.6em 1em;
+margin:1em 0}.warnbox strong{color:#a40}.warnbox ul{margin:.3em 0 0 0;padding-left:1.2em}
+.scroll{overflow-x:auto;max-width:100%}
+details{margin:1em 0}summary{cursor:pointer;color:#345;font-weight:600}
+pre{background:#f6f8fa;padding:.6em 1em;overflow-x:auto;font-size:.85em}
+img{max-width:100%;height:auto}
 .meta{color:#777;font-size:.85em}
 """
 
@@ -43,6 +50,31 @@ def _format_p_cell(v: float) -> str:
     from medbench.eval.metrics import format_p
 
     return "" if v != v else format_p(v)
+
+
+def config_yaml(cfg: Mapping[str, Any]) -> str:
+    """``cfg`` as block YAML; dataclasses, paths, tuples and numpy scalars become plain values."""
+    import yaml
+
+    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=False)
+
+
+def _plain(obj: Any) -> Any:
+    import dataclasses
+
+    import numpy as np
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return str(obj)
 
 
 def figure_to_png(fig: Any, *, dpi: int = 110) -> bytes:
@@ -83,8 +115,30 @@ class HtmlReport:
                for c in df.select_dtypes("float").columns}
         body = df.to_html(index=index, formatters=fmt, border=0, escape=True, na_rep="")
         cap = f"<p class='meta'>{html.escape(caption)}</p>" if caption else ""
-        self._parts.append(cap + body)
+        self._parts.append(f"{cap}<div class='scroll'>{body}</div>")  # wide tables scroll, not overflow
         return self
+
+    def warning(self, items: str | Sequence[str], *, title: str = "Read with care") -> HtmlReport:
+        """A styled warning box (``class='warnbox'``) listing what makes a result doubtful; no-op when empty."""
+        lines = [items] if isinstance(items, str) else list(items)
+        if not lines:
+            return self
+        lis = "".join(f"<li>{html.escape(i)}</li>" for i in lines)
+        self._parts.append(f"<div class='warnbox' role='alert'><strong>{html.escape(title)}</strong><ul>{lis}</ul></div>")
+        return self
+
+    def details(self, summary: str, text: str, *, open_: bool = False) -> HtmlReport:
+        """A collapsible block holding preformatted ``text``."""
+        attr = " open" if open_ else ""
+        self._parts.append(f"<details{attr}><summary>{html.escape(summary)}</summary>"
+                           f"<pre>{html.escape(text)}</pre></details>")
+        return self
+
+    def config(self, cfg: Mapping[str, Any] | str | None, *, summary: str = "Configuration (YAML)") -> HtmlReport:
+        """The run's configuration as YAML in a collapsible block (a mapping is dumped, a string shown as is)."""
+        if cfg is None:
+            return self
+        return self.details(summary, cfg if isinstance(cfg, str) else config_yaml(cfg))
 
     def figure(self, fig: Any, *, caption: str = "", dpi: int = 110) -> HtmlReport:
         """Embed a matplotlib figure (closed afterwards)."""

@@ -248,7 +248,9 @@ def run_experiment(
             logger.info("%s: finished run; reusing metrics.json and report.html", out)
             metrics, report = finished
         else:
-            metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}")
+            metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}",
+                                           history=res.history, config=settings,
+                                           examples=_examples(ds["test"], pred))
     dist.barrier()
     return ExperimentResult(out, res, metrics, report)
 
@@ -288,15 +290,35 @@ def _save_splits(df: pd.DataFrame, out: Path) -> None:
         df[cols].to_csv(tmp, index=False)
 
 
-def evaluate_run(pred: pd.DataFrame, out: Path, *, title: str) -> tuple[dict[str, Any], Path | None]:
-    """metrics.json (+ report.html for binary tasks) from a predictions table's test rows."""
+def _examples(ds: Any, pred: pd.DataFrame, *, per_class: int = 4) -> list[tuple[np.ndarray, str]]:
+    """Up to ``per_class`` test images per class, spread over the predicted-probability range."""
+    meta = ds.meta
+    if "prob" not in pred.columns or "uid" not in pred.columns or "uid" not in meta.columns or len(ds) == 0:
+        return []
+    where = {str(u): i for i, u in enumerate(meta["uid"])}
+    test = pred[(pred["split"] == "test") & pred["uid"].astype(str).isin(where)].sort_values("prob")
+    out = []
+    for lab, part in test.groupby("label", sort=True):
+        pick = np.unique(np.linspace(0, len(part) - 1, min(per_class, len(part))).round().astype(int))
+        for r in part.iloc[pick].itertuples():
+            img = ds.load(where[str(r.uid)]).numpy()
+            out.append((img[0] if img.ndim == 3 else img, f"label {int(lab)}, prob {float(r.prob):.3f}"))
+    return out
+
+
+def evaluate_run(pred: pd.DataFrame, out: Path, *, title: str, history: pd.DataFrame | None = None,
+                 config: dict[str, Any] | None = None,
+                 examples: list[tuple[np.ndarray, str]] | None = None) -> tuple[dict[str, Any], Path | None]:
+    """metrics.json (+ report.html for binary tasks, with training curves, examples and config) from a
+    predictions table's test rows."""
     import json
 
     test = pred[pred["split"] == "test"]
     if "prob" in pred.columns:
         from medbench.eval.evaluate import write_evaluation
 
-        report = write_evaluation(pred, out, title=title, split="test")
+        report = write_evaluation(pred, out, title=title, split="test", history=history, config=config,
+                                  examples=examples)
         return json.loads((out / "metrics.json").read_text()), report
     from medbench.eval.metrics import auc
 

@@ -53,6 +53,10 @@ def test_train_cli_runs_evaluates_and_resumes(synth: Path, tmp_path: Path) -> No
 
     assert row["auc"] == pytest.approx(roc_auc_score(test["label"], test["prob"]))
     assert row["lo"] <= row["auc"] <= row["hi"] and row["n"] == len(test)
+    html = (run / "report.html").read_text()
+    for part in ("<h2>Training curves</h2>", "<h2>Example test images</h2>", "Configuration (YAML)"):
+        assert part in html, part
+    assert html.count("<img") == 4  # ROC, reliability with counts, training curves, example images
     # the same command again: the finished run is reloaded, not retrained
     stamp = (run / "checkpoints" / "last.pt").stat().st_mtime_ns
     again = CliRunner().invoke(app, args)
