@@ -61,7 +61,7 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
         pos = np.arange(min(n, len(data.meta)))
     imgs = data.images[pos]
     uids = data.meta["uid"].astype(str).iloc[pos].tolist()
-    from confounders.audit import inject
+    from confounders.injection import inject
 
     every = np.ones(len(pos), dtype=bool)
     scale = getattr(cfg, "artifact_scale", "native")

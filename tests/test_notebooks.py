@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def kernel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec.mkdir(parents=True)
     # one thread per kernel: on a shared 2-core runner more threads slow torch down several-fold
     env = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1",
+           "MEDBENCH_SECRET": os.environ.get("MEDBENCH_SECRET", "medbench-test-secret"),
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],

@@ -19,10 +19,10 @@ from medbench.sources.checkpoint import (
     read_state_dict,
     strip_prefixes,
 )
-from medbench.sources.imagenet import build_timm
 from medbench.sources.keras_resnet import is_keras_v1_state_dict, keras_v1_resnet50
 from medbench.sources.radimagenet import build_backbone
 from medbench.sources.registry import model_channels, register_source
+from medbench.sources.timm_build import build_timm
 
 
 def _first_conv_chans(sd: Mapping[str, torch.Tensor]) -> int | None:

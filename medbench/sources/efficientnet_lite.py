@@ -74,7 +74,7 @@ def _loader(
     drop_rate: float,
 ) -> nn.Module:
     from medbench.sources.checkpoint import load_into, read_state_dict
-    from medbench.sources.imagenet import build_timm
+    from medbench.sources.timm_build import build_timm
 
     path = Path(weights) if weights is not None else package_weights_path()
     src = read_state_dict(path)

@@ -17,30 +17,14 @@ from urllib.parse import urlparse
 from torch import nn
 
 from medbench.errors import InputError, OfflineError
-from medbench.registry import did_you_mean
 from medbench.sources.card import PREPROCESSING, Preprocessing, SourceCard
 from medbench.sources.registry import model_channels, register_source, resolve_num_classes
+from medbench.sources.timm_build import build_timm, check_timm_arch
 
 logger = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
-
-
-def check_timm_arch(arch: str) -> None:
-    """Raise :class:`InputError` (with close matches) when ``arch`` is not a timm architecture."""
-    import timm
-
-    if not timm.is_model(arch):
-        raise InputError(f"unknown timm architecture {arch!r}: {did_you_mean(arch, timm.list_models())}")
-
-
-def build_timm(arch: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names."""
-    import timm
-
-    check_timm_arch(arch)
-    return timm.create_model(arch, **kwargs)
 
 
 def hub_offline() -> bool:

@@ -126,9 +126,9 @@ def read_radimagenet(path: str | os.PathLike[str]) -> tuple[str, str, dict[str, 
 
 def build_backbone(arch: str, variant: str, **kwargs: Any) -> nn.Module:
     """The timm network for ``(arch, variant)``: Keras-v1 ResNet50, Keras-eps DenseNet121, or timm's own."""
-    from medbench.sources.imagenet import build_timm
     from medbench.sources.keras_densenet import keras_densenet121
     from medbench.sources.keras_resnet import keras_v1_resnet50
+    from medbench.sources.timm_build import build_timm
 
     if variant == "keras":
         if arch == "inception_v3":

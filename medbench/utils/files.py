@@ -95,8 +95,6 @@ def project_secret() -> bytes:
     env = os.environ.get(SECRET_ENV)
     if env:
         return env.encode()
-    if os.environ.get("PYTEST_CURRENT_TEST") and not os.environ.get(SECRET_FILE_ENV):
-        return b"medbench-test-secret"  # test runs never create a secret in the home folder
     path = secret_path()
     cached = _SECRETS.get(str(path))
     if cached is not None:

@@ -15,7 +15,6 @@ from confounders import audit as audit_mod
 from confounders.audit import (
     AuditConfig,
     compare_sources,
-    inject,
     run_audit,
     select_confounded,
     summarise,
@@ -23,6 +22,7 @@ from confounders.audit import (
 from confounders.audit_data import AuditData, find_split_csvs, load_nih_splits, patient_kfold
 from confounders.audit_report import plain_summary
 from confounders.base import create_confounder
+from confounders.injection import inject
 from medbench.errors import InputError, UnknownNameError
 
 TINY_SOURCE = {"name": "random", "arch": "test_resnet", "label": "tiny"}

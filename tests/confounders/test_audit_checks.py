@@ -7,9 +7,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from confounders.audit import inject
 from confounders.audit_checks import chance_warnings, ci_width_warnings, legibility_warnings
 from confounders.base import create_confounder
+from confounders.injection import inject
 
 
 def test_native_tag_is_drawn_at_1024_and_resized_with_the_image() -> None:
