@@ -91,6 +91,19 @@ def _register_all() -> None:
 _register_all()
 
 
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """click's usage-error base class, from click itself and from the copy newer typer vendors."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def main() -> None:
     """Console-script entry point: user errors print one clear line and exit 2."""
     try:
@@ -103,10 +116,8 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors: one line and exit 2, never a traceback
+        if isinstance(exc, _click_exception_types()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
