@@ -24,7 +24,7 @@ _LAZY = {
     "build_prevalence_splits": "confounders.sampled",
     "AuditConfig": "confounders.audit",
     "run_audit": "confounders.audit",
-    "run_demo_audit": "confounders.audit",
+    "run_demo_audit": "confounders.demo_audit",
     "MICCAT": "confounders.taxonomy",
 }
 

@@ -140,7 +140,7 @@ def step_report(ctx: DemoContext) -> None:
 
 def step_audit(ctx: DemoContext) -> None:
     """A small robustness audit on in-memory synthetic data (resumable like any audit)."""
-    from confounders.audit import run_demo_audit
+    from confounders.demo_audit import run_demo_audit
 
     kw = dict(n=80, size=48, ps=(0.0, 1.0), epochs=1) if ctx.quick else dict(n=300, size=64, ps=(0.0, 0.5, 1.0), epochs=10)
     res = run_demo_audit(ctx.out / "audit", **kw)

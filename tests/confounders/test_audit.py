@@ -413,7 +413,7 @@ def test_sampled_confounder_units_follow_the_sex_protocol() -> None:
 
 
 def test_demo_audit_small(tmp_path: Path) -> None:
-    from confounders.audit import run_demo_audit
+    from confounders.demo_audit import run_demo_audit
 
     two = (TINY_SOURCE, {"name": "random", "arch": "test_resnet", "label": "tiny-b"})
     res = run_demo_audit(tmp_path, n=60, size=32, ps=(0.0, 1.0), sources=two, splits=2, epochs=1, device="cpu")
