@@ -116,3 +116,29 @@ def test_apply_refuses_a_changed_model_in_process(tmp_path: Path, synthetic_cxr_
         apply_folder(b, src, out, workers=1, progress=False)
     again = apply_folder(a, src, out, workers=1, progress=False)  # same settings: resumes, nothing rewritten
     assert list(again["status"]) == ["skipped"] and (out / "harmonize.log").is_file()
+
+
+@pytest.mark.slow
+def test_fit_resumes_when_finished_and_refuses_changes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from harmonization.xray.fit_job import fit_harmonizer
+    from medbench.data.synthetic import write_cxr_dataset
+    from medbench.errors import InputError
+
+    write_cxr_dataset(tmp_path / "data", 60, size=32, seed=1, vendors={"RefVendor": 0.6, "VendorLog": 0.4},
+                      progress=False)
+    table = pd.read_csv(tmp_path / "data" / "labels.csv")
+    kw = {"vendor_column": "Manufacturer", "reference": "RefVendor", "size": 32, "steps": 2, "classifier_epochs": 1,
+          "feature_source": "random", "baselines": (), "n_boot": 20, "progress": False}
+    out = tmp_path / "run"
+    assert fit_harmonizer(table, out, **kw)["resumed"] is False
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    again = fit_harmonizer(table, out, **kw)
+    assert again["resumed"] is True and (out / "model.pt").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(again["results"], pd.read_csv(out / "results.csv"))
+    with pytest.raises(InputError, match=r"2 changed: seed: 0 -> 1; steps: 2 -> 3.*--restart"):
+        fit_harmonizer(table, out, **{**kw, "steps": 3, "seed": 1})
+    saved = torch.load(out / "model.pt", weights_only=True)["config"]
+    assert _config(out)["steps"] == saved["steps"] == 2 and _config(out)["seed"] == saved["seed"] == 0
+    assert (out / "harmonize.log").is_file() and (out / "metrics.json").is_file()
