@@ -1,8 +1,9 @@
 """Training of the two-stage cross-domain denoiser and RED-CNN on simulated phantom pairs.
 
-Patches, L1 losses, Adam. Each stage checkpoints atomically after every epoch
-(``<stage>_last.pt``) and resumes from it; an epoch is a fixed number of iterations whose patches are
-drawn from ``numpy_rng(seed, stage, epoch)``, so a resumed run matches an uninterrupted one.
+Patches, L1 losses, Adam: an objective the classifier engine does not have, hence its own loop,
+with the shared checkpoint helpers of :mod:`medbench.runs.checkpoint`. Each stage checkpoints
+atomically after every epoch (``<stage>_last.pt``) and resumes from it; an epoch is a fixed
+number of iterations whose patches are drawn from ``numpy_rng(seed, stage, epoch)``, so a resumed run matches an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,20 +27,24 @@ from harmonization.ct.learned import (
     network_from_state,
     projection_residual,
     residual_images,
-    save_checkpoint,
 )
-from harmonization.ct.networks import REDCNN, ImageNet, ProjectionNet
+from harmonization.ct.networks import REDCNN, ImageDomainNet, ProjectionNet
 from harmonization.ct.phantoms import make_phantom_volume
 from harmonization.ct.simulate import Geometry, LowDoseResult, noise_prior_sigma, simulate_low_dose
 from medbench.errors import InputError
+from medbench.runs.checkpoint import save_checkpoint
 from medbench.utils.rng import numpy_rng
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Settings for training (defaults: the small CPU model).
+class DenoiserTrainConfig:
+    """Settings of the CT denoiser training loop (defaults: the small CPU model).
+
+    Not the classifier engine's :class:`medbench.train.config.TrainConfig`: the denoisers train on
+    random patches with an L1 loss for a fixed number of iterations per epoch, so they keep their own
+    loop; checkpoints go through the shared :mod:`medbench.runs.checkpoint` helpers.
 
     Attributes:
         epochs: Epochs per stage.
@@ -97,7 +102,7 @@ def _crop_starts(rng: np.random.Generator, shape: tuple[int, int], patch: int) -
 
 
 def train_network(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple], *,
-                  cfg: TrainConfig, stage: str, out_dir: Path, progress: bool = True) -> list[float]:
+                  cfg: DenoiserTrainConfig, stage: str, out_dir: Path, progress: bool = True) -> list[float]:
     """Generic resumable loop: ``sample(rng) -> (inputs..., target)``; L1 loss on ``net(*inputs)``.
 
     Returns the per-epoch mean losses (including those of resumed epochs).
@@ -178,7 +183,7 @@ def _reference_n0(data: list[LowDoseResult]) -> float:
     return float(np.exp(np.mean([np.log(d.n0) for d in data])))
 
 
-def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: Path, *,
+def train_projection_stage(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: Path, *,
                            progress: bool = True) -> tuple[ProjectionNet, list[float]]:
     """Train the projection-domain network to predict ``p_ld - p_fd`` (L1, in noise-scale units)."""
     p_ld = [s.transpose(0, 2, 1) for s in _stack(data, "sino_ld")]  # (Z, V, D)
@@ -206,13 +211,13 @@ def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir:
     return net, hist
 
 
-def train_image_stage(data: list[LowDoseResult], res_hu: list[np.ndarray] | None, cfg: TrainConfig,
+def train_image_stage(data: list[LowDoseResult], res_hu: list[np.ndarray] | None, cfg: DenoiserTrainConfig,
                       out_dir: Path, *, stage: str = "image", progress: bool = True
-                      ) -> tuple[ImageNet, list[float]]:
+                      ) -> tuple[ImageDomainNet, list[float]]:
     """Train the image-domain network on adjacent-slice patches to predict ``ld - fd`` (L1, HU/50)."""
     ld, fd = _stack(data, "ld_hu"), _stack(data, "fd_hu")
     use_res = res_hu is not None
-    net = ImageNet(n_adjacent=cfg.n_adjacent, use_residual=use_res, width=cfg.img_width,
+    net = ImageDomainNet(n_adjacent=cfg.n_adjacent, use_residual=use_res, width=cfg.img_width,
                    depth=cfg.img_depth, seed=cfg.seed)
     k = cfg.n_adjacent
 
@@ -239,7 +244,7 @@ def _net_config(net: torch.nn.Module) -> dict[str, Any]:
     if isinstance(net, ProjectionNet):
         return {"width": net.net.body[0].out_channels, "depth": sum(isinstance(m, torch.nn.Conv2d) for m in net.net.body),
                 "use_prior": net.use_prior, "p_scale": net.p_scale, "noise_scale": net.noise_scale}
-    if isinstance(net, ImageNet):
+    if isinstance(net, ImageDomainNet):
         return {"n_adjacent": net.n_adjacent, "use_residual": net.use_residual,
                 "width": net.net.body[0].out_channels,
                 "depth": sum(isinstance(m, torch.nn.Conv2d) for m in net.net.body), "hu_scale": net.hu_scale}
@@ -248,7 +253,7 @@ def _net_config(net: torch.nn.Module) -> dict[str, Any]:
     raise TypeError(type(net).__name__)
 
 
-def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
+def train_two_stage(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: str | os.PathLike[str], *,
                     progress: bool = True) -> Path:
     """Train projection stage, reconstruct its residuals, train the image stage; write ``two_stage.pt``.
 
@@ -278,7 +283,7 @@ def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | 
     return final
 
 
-def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
+def train_redcnn(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: str | os.PathLike[str], *,
                  progress: bool = True) -> Path:
     """Train RED-CNN (image domain, single slice) on the same pairs; write ``redcnn.pt``."""
     _check_data(data)
@@ -312,5 +317,5 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
     return final
 
 
-__all__ = ["TrainConfig", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
+__all__ = ["DenoiserTrainConfig", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
            "network_from_state"]
