@@ -50,7 +50,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> 
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "unusable checkpoint"
-        raise InputError(f"cannot read checkpoint {p} ({exc}): {fix}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]  # torch's are long
+        raise InputError(f"cannot read checkpoint {p} ({reason}): {fix}") from exc
     if not isinstance(state, dict):
         raise InputError(f"{p} is not a medbench checkpoint: {fix}")
     return state
