@@ -120,11 +120,17 @@ class StepCurve(TrainHook):
 
 
 @contextlib.contextmanager
-def _run_folder(work_dir: str | Path | None, source: str, band: str) -> Iterator[Path]:
-    """The engine's run folder of one (source, band): under ``work_dir`` (kept, resumable) or temporary."""
+def _run_folder(work_dir: str | Path | None, source: str, band: str, data: dict[str, Any]) -> Iterator[Path]:
+    """The engine's run folder of one (source, band): under ``work_dir`` (kept, resumable) or temporary.
+
+    The folder name carries a hash of the data settings (``data``), which the engine's own resume
+    check does not see: changed data trains a new unit instead of reloading the old one.
+    """
+    from medbench.runs.folder import settings_hash
+
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source)
     if work_dir is not None:
-        path = Path(work_dir) / f"{safe}__{band}"
+        path = Path(work_dir) / f"{safe}__{band}__{settings_hash(data)[:8]}"
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
@@ -205,8 +211,9 @@ def frequency_shortcut_experiment(
         arch: Architecture for "random"/"imagenet" sources.
         seed: Seeds data, model initialisation (locally, via ``torch.random.fork_rng``) and order.
         device: Where to train.
-        work_dir: Keep the engine's run folder of each (source, band) here (``<source>__<band>``;
-            a re-run resumes or reloads it); None trains in temporary folders.
+        work_dir: Keep the engine's run folder of each (source, band) here
+            (``<source>__<band>__<data hash>``; a re-run with the same settings resumes or reloads
+            it, changed training settings are refused by the engine); None: temporary folders.
     """
     from medbench.data.synthetic import make_cxr
 
@@ -220,6 +227,7 @@ def frequency_shortcut_experiment(
         raise InputError("the synthetic data drew a single class; raise n_train/n_test")
     tr, iid, ood = slice(0, n_train), slice(n_train, n_train + n_test), slice(n_train + n_test, None)
     cfg = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    data_settings = {"n_train": n_train, "n_test": n_test, "size": size, "amplitude": amplitude, "seed": seed}
     rows, curves = [], []
     result = ShortcutResult(pd.DataFrame(), pd.DataFrame())
     for band in bands:
@@ -240,7 +248,7 @@ def frequency_shortcut_experiment(
                 model = factory()
             model.to(device)
             before = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)
-            with _run_folder(work_dir, name, band) as run_dir:
+            with _run_folder(work_dir, name, band, data_settings) as run_dir:
                 model, curve = _fine_tune(model, x_tr, y_tr, cfg, run_dir)
             losses, accs = curve.losses, curve.accs
             after = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)

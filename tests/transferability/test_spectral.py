@@ -134,7 +134,7 @@ def test_shortcut_experiment_trains_through_the_engine(tmp_path) -> None:
     kw = dict(bands=("high",), n_train=48, n_test=48, size=32, epochs=4, batch_size=16, amplitude=0.8,
               lr=1e-2, loss_threshold=0.66, seed=0, work_dir=tmp_path)
     res = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
-    run = tmp_path / "tiny__high"
+    (run,) = tmp_path.glob("tiny__high__*")
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     hist = pd.read_csv(run / "history.csv")
     curve = res.curves["loss"].to_numpy()
@@ -148,3 +148,6 @@ def test_shortcut_experiment_trains_through_the_engine(tmp_path) -> None:
     again = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
     np.testing.assert_array_equal(again.curves["loss"], curve)
     pd.testing.assert_frame_equal(again.table, res.table)
+    # other data is another unit, not a silent reload of this one
+    frequency_shortcut_experiment({"tiny": _tiny}, **{**kw, "amplitude": 0.7, "epochs": 1})
+    assert len(list(tmp_path.glob("tiny__high__*"))) == 2
