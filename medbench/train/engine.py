@@ -372,6 +372,7 @@ class _Trainer:
                 self.scaler.update()
                 for hook in self.hooks:
                     hook.after_step(self.model, self.optimizer, p.step)
+                for hook in self.hooks:
                     hook.on_batch_end(p.step, loss.detach(), logits.detach(), y)
                 if per_step_schedule:
                     self.scheduler.step()
