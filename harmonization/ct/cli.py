@@ -124,7 +124,7 @@ def train_cmd(
     from harmonization.ct.simulate import Geometry
     from harmonization.ct.training import (
         WORKFLOW,
-        TrainConfig,
+        DenoiserTrainConfig,
         make_training_data,
         train_redcnn,
         train_two_stage,
@@ -134,7 +134,7 @@ def train_cmd(
 
     if model not in ("two_stage", "redcnn"):
         raise InputError(f"--model {model!r}: choose two_stage or redcnn")
-    cfg = TrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
+    cfg = DenoiserTrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
                       lr_drop_epoch=(2 * epochs) // 3,
                       seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
                       img_depth=img_depth, use_prior=prior, use_projection=projection,

@@ -171,8 +171,8 @@ def test_frequency_pattern_power_stays_in_band(band: str) -> None:
     diff = out.astype(np.float64) - 0.5
     assert abs(np.abs(diff).max() - 0.1) < 1e-5
     spec = np.abs(np.fft.fftshift(np.fft.fft2(diff))) ** 2
-    r = _radius_full(96)
-    lo, hi = BANDS[band]
+    r = _radius_full(96)  # fractions of Nyquist = 2 x cycles/pixel, the unit of BANDS
+    lo, hi = 2 * BANDS[band][0], 2 * BANDS[band][1]
     assert spec[(r < lo - 1e-9) | (r > hi + 1e-9)].sum() / spec.sum() < 1e-9
 
 
