@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from medbench.errors import InputError
+from medbench.io.images import Window, parse_window
 from medbench.utils.rng import numpy_rng
 
 logger = logging.getLogger(__name__)
@@ -134,16 +135,16 @@ def load_synthetic(*, n: int = 400, size: int = 64, seed: int = 0, splits: int =
                                  test_fraction=test_fraction, seed=seed), "synthetic")
 
 
-def _load_paths(paths: list[str], size: int) -> torch.Tensor:
+def _load_paths(paths: list[str], size: int, window: Window = None) -> torch.Tensor:
+    """Images read with :func:`medbench.io.images.read_image` (grey; ``window``: the DICOM's VOI by
+    default, "minmax", "bits" or (center, width)) and resized to ``size``."""
     from tqdm.auto import tqdm
 
-    from medbench.data.dataset import load_image01
+    from medbench.io.images import read_image
 
     out = torch.empty(len(paths), 1, size, size)
     for i, p in enumerate(tqdm(paths, desc="load images", unit="img", disable=len(paths) < 200)):
-        img = np.asarray(load_image01(p), dtype=np.float32)
-        if img.ndim == 3:
-            img = img.mean(axis=-1) if img.shape[-1] in (3, 4) else img[0]
+        img = read_image(p, window=window)
         out[i] = _resize(img[None], size)[0]
     return out
 
@@ -151,9 +152,10 @@ def _load_paths(paths: list[str], size: int) -> torch.Tensor:
 def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 128, positive: object = 1,
                       label_column: str = "label", splits: int = 5, seed: int = 0,
                       val_fraction: float = 0.15, scheme: str = "fixed-test",
-                      test_fraction: float = 0.25) -> AuditData:
+                      test_fraction: float = 0.25, window: Window = None) -> AuditData:
     """An ingested DICOM folder: ``manifest`` (``medbench ingest`` output, .parquet/.csv) joined with
-    a label table (.csv with ``path`` or ``sop_uid``/``uid`` and ``label_column``)."""
+    a label table (.csv with ``path`` or ``sop_uid``/``uid`` and ``label_column``). ``window``:
+    :func:`medbench.io.images.read_image` (default: each file's VOI window)."""
     man = _read_table(manifest)
     lab = _read_table(labels)
     if label_column not in lab.columns:
@@ -181,7 +183,7 @@ def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 1
     if "patient_id" not in df.columns:
         df["patient_id"] = df["patient_hash"] if "patient_hash" in df.columns else df["uid"]
     df = df.reset_index(drop=True)
-    images = _load_paths(df["path"].astype(str).tolist(), size)
+    images = _load_paths(df["path"].astype(str).tolist(), size, parse_window(window))
     return AuditData(images, df, make_splits(df, scheme=scheme, k=splits, val_fraction=val_fraction,
                                              test_fraction=test_fraction, seed=seed), "dicom")
 
@@ -266,11 +268,12 @@ def _join_data_entry(meta: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
 
 
 def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *, size: int = 128,
-                    positive: object = None, max_splits: int | None = None) -> AuditData:
+                    positive: object = None, max_splits: int | None = None, window: Window = None) -> AuditData:
     """NIH ChestX-ray14 with the paper's split CSVs (``,path,pid,class``: unnamed index, image path,
     patient id, class; a ``Patient Gender`` column becomes ``sex``). ``class`` equal to
     ``positive`` is label 1 (default: "YES" when the classes are YES/NO as in the authors' files,
-    else 1); relative paths join ``image_root``."""
+    else 1); relative paths join ``image_root``. ``window``: :func:`medbench.io.images.read_image`
+    (default: 8-bit PNGs divided by 255)."""
     csvs = find_split_csvs(csv_dir)[: max_splits or None]
     frames = []
     for i, sets in enumerate(csvs):
@@ -302,5 +305,5 @@ def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *
     for i in range(len(csvs)):
         rows = allrows[allrows._split == i]
         splits.append({s: np.array(sorted(pos[p] for p in rows.loc[rows._set == s, "path"])) for s in SETS})
-    images = _load_paths(meta["path"].tolist(), size)
+    images = _load_paths(meta["path"].tolist(), size, parse_window(window))
     return AuditData(images, meta, splits, "nih")
