@@ -93,8 +93,9 @@ class AuditConfig:
         data: ``{"kind": "synthetic", "n", "size", "seed"}``, ``{"kind": "dicom", "manifest",
             "labels", "size", "positive"}`` or ``{"kind": "nih", "csv_dir", "image_root", "size",
             "positive"}``. Synthetic/DICOM data also take ``scheme`` ("fixed-test", the authors':
-            one fixed test set + GroupShuffleSplit train/val; or "kfold": patient k-fold, whose
-            test set changes per split), ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
+            one fixed test set + GroupShuffleSplit train/val; "kfold": patient k-fold, whose
+            test set changes per split; "stratified-kfold": scikit-learn StratifiedGroupKFold),
+            ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
             NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
             DICOM and NIH data take ``window``: ``(center, width)`` / ``"C,W"``, ``"minmax"``,
             ``"bits"``, or none (default: each DICOM's own VOI window; PNGs by bit depth).
@@ -232,7 +233,7 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     scheme = d.get("scheme", "fixed-test")
     split_kw = {"scheme": scheme, "val_fraction": d.get("val_fraction", 0.15),
                 "test_fraction": d.get("test_fraction", 0.25),
-                "splits": max(5, splits) if scheme == "kfold" else max(1, splits)}
+                "splits": max(5, splits) if scheme in ("kfold", "stratified-kfold") else max(1, splits)}
     if kind == "synthetic":
         return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed), **split_kw)
     if kind == "dicom":

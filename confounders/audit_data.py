@@ -13,9 +13,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medbench.data.splits import (  # noqa: F401 - the audit's split API, re-exported
+    SPLIT_SCHEMES,
+    make_splits,
+    patient_fixed_test,
+    patient_kfold,
+    stratified_group_kfold,
+)
 from medbench.errors import InputError
 from medbench.io.images import Window, parse_window
-from medbench.utils.rng import numpy_rng
 
 logger = logging.getLogger(__name__)
 
@@ -41,74 +47,6 @@ class AuditData:
         if not set(np.unique(self.meta["label"])) <= {0, 1}:
             raise InputError("audit labels must be binary 0/1: map the finding to 1 and No Finding to 0")
         self.meta = self.meta.reset_index(drop=True)
-
-
-def patient_kfold(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15, seed: int = 0,
-                  patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
-    """``k`` patient-grouped splits: split ``f`` tests on patient fold ``f``; ``val_fraction`` of the
-    remaining patients validate, the rest train. Returns row positions per set."""
-    if k < 2:
-        raise InputError(f"splits must be >= 2 for patient folds; got {k}")
-    pid = meta[patient_column].astype(str).to_numpy()
-    patients = np.array(sorted(set(pid)))
-    if len(patients) < k:
-        raise InputError(f"{len(patients)} patients cannot make {k} folds: lower splits or add data")
-    perm = patients[numpy_rng(seed, "audit-folds").permutation(len(patients))]
-    fold = dict(zip(perm, np.arange(len(perm)) % k))
-    fold_of_row = np.array([fold[p] for p in pid])
-    out = []
-    for f in range(k):
-        rest = np.array(sorted(set(pid[fold_of_row != f])))
-        rest = rest[numpy_rng(seed, "audit-val", f).permutation(len(rest))]
-        val_pat = set(rest[: max(1, int(round(val_fraction * len(rest))))])
-        is_val = np.array([p in val_pat for p in pid]) & (fold_of_row != f)
-        out.append({"train": np.flatnonzero((fold_of_row != f) & ~is_val), "val": np.flatnonzero(is_val),
-                    "test": np.flatnonzero(fold_of_row == f)})
-    return out
-
-
-#: Split schemes: the authors' fixed test set + GroupShuffleSplit train/val ("fixed-test",
-#: default), or patient k-fold cross-validation ("kfold": the test set changes per split).
-SPLIT_SCHEMES = ("fixed-test", "kfold")
-
-
-def patient_fixed_test(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15,
-                       test_fraction: float = 0.25, seed: int = 0,
-                       patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
-    """Source Matters' splits: one fixed patient-grouped test set, then ``k`` scikit-learn
-    ``GroupShuffleSplit`` train/val splits of the rest (``val_fraction`` of the patients, 0.15 in
-    the authors' ``gender.py``). ``test_fraction`` of the patients test (about 0.25 in the
-    authors' released chest14 files: 68 of 270 patients). Returns row positions per set."""
-    from sklearn.model_selection import GroupShuffleSplit
-
-    if k < 1:
-        raise InputError(f"splits must be >= 1; got {k}")
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < float(f) < 1.0:
-            raise InputError(f"{name} must lie in (0, 1); got {f}")
-    pid = meta[patient_column].astype(str).to_numpy()
-    if len(set(pid)) < 3:
-        raise InputError(f"{len(set(pid))} patients cannot make train/val/test sets: add data")
-    rows = np.arange(len(meta))
-    outer = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-    rest, test = next(outer.split(rows, groups=pid))
-    inner = GroupShuffleSplit(n_splits=k, test_size=val_fraction, random_state=seed)
-    out = []
-    for tr, va in inner.split(rest, groups=pid[rest]):
-        out.append({"train": np.sort(rest[tr]), "val": np.sort(rest[va]), "test": np.sort(test)})
-    return out
-
-
-def make_splits(meta: pd.DataFrame, *, scheme: str = "fixed-test", k: int = 5, val_fraction: float = 0.15,
-                test_fraction: float = 0.25, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Splits by ``scheme`` (:data:`SPLIT_SCHEMES`): :func:`patient_fixed_test` or :func:`patient_kfold`."""
-    if scheme == "fixed-test":
-        return patient_fixed_test(meta, k=k, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    if scheme == "kfold":
-        return patient_kfold(meta, k=max(2, k), val_fraction=val_fraction, seed=seed)
-    from medbench.registry import did_you_mean
-
-    raise InputError(f"split scheme {scheme!r}: {did_you_mean(str(scheme), SPLIT_SCHEMES)}")
 
 
 def _resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
