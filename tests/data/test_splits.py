@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from medbench.data.splits import (
     check_disjoint,
     load_splits,
+    make_splits,
     patient_kfold,
     save_splits,
     stratified_group_kfold,
@@ -50,6 +51,8 @@ def test_stratified_group_kfold(table: pd.DataFrame) -> None:
         assert abs(table["label"].to_numpy()[sp["test"]].mean() - overall) < 0.05
     again = stratified_group_kfold(table, k=5, val_fraction=0.15, seed=0)
     assert all(np.array_equal(a[s], b[s]) for a, b in zip(splits, again) for s in a)
+    via_scheme = make_splits(table, scheme="stratified-kfold", k=5, val_fraction=0.15, seed=0)  # the audit's option
+    assert all(np.array_equal(a[s], b[s]) for a, b in zip(splits, via_scheme) for s in a)
     other = stratified_group_kfold(table, k=5, val_fraction=0.15, seed=1)
     assert any(not np.array_equal(a["test"], b["test"]) for a, b in zip(splits, other))
 
