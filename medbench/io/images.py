@@ -106,15 +106,17 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def _raster_bits(img: object, arr: np.ndarray) -> int | None:
-    """Bit depth of the stored integer values: 8/16 from the dtype, BitsPerSample for 32-bit TIFFs
-    (None when the file says 32 or nothing: such images carry no fixed range)."""
-    if arr.dtype.itemsize <= 2:
-        return 8 * arr.dtype.itemsize
+    """Bit depth of the stored integer values: a TIFF's BitsPerSample (e.g. 12 in a 16-bit
+    container), else 8/16 from the dtype; None for 32-bit integers without a smaller
+    BitsPerSample (such images carry no fixed range)."""
+    container = 8 * arr.dtype.itemsize
     tag = getattr(img, "tag_v2", None)
     bits = tag.get(258) if tag is not None else None
     if isinstance(bits, tuple):
         bits = bits[0] if bits else None
-    return int(bits) if bits is not None and 0 < int(bits) < 32 else None
+    if bits is not None and 0 < int(bits) < min(container, 32):
+        return int(bits)
+    return container if container <= 16 else None
 
 
 def _read_raster(p: Path, window: Window, grey: bool) -> np.ndarray:
