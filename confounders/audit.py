@@ -93,9 +93,12 @@ class AuditConfig:
         data: ``{"kind": "synthetic", "n", "size", "seed"}``, ``{"kind": "dicom", "manifest",
             "labels", "size", "positive"}`` or ``{"kind": "nih", "csv_dir", "image_root", "size",
             "positive"}``. Synthetic/DICOM data also take ``scheme`` ("fixed-test", the authors':
-            one fixed test set + GroupShuffleSplit train/val; or "kfold": patient k-fold, whose
-            test set changes per split), ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
+            one fixed test set + GroupShuffleSplit train/val; "kfold": patient k-fold, whose
+            test set changes per split; "stratified-kfold": scikit-learn StratifiedGroupKFold),
+            ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
             NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
+            DICOM and NIH data take ``window``: ``(center, width)`` / ``"C,W"``, ``"minmax"``,
+            ``"bits"``, or none (default: each DICOM's own VOI window; PNGs by bit depth).
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
         drop_rate: Dropout before the new head (the paper: 0.5).
         seed: Seeds the artifact selection and (plus the split index) training.
@@ -145,6 +148,9 @@ class AuditConfig:
             raise InputError(f"artifact_scale {self.artifact_scale!r}: "
                              f"{did_you_mean(str(self.artifact_scale), ARTIFACT_SCALES)}")
         kind = self.data.get("kind", "synthetic")
+        from medbench.io.images import parse_window
+
+        parse_window(self.data.get("window"))  # fail early on a bad window
         if kind not in DATA_KINDS:
             raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
         labels = [spec_label(s) for s in self.sources]
@@ -227,7 +233,7 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     scheme = d.get("scheme", "fixed-test")
     split_kw = {"scheme": scheme, "val_fraction": d.get("val_fraction", 0.15),
                 "test_fraction": d.get("test_fraction", 0.25),
-                "splits": max(5, splits) if scheme == "kfold" else max(1, splits)}
+                "splits": max(5, splits) if scheme in ("kfold", "stratified-kfold") else max(1, splits)}
     if kind == "synthetic":
         return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed), **split_kw)
     if kind == "dicom":
@@ -236,11 +242,11 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
                 raise InputError(f"data kind 'dicom' needs {k!r} (a manifest from `medbench ingest` and a label table)")
         return load_dicom_folder(d["manifest"], d["labels"], size=d.get("size", 128),
                                  positive=d.get("positive", 1), label_column=d.get("label_column", "label"),
-                                 seed=seed, **split_kw)
+                                 seed=seed, window=d.get("window"), **split_kw)
     if "csv_dir" not in d:
         raise InputError("data kind 'nih' needs 'csv_dir' (the authors' train_foldK.csv/val_foldK.csv/test.csv)")
     return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
-                           positive=d.get("positive"), max_splits=splits)
+                           positive=d.get("positive"), max_splits=splits, window=d.get("window"))
 
 
 #: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
@@ -374,7 +380,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
 
     from medbench.data.keras_augment import create_augmentation
 
-    augment = create_augmentation(cfg.augment)
+    augment = create_augmentation(cfg.augment, seed=cfg.seed + unit.split)  # the unit's training seed
 
     def subset(pos: np.ndarray, mask: np.ndarray, clean: bool = False, train: bool = False) -> ArrayDataset:
         meta = data.meta.iloc[pos][cols].reset_index(drop=True)

@@ -332,6 +332,8 @@ class _Trainer:
         cfg, p = self.cfg, self.p
         if p.batch == 0 and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(p.epoch)
+        if hasattr(self.train_ds, "set_epoch"):  # random transforms seed by (seed, uid, epoch)
+            self.train_ds.set_epoch(p.epoch)
         order = list(iter(self.sampler))
         batches = [order[i : i + self.local_batch] for i in range(0, len(order), self.local_batch)]
         loader = DataLoader(
