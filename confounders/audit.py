@@ -548,19 +548,21 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
         for unit in todo:
             folder = unit_dir(out, unit)
             unit_cfg = unit_settings(cfg, unit)
+            # the training folder carries the unit's settings hash: a changed unit never resumes another's checkpoint
+            run_dir = out / "runs" / f"{unit.uid}__{settings_hash(unit_cfg)[:8]}"
             if run.unit_done(unit.uid, unit_cfg, outputs=[folder / f for f in UNIT_FILES]):
+                if main and not cfg.keep_checkpoints:  # left by a run killed just after the unit finished
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 skipped += 1
                 bar.update(1)
                 continue
-            # the training folder carries the unit's settings hash: a changed unit never resumes another's checkpoint
-            run_dir = out / "runs" / f"{unit.uid}__{settings_hash(unit_cfg)[:8]}"
             logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
             output = run_unit(unit, cfg, data, run_dir)
             if main:
                 write_unit(folder, output)
-                run.mark_unit(unit.uid, unit_cfg)
                 if not cfg.keep_checkpoints:
                     shutil.rmtree(run_dir, ignore_errors=True)
+                run.mark_unit(unit.uid, unit_cfg)
             dist.barrier()
             done += 1
             bar.update(1)
