@@ -217,6 +217,8 @@ def _source_features(run: Run, spec: str, ds: Any, *, size: int, weights: str | 
     data = cached_features(run.out, spec, ds, size=size, weights=weights, batch_size=batch_size,
                            device=device, fu=fu)
     run.mark_unit(unit, settings)
+    log.info("source %s: features of %d images (%d dims)%s", spec, *data["features"].shape,
+             f", FU {float(data['fu']):.4g}" if fu else "")
     return data
 
 
@@ -228,6 +230,7 @@ def _source_finetune(run: Run, df: pd.DataFrame, spec: str, **kw: Any) -> float:
         return _test_auc(pd.read_parquet(pred))
     value = _finetune_auc(df, run.out, spec, **kw)
     run.mark_unit(unit, {"source": spec}, auc=value)
+    log.info("source %s: fine-tuned, test AUC %.4f", spec, value)
     return value
 
 
@@ -352,6 +355,7 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
                   "batch_size": batch_size, "device": device, "backend": backend, "finetune": finetune,
                   "epochs": epochs, "seed": seed, "weights": weights, "n_images": len(df)}
         report = _report(out, scores, wide, target, finetune, HtmlReport, warnings, config=config)
+        log.info("transfer: %d source(s) x %d metric(s) scored on %d images", len(sources), len(names), len(df))
     return TransferResult(out, scores, wide, report, warnings)
 
 
