@@ -61,6 +61,7 @@ def _config_matches_tables(out: Path) -> dict:
     return config
 
 
+@pytest.mark.slow  # about 7-12 s of CPU: three CLI runs with their reports
 def test_audit_refuses_changed_settings_and_adds_units_for_a_new_p(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"

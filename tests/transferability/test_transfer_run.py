@@ -69,6 +69,7 @@ def _config_matches_tables(out: Path) -> dict:
     return config
 
 
+@pytest.mark.slow  # about 7-12 s of CPU: three CLI runs with their reports
 def test_transfer_refuses_changed_settings_and_adds_sources(
         target: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
