@@ -567,6 +567,8 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
             done += 1
             bar.update(1)
         bar.close()
+        if main and not cfg.keep_checkpoints and (out / "runs").is_dir() and not any((out / "runs").iterdir()):
+            (out / "runs").rmdir()
         logger.info("audit: %d units run, %d already done", done, skipped)
         results = collect_rows(out, names)
         summary = summarise(results)
