@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import yaml
 
 from confounders.specs import is_sampled
 from medbench.errors import InputError
-from medbench.runs import CONFIG_FILE, METRICS_FILE, Run, open_run
+from medbench.runs import METRICS_FILE, Run, open_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from confounders.audit import AuditConfig, Unit
@@ -90,20 +89,8 @@ def resolved_config(cfg: AuditConfig, n_splits: int, unit_names: list[str]) -> d
 
 
 def record_config(run: Any, resolved: dict[str, Any]) -> None:
-    """Write ``config.yaml`` for ``resolved``; when the recorded one named other units or statistics,
-    first remove the summary files, which described those (a killed run leaves no mix)."""
-    path = Path(run.out) / CONFIG_FILE
-    try:
-        old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resolved")
-    except (OSError, yaml.YAMLError):
-        old = None
-    new = yaml.safe_load(yaml.safe_dump(resolved))
-    if old != new:
-        if old is not None:
-            logger.info("audit config names other units or statistics than %s: rebuilding its tables", path)
-        for name in SUMMARY_OUTPUTS:
-            (Path(run.out) / name).unlink(missing_ok=True)
-    run.write_config(resolved)
+    """Write ``config.yaml`` for ``resolved`` (the summary files go first when it changed)."""
+    run.record_resolved(resolved, SUMMARY_OUTPUTS)
 
 
 @contextlib.contextmanager

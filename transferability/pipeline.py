@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from medbench.errors import InputError
-from medbench.runs import CONFIG_FILE, METRICS_FILE, Run, open_run
+from medbench.runs import METRICS_FILE, Run, open_run
 from medbench.utils.files import atomic_path, write_json_atomic
 from transferability.report_text import RELATIVE_METRICS, metric_note
 
@@ -194,15 +193,7 @@ def transfer_settings(df: pd.DataFrame, *, label: str, size: int, batch_size: in
 
 def _record_config(run: Run, resolved: dict[str, Any]) -> None:
     """``config.yaml`` for ``resolved``; the summary files go first when the recorded config differs."""
-    path = run.out / CONFIG_FILE
-    try:
-        old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resolved")
-    except (OSError, yaml.YAMLError):
-        old = None
-    if old != yaml.safe_load(yaml.safe_dump(resolved)):
-        for name in SUMMARY_OUTPUTS:
-            (run.out / name).unlink(missing_ok=True)
-    run.write_config(resolved)
+    run.record_resolved(resolved, SUMMARY_OUTPUTS)
 
 
 def _source_features(run: Run, spec: str, ds: Any, *, size: int, weights: str | None, batch_size: int,

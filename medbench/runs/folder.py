@@ -155,6 +155,22 @@ class Run:
             data["resolved"] = _plain(resolved)
         return write_text_atomic(self.out / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
 
+    def record_resolved(self, resolved: dict[str, Any], summaries: list[str] | tuple[str, ...] = ()) -> Path:
+        """Write ``config.yaml`` with ``resolved``; when the recorded ``resolved`` differs (other units,
+        statistics), first delete the ``summaries`` built from it, so a killed run never leaves tables
+        that describe another config."""
+        path = self.out / CONFIG_FILE
+        try:
+            old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resolved")
+        except (OSError, yaml.YAMLError):
+            old = None
+        if old != yaml.safe_load(yaml.safe_dump(_plain(resolved))):
+            if old is not None:
+                logger.info("%s names other units or statistics than before: rebuilding its tables", path)
+            for name in summaries:
+                (self.out / name).unlink(missing_ok=True)
+        return self.write_config(resolved)
+
 
 @contextlib.contextmanager
 def run_log(path: Path) -> Iterator[None]:
@@ -212,11 +228,11 @@ def open_run(
     run = Run(out=folder, workflow=workflow, settings=settings, resumed=resumed)
     if not (folder / CONFIG_FILE).is_file() or not resumed:
         run.write_config()
-    if resumed:
-        logger.info("resuming %s run in %s (%d unit(s) already done)", workflow, folder, len(run.units()))
     ctx = run_log(folder / f"{workflow}.log") if log else contextlib.nullcontext()
     try:
         with ctx:
+            if resumed:
+                logger.info("resuming %s run in %s (%d unit(s) already done)", workflow, folder, len(run.units()))
             yield run
     except BaseException:
         if not resumed and not run.units():

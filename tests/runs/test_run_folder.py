@@ -76,3 +76,14 @@ def test_a_run_that_fails_before_any_unit_leaves_no_settings(tmp_path: Path) -> 
     with pytest.raises(RuntimeError), open_run(out, "harmonize", {"vendor": "y"}):
         raise RuntimeError("killed mid-run")
     assert (out / "settings.yaml").exists()  # units were computed: the record stays
+
+
+def test_record_resolved_drops_summaries_built_for_another_config(tmp_path: Path) -> None:
+    with open_run(tmp_path, "audit", {"seed": 0}) as run:
+        run.record_resolved({"units": ["a"]}, ["summary.csv"])
+        (tmp_path / "summary.csv").write_text("a")
+        run.record_resolved({"units": ["a"]}, ["summary.csv"])
+        assert (tmp_path / "summary.csv").exists()  # same units: the table still describes them
+        run.record_resolved({"units": ["a", "b"]}, ["summary.csv"])
+        assert not (tmp_path / "summary.csv").exists()
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["resolved"] == {"units": ["a", "b"]}
