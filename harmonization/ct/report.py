@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,20 @@ from medbench.utils.files import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def build_denoisers(names: Sequence[str], val_cases: Sequence[Any], *, checkpoint: str | os.PathLike[str] | None,
-                    redcnn_checkpoint: str | os.PathLike[str] | None,
+def build_denoisers(names: Sequence[str], val_cases: Sequence[Any], *,
+                    checkpoints: Mapping[str, str | os.PathLike[str] | None] | None = None,
                     window: tuple[float, float] = SOFT_TISSUE) -> dict[str, Denoiser]:
-    """Instantiate ``names``: classical ones tuned on ``val_cases``, learned ones from checkpoints."""
+    """Instantiate ``names``: classical ones tuned on ``val_cases``, learned ones from
+    ``checkpoints[name]`` (missing or None: the bundled checkpoint)."""
+    checkpoints = checkpoints or {}
     out: dict[str, Denoiser] = {}
     tunable = [n for n in names if DENOISERS.get(n).grid]
     tuned = tune_classical(tunable, val_cases, window=window) if tunable else {}
     for n in names:
         if n in tuned:
             out[n] = tuned[n]
-        elif n == "two_stage":
-            out[n] = create_denoiser(n, checkpoint=checkpoint)
-        elif n == "redcnn":
-            out[n] = create_denoiser(n, checkpoint=redcnn_checkpoint)
+        elif DENOISERS.get(n).learned:
+            out[n] = create_denoiser(n, checkpoint=checkpoints.get(n))
         else:
             out[n] = create_denoiser(n)
     return out
@@ -78,16 +78,27 @@ def _mtf_nps_figure(images: dict[str, np.ndarray], case: Any):
 
 def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                        checkpoint: str | os.PathLike[str] | None = None,
-                       redcnn_checkpoint: str | os.PathLike[str] | None = None, n_volumes: int = 2,
+                       redcnn_checkpoint: str | os.PathLike[str] | None = None,
+                       checkpoints: Mapping[str, str | os.PathLike[str] | None] | None = None, n_volumes: int = 2,
                        n_slices: int = 8, size: int = 64, n0: float = 2.5e4,
                        geometry: Geometry = Geometry(), window: tuple[float, float] = SOFT_TISSUE,
                        seed: int = 0) -> dict[str, Path]:
-    """Evaluate ``names`` on held-out phantoms; write metrics.csv, summary.csv, metrics.json, report.html."""
+    """Evaluate ``names`` on held-out phantoms; write metrics.csv, summary.csv, metrics.json, report.html.
+
+    Learned denoisers load ``checkpoints[name]`` (default: bundled); ``checkpoint`` and
+    ``redcnn_checkpoint`` are the CLI's ``--checkpoint``/``--redcnn-checkpoint`` shorthands for
+    ``checkpoints={"two_stage": ..., "redcnn": ...}``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     val = make_cases(1, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="val")
     test = make_cases(n_volumes, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="test")
-    dens = build_denoisers(names, val, checkpoint=checkpoint, redcnn_checkpoint=redcnn_checkpoint, window=window)
+    checkpoints = {**(checkpoints or {})}
+    if checkpoint is not None:  # the default learned model's checkpoint (--checkpoint)
+        checkpoints.setdefault("two_stage", checkpoint)
+    if redcnn_checkpoint is not None:
+        checkpoints.setdefault("redcnn", redcnn_checkpoint)
+    dens = build_denoisers(names, val, checkpoints=checkpoints, window=window)
     outputs: dict[tuple[str, str], np.ndarray] = {}
     table = compare(dens, test, window=window, outputs=outputs)
     summary = summarise(table)
@@ -119,7 +130,7 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
     rep.heading("Resolution and noise texture")
     rep.figure(_mtf_nps_figure(outs, case), caption="Left: edge MTF; right: radial NPS of the error in flat ROIs.")
     rep.heading("Per volume").table(table, float_format="{:.3f}")
-    rep.config({"denoisers": list(names), "checkpoint": checkpoint, "redcnn_checkpoint": redcnn_checkpoint,
+    rep.config({"denoisers": list(names), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                 "n_volumes": n_volumes, "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
                 "pixel_mm": geometry.pixel_mm, "window": list(window), "seed": seed, "denoiser_settings": settings})
     rep.save(paths["report"])
