@@ -24,9 +24,11 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
-from medbench.errors import UnknownNameError
+from medbench.errors import MissingDependencyError, UnknownNameError
 
 T = TypeVar("T")
+#: Top-level packages of this project: a missing module among them is a bug, not a missing extra.
+PROJECT_PACKAGES = frozenset({"medbench", "confounders", "transferability", "harmonization"})
 
 #: How an entry relates to the registry's Protocol: it is an instance of it, a class whose
 #: instances satisfy it, or a factory returning one (checked only when called).
@@ -94,7 +96,16 @@ class Registry(Generic[T]):
         self._state = "loading"  # a lookup made while a built-in module imports must not recurse
         try:
             for module in self.builtins:
-                importlib.import_module(module)
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as exc:
+                    missing = (exc.name or "").split(".")[0]
+                    if not missing or missing in PROJECT_PACKAGES:
+                        raise  # the project's own module is broken or missing: a bug, never skipped
+                    raise MissingDependencyError(
+                        f"the built-in {self.kind} entries of {module} need the package {missing!r}, which is "
+                        f"not installed: install it (or the medbench extra that provides it) and retry"
+                    ) from exc
         except BaseException:
             self._state = "new"
             raise
