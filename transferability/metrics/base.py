@@ -87,13 +87,14 @@ class MetricSpec:
 
     @property
     def needs(self) -> frozenset[str]:
-        """Inputs the metric reads: features, labels, logits, model, images, sources (relative)."""
+        """Inputs the metric reads: features, labels, logits, model, images, sources (relative across
+        the candidate sources) and, for a combined metric, the metrics it combines."""
         if self.kind == "gradient":
             return frozenset({"model", "images", "labels"})
-        base = {"features", "labels"} | ({"logits"} if self.needs_logits else set())
         if self.kind == "combined":
-            return frozenset({"sources"})
-        return frozenset(base | ({"sources"} if self.combine is not None else set()))
+            return frozenset({"sources", *self.parts})
+        extra = ({"logits"} if self.needs_logits else set()) | ({"sources"} if self.combine is not None else set())
+        return frozenset({"features", "labels", *extra})
 
     @property
     def relative(self) -> bool:
