@@ -3,9 +3,9 @@
 Each registry has one test parametrised (in :func:`pytest_generate_tests`, at collection time)
 over every registered name: the entry satisfies its extension point's Protocol, can be created
 with defaults or a tiny fixture, and gives output of the right shape and type on tiny data.
-:func:`test_throwaway_plugin_is_picked_up_and_usable_by_name` writes one module that registers a
-confounder, a metric and a denoiser, shows that these tests collect and pass for them, and uses
-them by name in an audit spec, the transfer pipeline and ``denoise apply``.
+:func:`throwaway_plugin` writes one module that registers a confounder, a metric and a denoiser;
+the tests below show that the contract tests collect and pass for them, and use them by name in an
+audit spec, the transfer pipeline and ``denoise apply``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from confounders.base import CONFOUNDERS, ConfounderProtocol, create_confounder
 from confounders.sampled import SAMPLED, SampledConfounderProtocol, build_prevalence_splits
 from confounders.taxonomy import validate_path
 from harmonization.ct.denoisers import DENOISERS, DenoiserProtocol, create_denoiser
+from harmonization.ct.evaluation import make_cases
 from harmonization.xray.baselines import HARMONIZERS, HarmonizerProtocol, create_harmonizer
 from harmonization.xray.predictor import CurvePredictor
 from medbench.errors import InputError, UnknownNameError
@@ -148,8 +149,6 @@ def test_denoiser_contract(denoiser: str, small_ct: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def small_ct() -> np.ndarray:
-    from harmonization.ct.evaluation import make_cases
-
     return make_cases(1, 1, size=64, n0=2.5e4, seed=0, split="test")[0].sim.ld_hu
 
 
@@ -298,20 +297,25 @@ def throwaway_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         sys.modules.pop("mb_throwaway_plugin", None)
 
 
-def test_throwaway_plugin_is_picked_up_and_usable_by_name(throwaway_plugin: dict[str, str], tmp_path: Path,
-                                                          pytester_run: Callable[..., Any]) -> None:
-    names = throwaway_plugin
-    # 1. the parametrised contract tests of this module collect and pass for the new entries
+def test_throwaway_plugin_is_collected_by_the_registry_tests(throwaway_plugin: dict[str, str],
+                                                            pytester_run: Callable[..., Any]) -> None:
+    # the parametrised contract tests of this module collect and pass for the new entries
     result = pytester_run("-k", "contract and throwaway")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) == 3 and "failed" not in outcomes, result.stdout.str()
-    # 2. the audit spec takes the confounder by name
+    result.assert_outcomes(passed=len(throwaway_plugin))
+    result.stdout.fnmatch_lines(["*3 passed*"])
+    for kind, name in throwaway_plugin.items():
+        assert name in REGISTRIES[kind].names()
+
+
+def test_throwaway_plugin_is_usable_by_name(throwaway_plugin: dict[str, str], tmp_path: Path) -> None:
+    names = throwaway_plugin
+    # the audit spec takes the confounder by name
     from confounders.specs import build_confounder
 
     conf = build_confounder({"name": names["confounder"]}, seed=0)
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(conf(x, ["a", "b"]), 1.0 - x)
-    # 3. the transfer pipeline scores the metric by name, on each source's features
+    # the transfer pipeline scores the metric by name, on each source's features
     from medbench.data.synthetic import write_cxr_dataset
     from medbench.train.experiment import read_table
     from transferability.pipeline import run_transfer
@@ -323,7 +327,7 @@ def test_throwaway_plugin_is_picked_up_and_usable_by_name(throwaway_plugin: dict
         f, y = z["features"].astype(float), z["labels"]
     want = np.linalg.norm(f[y == 0].mean(0) - f[y == 1].mean(0))
     assert res.scores.set_index("metric").loc[names["metric"], "score"] == pytest.approx(want, rel=1e-9)
-    # 4. denoise apply takes the denoiser by name and writes its output
+    # denoise apply takes the denoiser by name and writes its output
     from harmonization.ct.apply import denoise_batch
     from medbench.data.synthetic import write_ct_series_dataset
     from medbench.io.series import read_series
@@ -346,7 +350,11 @@ def test_throwaway_entries_are_gone_after_the_plugin_test() -> None:
 
 @pytest.fixture
 def pytester_run(pytester: pytest.Pytester) -> Callable[..., Any]:
-    """Run this module's tests in-process (the registries, with the plugin, are shared)."""
+    """Run this module's tests in-process (the registries, with the plugin, are shared).
+
+    pytester drops every module first imported during the test when it ends, so the inner run
+    must import nothing new: what the contract tests use is imported at the top of this module.
+    """
 
     def run(*args: str) -> Any:
         return pytester.runpytest_inprocess(str(Path(__file__)), "-p", "no:cacheprovider", "-q", *args)

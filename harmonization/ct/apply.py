@@ -2,7 +2,11 @@
 
 Each input series is written to its own output folder with a new SeriesInstanceUID, the derivation
 noted, HU preserved (modality rescale chosen by ``medbench.io.write``) and the geometry copied from
-the source. A ``done.json`` marker written last makes re-runs skip finished series.
+the source, plus ``done.json`` (its provenance: files, derivation, noise SDs). The output folder is
+a :func:`medbench.runs.open_run` run folder (``config.yaml``, ``denoise.log``, ``units/``): each
+series is a unit recorded with its settings hash, so a re-run with the same settings skips finished
+series, a changed setting is refused (every change listed; ``restart=True`` starts over) and a
+series whose unit is missing is recomputed from scratch.
 
 Denoising real CT is guarded twice:
 
@@ -18,9 +22,11 @@ Denoising real CT is guarded twice:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,12 +35,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medbench.errors import InputError
+from medbench.runs import Run, open_run
 from medbench.utils.files import hash_id, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 PADDING_HU = -1024.0  # values below this are outside the scan FOV (padding) and kept as they are
-MARKER = "done.json"
+MARKER = "done.json"  # per-series provenance record (written last)
+BATCH_LOG = "denoise_log.csv"  # one row per series of a ``denoise apply`` batch
+WORKFLOW = "denoise"  # run-folder name of every ``medbench denoise`` command (log: denoise.log)
 BUNDLED_TRAINING = {"pixel_mm": 5.0, "size": 64}  # geometry of the bundled phantom checkpoints
 NOISE_TOLERANCE = (1.02, 0.5)  # refuse when the flat soft-tissue noise SD rises by > 2% + 0.5 HU
 FALLBACK = "nlm"  # image-domain denoiser used when a learned model's geometry does not match
@@ -72,28 +81,62 @@ def _read(files: list[str], uid: str) -> Any:
     return series
 
 
+def series_folder(uid: str) -> str:
+    """The output sub-folder (and unit name) of series ``uid``."""
+    return f"series-{hash_id(uid)}"
+
+
+def file_fingerprint(path: str | os.PathLike[str] | None) -> str | None:
+    """Short content hash of a file (a checkpoint), so a run folder notices a replaced file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+def _own_outputs(out_root: Path, names: Any) -> list[str]:
+    """What ``restart`` removes: these series folders, any other ``series-*`` folder, the batch log."""
+    old = {p.name for p in out_root.glob("series-*") if p.is_dir()} if out_root.is_dir() else set()
+    return sorted(old | set(names)) + [BATCH_LOG]
+
+
+def _fresh(folder: Path) -> None:
+    """Empty a unit's folder before (re)computing it (a killed run may have left part of it)."""
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
 def _process_all(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], what: str,
-                 fn: Callable[[Any], tuple[np.ndarray, str, dict[str, Any]]], *,
-                 progress: bool = True) -> list[Path]:
+                 fn: Callable[[Any], tuple[np.ndarray, str, dict[str, Any]]], *, settings: dict[str, Any],
+                 restart: bool = False, progress: bool = True) -> list[Path]:
     """Run ``fn(series) -> (hu, description, info)`` on every series under ``path``; skip finished ones."""
     groups = find_series(path, out_dir)
     out_root = Path(out_dir)
+    names = {uid: series_folder(uid) for uid in groups}
+    run_settings = {"command": what, "input": str(Path(path).resolve()), **settings}
     written = []
-    for uid, files in tqdm(groups.items(), desc=what, disable=not progress or len(groups) < 2, unit="series"):
-        folder = out_root / f"series-{hash_id(uid)}"
-        if (folder / MARKER).exists():
-            log.info("%s: %s already done, skipping", what, folder)
+    with open_run(out_root, WORKFLOW, run_settings, outputs=_own_outputs(out_root, names.values()),
+                  restart=restart) as run:
+        for uid, files in tqdm(groups.items(), desc=what, disable=not progress or len(groups) < 2, unit="series"):
+            name = names[uid]
+            folder = out_root / name
+            if run.unit_done(name, run_settings, outputs=[f"{name}/{MARKER}"]):
+                log.info("%s: %s already done, skipping", what, folder)
+                written.append(folder)
+                continue
+            _fresh(folder)
+            series = _read(files, uid)
+            _write(folder, uid, series, *fn(series))
+            run.mark_unit(name, run_settings)
             written.append(folder)
-            continue
-        series = _read(files, uid)
-        _write(folder, uid, series, *fn(series))
-        written.append(folder)
     return written
 
 
 def _write(folder: Path, uid: str, series: Any, hu: np.ndarray, description: str, info: dict[str, Any], *,
            deidentify: bool = False) -> None:
-    """Write the derived series into ``folder``, then its :data:`MARKER` (last: marks it done)."""
+    """Write the derived series into ``folder``, then its :data:`MARKER` provenance record."""
     from medbench.io import write_ct_series
 
     deid = None
@@ -123,8 +166,8 @@ def default_views(size: int) -> int:
 def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                     n0: float | None = None, dose_fraction: float | None = None, n0_ref: float = 1e6,
                     n_views: int | None = None, electronic_sd: float = 0.0, seed: int = 0,
-                    workers: int | None = None, progress: bool = True) -> list[Path]:
-    """Write a simulated low-dose version of every CT series under ``path``."""
+                    workers: int | None = None, progress: bool = True, restart: bool = False) -> list[Path]:
+    """Write a simulated low-dose version of every CT series under ``path`` (a resumable run folder)."""
     from harmonization.ct.simulate import Geometry, resolve_n0, simulate_low_dose
 
     n0_val = resolve_n0(n0, dose_fraction, n0_ref)
@@ -139,7 +182,51 @@ def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                 f", electronic SD {electronic_sd:g}, FBP {geo.filter_name}")
         return ld, desc, {"n0": n0_val, "n_views": geo.n_views, "seed": seed}
 
-    return _process_all(path, out_dir, "simulate", fn, progress=progress)
+    settings = {"n0": n0_val, "n_views": n_views, "electronic_sd": electronic_sd, "seed": seed}
+    return _process_all(path, out_dir, "simulate", fn, settings=settings, restart=restart, progress=progress)
+
+
+def simulate_phantoms(out_dir: str | os.PathLike[str], n_volumes: int, *, n0: float, n_slices: int = 8,
+                      size: int = 64, geometry: Any, seed: int = 0, workers: int | None = None,
+                      restart: bool = False) -> list[Path]:
+    """Simulate ``n_volumes`` synthetic phantoms into ``out_dir/phantom-NNN`` (one unit each).
+
+    Each folder holds the full- and low-dose series, ``sinograms.npz`` (low/full-dose sinograms and
+    the phantom) and ``done.json`` (dose, views, seed, ROIs). The folder is a run folder like the
+    series commands' (see the module docstring).
+    """
+    from harmonization.ct.phantoms import make_phantom_volume
+    from harmonization.ct.simulate import simulate_low_dose
+    from medbench.io import write_ct_series
+    from medbench.utils.files import atomic_path
+
+    out_root = Path(out_dir)
+    settings = {"command": "simulate", "synthetic": n_volumes, "n0": float(n0), "slices": n_slices, "size": size,
+                "n_views": geometry.n_views, "pixel_mm": geometry.pixel_mm, "seed": seed}
+    names = [f"phantom-{i:03d}" for i in range(n_volumes)]
+    old = {p.name for p in out_root.glob("phantom-*") if p.is_dir()} if out_root.is_dir() else set()
+    written = []
+    with open_run(out_root, WORKFLOW, settings, outputs=sorted(old | set(names)), restart=restart) as run:
+        for i, name in enumerate(names):
+            folder = out_root / name
+            written.append(folder)
+            unit = {**settings, "volume": i}
+            if run.unit_done(name, unit, outputs=[f"{name}/{MARKER}"]):
+                log.info("simulate: %s already done, skipping", folder)
+                continue
+            _fresh(folder)
+            vol, info = make_phantom_volume(n_slices, size=size, seed=seed, uid=f"cli-{i}")
+            res = simulate_low_dose(vol, n0=n0, geometry=geometry, seed=seed, uid=f"cli-{i}", workers=workers)
+            sp = (geometry.pixel_mm,) * 3
+            write_ct_series(res.fd_hu, folder / "full_dose", spacing=sp, description="medbench phantom, full-dose FBP")
+            write_ct_series(res.ld_hu, folder / "low_dose", spacing=sp,
+                            description=f"medbench phantom, simulated low dose N0={n0:g}, {geometry.n_views} views")
+            with atomic_path(folder / "sinograms.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, sino_ld=res.sino_ld, sino_fd=res.sino_fd, phantom=vol)
+            write_json_atomic(folder / MARKER, {"n0": n0, "n_views": geometry.n_views, "seed": seed,
+                                                "flat_rois": info.flat_rois, "edge_roi": info.edge_roi})
+            run.mark_unit(name, unit)
+    return written
 
 
 def flat_tissue_noise(vol: np.ndarray, *, box: int = 12, tissue: tuple[float, float] = (-50.0, 150.0),
@@ -271,22 +358,23 @@ def _learned(denoiser: str) -> bool:
     return bool(DENOISERS.get(denoiser).learned)
 
 
-def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool, dict[str, bool]]) -> str:
-    """One task of :func:`denoise_batch`: denoise one series into its folder ("written"/"skipped")."""
+def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool, dict[str, bool], Run,
+                           dict[str, Any]]) -> str:
+    """One task of :func:`denoise_batch`: denoise one series into its folder, then mark its unit."""
     from harmonization.ct.denoisers import create_denoiser
 
-    uid, files, folder_name, denoiser, kw, n0, progress, guards = job
+    uid, files, folder_name, denoiser, kw, n0, progress, guards, run, unit_settings = job
     guards = dict(guards)
     deidentify = bool(guards.pop("deidentify", False))
     folder = Path(folder_name)
-    if (folder / MARKER).exists():
-        return "skipped"
     key = f"{denoiser}:{sorted(kw.items())!r}"
     if key not in _DENOISERS:  # one model load per worker process
         _DENOISERS[key] = create_denoiser(denoiser, **kw)
+    _fresh(folder)
     series = _read(files, uid)
     _write(folder, uid, series, *_denoise_volume(_DENOISERS[key], denoiser, series, n0, progress, **guards),
            deidentify=deidentify)
+    run.mark_unit(folder.name, unit_settings)
     return "written"
 
 
@@ -313,9 +401,14 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                   params: dict[str, Any] | None = None, n0: float | None = None, workers: int | None = 1,
                   executor: str = "local", scheduler: str | None = None, progress: bool = True,
                   strict_geometry: bool = True, allow_noise_increase: bool = False,
-                  deidentify: bool = False) -> Any:
+                  deidentify: bool = False, restart: bool = False) -> Any:
     """Denoise every CT series under ``path`` (folder or single file) into derived series, one task
     per series on :func:`medbench.parallel.map_items`; finished series are skipped.
+
+    ``out_dir`` is a run folder (see the module docstring): ``denoise_log.csv`` lists the batch and
+    ``metrics.json`` the flat soft-tissue noise SD before/after of every finished series. A re-run
+    with other settings (denoiser, parameters, checkpoint content, n0, guards, de-identification,
+    input) is refused unless ``restart``.
 
     A learned model at a geometry it was not trained for is replaced by NLM unless
     ``strict_geometry=False``; a series whose flat soft-tissue noise rises fails unless
@@ -326,6 +419,9 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
 
     Returns:
         DataFrame[series_hash, source, output, status, error], one row per series.
+
+    Raises:
+        InputError: ``out_dir`` holds a run with other settings (every change listed).
     """
     import pandas as pd
 
@@ -342,14 +438,43 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     key = f"{denoiser}:{sorted(kw.items())!r}"
     if key not in _DENOISERS:  # checked once up front (bad name, corrupt checkpoint), not per series
         _DENOISERS[key] = _create_checked(denoiser, kw)
-    jobs = [(uid, files, str(Path(out_dir) / f"series-{hash_id(uid)}"), denoiser, kw, n0, inner_progress, guards)
-            for uid, files in groups.items()]
-    results = map_items(_denoise_job, jobs, workers=workers, executor=executor, scheduler=scheduler,
-                        desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1, isolate=True)
-    rows = []
-    for job, res in zip(jobs, results, strict=True):
-        failed = isinstance(res, Failure)
-        rows.append({"series_hash": hash_id(job[0]), "source": job[1][0], "output": "" if failed else job[2],
-                     "status": "failed" if failed else res,
-                     "error": f"{res.error}: {res.message}" if failed else ""})
-    return pd.DataFrame(rows)
+    shown = {k: v for k, v in kw.items() if k != "progress"}
+    settings = {"command": "apply", "input": str(Path(path).resolve()), "denoiser": denoiser, "params": shown,
+                "checkpoint_sha256": file_fingerprint(shown.get("checkpoint")), "n0": n0,
+                "strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase,
+                "deidentify": deidentify}
+    out_root = Path(out_dir)
+    names = {uid: series_folder(uid) for uid in groups}
+    with open_run(out_root, WORKFLOW, settings, outputs=_own_outputs(out_root, names.values()),
+                  restart=restart) as run:
+        done = {uid for uid, name in names.items() if run.unit_done(name, settings, outputs=[f"{name}/{MARKER}"])}
+        jobs = [(uid, files, str(out_root / names[uid]), denoiser, kw, n0, inner_progress, guards, run, settings)
+                for uid, files in groups.items() if uid not in done]
+        results = map_items(_denoise_job, jobs, workers=workers, executor=executor, scheduler=scheduler,
+                            desc=f"denoise {denoiser}", progress=progress and len(jobs) > 1, isolate=True)
+        status = {job[0]: res for job, res in zip(jobs, results, strict=True)}
+        rows = []
+        for uid, files in groups.items():
+            res = status.get(uid, "skipped")
+            failed = isinstance(res, Failure)
+            rows.append({"series_hash": hash_id(uid), "source": files[0],
+                         "output": "" if failed else str(out_root / names[uid]),
+                         "status": "failed" if failed else res,
+                         "error": f"{res.error}: {res.message}" if failed else ""})
+        table = pd.DataFrame(rows)
+        run.write_table(BATCH_LOG, table)
+        run.write_metrics(_noise_metrics(out_root, names.values()))
+    return table
+
+
+def _noise_metrics(out_root: Path, names: Any) -> dict[str, Any]:
+    """Flat soft-tissue noise SD before/after (HU) of every finished series, from its ``done.json``."""
+    import json
+
+    series = {}
+    for name in sorted(names):
+        marker = out_root / name / MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text(encoding="utf-8"))
+            series[name] = {k: info.get(k) for k in ("denoiser", "noise_sd_before", "noise_sd_after")}
+    return {"series": series}

@@ -9,6 +9,8 @@ import typer
 from medbench.tracking import TRACKER_HELP
 from medbench.utils.text import split_list
 
+RESTART_HELP = ("Discard this folder's previous run (its outputs, units and config) and start over; "
+                "without it a re-run with other settings is refused and one with the same settings resumes.")
 SYNTHETIC_FOV_MM = 350.0  # default field of view of synthetic phantoms: a body scan
 
 denoise_app = typer.Typer(help="Low-dose CT: simulate, train, apply and evaluate denoisers.",
@@ -51,6 +53,7 @@ def simulate_cmd(
                                    "field of view, 350/size; the phantom body spans ~80% of it)."),
     seed: int = typer.Option(0, help="Noise seed (per series/slice)."),
     workers: int = typer.Option(None, help="Worker processes (default: CPU count)."),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
 ) -> None:
     """Write low-dose versions of a CT series (projection-domain Poisson noise) or of phantoms."""
     import logging
@@ -61,12 +64,8 @@ def simulate_cmd(
     if n0 is None and dose_fraction is None:
         n0 = 2.5e4
     if synthetic:
-        import numpy as np
-
-        from harmonization.ct.phantoms import make_phantom_volume
-        from harmonization.ct.simulate import Geometry, resolve_n0, simulate_low_dose
-        from medbench.io import write_ct_series
-        from medbench.utils.files import write_json_atomic
+        from harmonization.ct.apply import simulate_phantoms
+        from harmonization.ct.simulate import Geometry, resolve_n0
 
         n0_val = resolve_n0(n0, dose_fraction, n0_ref)
         if pixel_mm is not None and not pixel_mm > 0:
@@ -74,19 +73,8 @@ def simulate_cmd(
         geo = Geometry(n_views=views or 180, pixel_mm=pixel_mm or SYNTHETIC_FOV_MM / size)
         log.info("synthetic phantoms: %d px at %.3g mm (field of view %.0f mm), %d views", size, geo.pixel_mm,
                  size * geo.pixel_mm, geo.n_views)
-        for i in range(synthetic):
-            folder = out / f"phantom-{i:03d}"
-            if (folder / "done.json").exists():
-                continue
-            vol, info = make_phantom_volume(slices, size=size, seed=seed, uid=f"cli-{i}")
-            res = simulate_low_dose(vol, n0=n0_val, geometry=geo, seed=seed, uid=f"cli-{i}", workers=workers)
-            sp = (geo.pixel_mm, geo.pixel_mm, geo.pixel_mm)
-            write_ct_series(res.fd_hu, folder / "full_dose", spacing=sp, description="medbench phantom, full-dose FBP")
-            write_ct_series(res.ld_hu, folder / "low_dose", spacing=sp,
-                            description=f"medbench phantom, simulated low dose N0={n0_val:g}, {geo.n_views} views")
-            np.savez_compressed(folder / "sinograms.npz", sino_ld=res.sino_ld, sino_fd=res.sino_fd, phantom=vol)
-            write_json_atomic(folder / "done.json", {"n0": n0_val, "n_views": geo.n_views, "seed": seed,
-                                                     "flat_rois": info.flat_rois, "edge_roi": info.edge_roi})
+        simulate_phantoms(out, synthetic, n0=n0_val, n_slices=slices, size=size, geometry=geo, seed=seed,
+                          workers=workers, restart=restart)
         log.info("wrote %d synthetic volumes to %s", synthetic, out)
         return
     if input is None:
@@ -94,7 +82,8 @@ def simulate_cmd(
     from harmonization.ct.apply import simulate_series
 
     done = simulate_series(input, out, n0=n0 if dose_fraction is None else None, dose_fraction=dose_fraction,
-                           n0_ref=n0_ref, n_views=views, electronic_sd=electronic_sd, seed=seed, workers=workers)
+                           n0_ref=n0_ref, n_views=views, electronic_sd=electronic_sd, seed=seed, workers=workers,
+                           restart=restart)
     log.info("simulated %d series into %s", len(done), out)
 
 
@@ -126,15 +115,18 @@ def train_cmd(
     seed: int = typer.Option(0, help="Seed of the phantoms, noise, initialisation and patches."),
     workers: int = typer.Option(1, help="Worker processes for the simulation."),
     tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
 ) -> None:
     """Train the two-stage model (or RED-CNN) on simulated phantom pairs."""
     import importlib
     import logging
+    from dataclasses import asdict
 
     from harmonization.ct.denoisers import DENOISERS
     from harmonization.ct.simulate import Geometry
-    from harmonization.ct.training import TrainConfig, make_training_data
+    from harmonization.ct.training import WORKFLOW, TrainConfig, make_training_data
     from medbench.errors import InputError
+    from medbench.runs import open_run
 
     spec = DENOISERS.get(model)  # unknown names: "did you mean"
     if spec.trainer is None:
@@ -146,11 +138,15 @@ def train_cmd(
                       img_depth=img_depth, use_prior=prior, use_projection=projection,
                       redcnn_width=redcnn_width)
     doses = [float(v) for v in split_list(mixed_doses)] or n0
-    data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
-                              geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
+    settings = {"command": "train", "model": model, "train": asdict(cfg),
+                "data": {"n_volumes": n_volumes, "slices": slices, "size": size, "n0": doses, "views": views,
+                         "pixel_mm": pixel_mm, "seed": seed}}
     module, _, func = spec.trainer.partition(":")
     fn = getattr(importlib.import_module(module), func)
-    path = fn(data, cfg, out)
+    with open_run(out, WORKFLOW, settings, outputs=[f"{model}.pt", *spec.trainer_outputs], restart=restart) as run:
+        data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
+                                  geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
+        path = fn(data, cfg, out, run=run)
     logging.getLogger(__name__).info("model written to %s", path)
     if tracker != "none":
         from harmonization.ct.learned import load_checkpoint
@@ -182,6 +178,7 @@ def apply_cmd(
     deidentify: bool = typer.Option(False, "--deidentify", help="De-identify the written headers (DICOM "
                                     "PS3.15 Basic Profile, Retain Patient Characteristics; UIDs remapped "
                                     "with the project secret). Default: the source header is kept."),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
 ) -> None:
     """Denoise a DICOM CT series; writes a new series (new UIDs, derivation noted, HU preserved).
 
@@ -194,17 +191,13 @@ def apply_cmd(
     import logging
 
     from harmonization.ct.apply import denoise_batch
-    from medbench.utils.files import atomic_path
 
     params = _parse_params(param)
     if checkpoint is not None:
         params["checkpoint"] = str(checkpoint)
     table = denoise_batch(input, out, denoiser=denoiser, params=params, n0=n0, workers=workers,
                           executor=executor, scheduler=scheduler, strict_geometry=not force_model,
-                          allow_noise_increase=allow_noise_increase, deidentify=deidentify)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "denoise_log.csv") as tmp:
-        table.to_csv(tmp, index=False)
+                          allow_noise_increase=allow_noise_increase, deidentify=deidentify, restart=restart)
     logging.getLogger(__name__).info("denoised %d series into %s", int((table["status"] != "failed").sum()), out)
     failed = table[table["status"] == "failed"]
     for _, row in failed.head(10).iterrows():
@@ -228,6 +221,7 @@ def evaluate_cmd(
     pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
     window: str = typer.Option("-160,240", help="HU window LO,HI for PSNR/SSIM/RMSE."),
     seed: int = typer.Option(0, help="Seed of the held-out phantoms and noise."),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
 ) -> None:
     """Compare denoisers on held-out phantoms: table + HTML report with slices and difference images."""
     import logging
@@ -239,5 +233,5 @@ def evaluate_cmd(
     paths = evaluate_to_folder(
         out, split_list(denoisers), checkpoint=checkpoint,
         redcnn_checkpoint=redcnn_checkpoint, n_volumes=n_volumes, n_slices=slices, size=size, n0=n0,
-        geometry=Geometry(n_views=views, pixel_mm=pixel_mm), window=(lo, hi), seed=seed)
+        geometry=Geometry(n_views=views, pixel_mm=pixel_mm), window=(lo, hi), seed=seed, restart=restart)
     logging.getLogger(__name__).info("report: %s", paths["report"])

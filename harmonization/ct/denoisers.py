@@ -43,8 +43,9 @@ class DenoiserProtocol(Protocol):
             progress=bool)``), trained at one geometry (``_model.geometry``/``_model.meta``
             pixel size and matrix, checked by ``denoise apply``) and denoising whole volumes.
         square_only: Needs square slices (it re-projects them).
-        trainer: ``"module:function"`` that trains it (``medbench denoise train --model NAME``),
-            or None; ``history_key`` names the loss its checkpoint history records.
+        trainer: ``"module:function"`` that trains it (``medbench denoise train --model NAME``;
+            called as ``fn(data, cfg, out_dir, run=run)``), or None; ``trainer_outputs`` are the
+            per-stage checkpoints it writes, ``history_key`` the loss its history records.
         grid: Settings swept by :func:`tune` (classical entries).
     """
 
@@ -88,6 +89,7 @@ class Denoiser:
     learned: ClassVar[bool] = False
     square_only: ClassVar[bool] = False
     trainer: ClassVar[str | None] = None
+    trainer_outputs: ClassVar[tuple[str, ...]] = ()  # per-stage checkpoints the trainer writes (run outputs)
     history_key: ClassVar[str] = "loss"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -296,6 +298,7 @@ class REDCNNDenoiser(Denoiser):
     name = "redcnn"
     learned = True
     trainer = "harmonization.ct.training:train_redcnn"
+    trainer_outputs = ("redcnn_last.pt",)
     history_key = "redcnn"
 
     def __init__(self, checkpoint: str | Path | None = None, progress: bool = False) -> None:
@@ -326,6 +329,7 @@ class TwoStageDenoiser(Denoiser):
     learned = True
     square_only = True
     trainer = "harmonization.ct.training:train_two_stage"
+    trainer_outputs = ("projection_last.pt", "image_last.pt")
     history_key = "image"
 
     def __init__(self, checkpoint: str | Path | None = None, n0: float | None = None,

@@ -21,7 +21,6 @@ from harmonization.ct.evaluation import (
 from harmonization.ct.quality import SOFT_TISSUE, edge_mtf, nps_2d, radial_nps
 from harmonization.ct.simulate import Geometry
 from medbench.eval.report import HtmlReport
-from medbench.utils.files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +81,60 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                        checkpoints: Mapping[str, str | os.PathLike[str] | None] | None = None, n_volumes: int = 2,
                        n_slices: int = 8, size: int = 64, n0: float = 2.5e4,
                        geometry: Geometry = Geometry(), window: tuple[float, float] = SOFT_TISSUE,
-                       seed: int = 0) -> dict[str, Path]:
+                       seed: int = 0, restart: bool = False) -> dict[str, Path]:
     """Evaluate ``names`` on held-out phantoms; write metrics.csv, summary.csv, metrics.json, report.html.
 
-    Learned denoisers load ``checkpoints[name]`` (default: bundled); ``checkpoint`` and
-    ``redcnn_checkpoint`` are the CLI's ``--checkpoint``/``--redcnn-checkpoint`` shorthands for
-    ``checkpoints={"two_stage": ..., "redcnn": ...}``.
+    ``out_dir`` is a :func:`medbench.runs.open_run` run folder (``config.yaml``, ``denoise.log``);
+    the evaluation is one unit: a re-run with the same settings returns the finished files, one with
+    other settings (checkpoint contents included) is refused unless ``restart``. Learned denoisers
+    load ``checkpoints[name]`` (default: bundled); ``checkpoint`` and ``redcnn_checkpoint`` are the
+    CLI's ``--checkpoint``/``--redcnn-checkpoint`` shorthands for ``checkpoints={"two_stage": ...,
+    "redcnn": ...}``.
     """
+    from harmonization.ct.apply import WORKFLOW, file_fingerprint
+    from medbench.runs import open_run
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out / "metrics.csv", "summary": out / "summary.csv", "json": out / "metrics.json",
+             "report": out / "report.html"}
+    settings = {"command": "evaluate", "denoisers": list(names), "checkpoint": checkpoint,
+                "checkpoint_sha256": file_fingerprint(checkpoint), "redcnn_checkpoint": redcnn_checkpoint,
+                "redcnn_checkpoint_sha256": file_fingerprint(redcnn_checkpoint), "n_volumes": n_volumes,
+                "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
+                "pixel_mm": geometry.pixel_mm, "filter": geometry.filter_name, "window": list(window), "seed": seed}
+    if checkpoints:  # learned denoisers' checkpoints by name (the CLI shorthands above also apply)
+        settings["checkpoints"] = {k: {"path": None if v is None else str(v), "sha256": file_fingerprint(v)}
+                                   for k, v in sorted(checkpoints.items())}
+    ckpts = {k: v for k, v in (checkpoints or {}).items() if v is not None}
+    if checkpoint is not None:  # --checkpoint: the default learned model's
+        ckpts.setdefault("two_stage", checkpoint)
+    if redcnn_checkpoint is not None:
+        ckpts.setdefault("redcnn", redcnn_checkpoint)
+    files = [p.name for p in paths.values()]
+    with open_run(out, WORKFLOW, settings, outputs=files, restart=restart) as run:
+        if run.unit_done("evaluate", settings, outputs=files):
+            log.info("%s already evaluated with these settings", out)
+            return paths
+        _evaluate(run, paths, names, checkpoints=ckpts,
+                  n_volumes=n_volumes, n_slices=n_slices, size=size, n0=n0, geometry=geometry, window=window,
+                  seed=seed)
+        run.mark_unit("evaluate", settings)
+    return paths
+
+
+def _evaluate(run: Any, paths: dict[str, Path], names: Sequence[str], *, checkpoints: Mapping[str, Any],
+              n_volumes: int, n_slices: int, size: int, n0: float, geometry: Geometry,
+              window: tuple[float, float], seed: int) -> None:
     val = make_cases(1, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="val")
     test = make_cases(n_volumes, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="test")
-    checkpoints = {**(checkpoints or {})}
-    if checkpoint is not None:  # the default learned model's checkpoint (--checkpoint)
-        checkpoints.setdefault("two_stage", checkpoint)
-    if redcnn_checkpoint is not None:
-        checkpoints.setdefault("redcnn", redcnn_checkpoint)
     dens = build_denoisers(names, val, checkpoints=checkpoints, window=window)
     outputs: dict[tuple[str, str], np.ndarray] = {}
     table = compare(dens, test, window=window, outputs=outputs)
     summary = summarise(table)
-    paths = {"metrics": out / "metrics.csv", "summary": out / "summary.csv", "json": out / "metrics.json",
-             "report": out / "report.html"}
     for key, df in (("metrics", table), ("summary", summary)):
-        with atomic_path(paths[key]) as tmp:
-            df.to_csv(tmp, index=False)
+        run.write_table(paths[key].name, df)
     settings = {n: {k: str(v) for k, v in d.params().items()} for n, d in dens.items()}
-    write_json_atomic(paths["json"], {"summary": summary.to_dict(orient="records"), "settings": settings,
+    run.write_metrics({"summary": summary.to_dict(orient="records"), "settings": settings,
                                       "n0": n0, "window": list(window), "n_volumes": n_volumes,
                                       "n_slices": n_slices, "size": size, "n_views": geometry.n_views,
                                       "pixel_mm": geometry.pixel_mm, "seed": seed})
@@ -134,4 +160,3 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                 "n_volumes": n_volumes, "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
                 "pixel_mm": geometry.pixel_mm, "window": list(window), "seed": seed, "denoiser_settings": settings})
     rep.save(paths["report"])
-    return paths

@@ -1,16 +1,22 @@
 """Training of the two-stage cross-domain denoiser and RED-CNN on simulated phantom pairs.
 
-Patches, L1 losses, Adam. Each stage checkpoints atomically after every epoch
-(``<stage>_last.pt``) and resumes from it; an epoch is a fixed number of iterations whose patches are
-drawn from ``numpy_rng(seed, stage, epoch)``, so a resumed run matches an uninterrupted one.
+Patches, L1 losses, Adam. The output folder is a :func:`medbench.runs.open_run` run folder
+(``config.yaml``, ``denoise.log``, ``metrics.json``, ``units/``) whose settings are the training
+config and a description of the data (sizes, doses, geometry and a content hash): a re-run with the
+same settings resumes, one with any other setting is refused (every change listed; ``restart=True``
+starts over). Each training stage is a unit. Within a stage the loop checkpoints atomically after
+every epoch (``<stage>_last.pt``) and resumes from it; an epoch is a fixed number of iterations whose
+patches are drawn from ``numpy_rng(seed, stage, epoch)``, so a resumed run matches an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,12 @@ from harmonization.ct.networks import REDCNN, ImageNet, ProjectionNet
 from harmonization.ct.phantoms import make_phantom_volume
 from harmonization.ct.simulate import Geometry, LowDoseResult, noise_prior_sigma, simulate_low_dose
 from medbench.errors import InputError
+from medbench.runs import Run, open_run, settings_hash
 from medbench.utils.rng import numpy_rng
 
 log = logging.getLogger(__name__)
+
+WORKFLOW = "denoise"  # the run folder's workflow name (log: denoise.log), shared with harmonization.ct.apply
 
 
 @dataclass
@@ -104,17 +113,18 @@ def train_network(net: torch.nn.Module, sample: Callable[[np.random.Generator], 
     """
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     last = out_dir / f"{stage}_last.pt"
+    key = _resume_key(cfg, stage)
     history: list[float] = []
     start = 0
     if last.exists():
         ck = load_checkpoint(last)
-        if _same_run(ck.get("config"), asdict(cfg)):
+        if ck.get("resume_key") == key:
             net.load_state_dict(ck["state"])
             opt.load_state_dict(ck["optim"])
-            start, history = int(ck["epoch"]), list(ck["history"])
+            start, history = min(int(ck["epoch"]), cfg.epochs), list(ck["history"])[:cfg.epochs]
             log.info("resuming %s from epoch %d", stage, start)
         else:
-            log.warning("%s exists with another config: starting %s afresh", last, stage)
+            log.warning("%s was written with another config: starting %s afresh", last, stage)
     for epoch in range(start, cfg.epochs):
         for g in opt.param_groups:
             drop = cfg.lr_drop_epoch is not None and epoch >= cfg.lr_drop_epoch
@@ -134,16 +144,42 @@ def train_network(net: torch.nn.Module, sample: Callable[[np.random.Generator], 
         history.append(float(np.mean(losses)))
         log.info("%s epoch %d: L1 %.5f (%.1fs)", stage, epoch + 1, history[-1], time.time() - t0)
         save_checkpoint(last, {"state": net.state_dict(), "optim": opt.state_dict(), "epoch": epoch + 1,
-                               "history": history, "config": asdict(cfg)})
+                               "history": history, "config": asdict(cfg), "resume_key": key})
     net.eval()
     return history
 
 
-def _same_run(saved: dict[str, Any] | None, current: dict[str, Any]) -> bool:
-    """Checkpoints resume when everything but the epoch count matches."""
-    if saved is None:
-        return False
-    return {k: v for k, v in saved.items() if k != "epochs"} == {k: v for k, v in current.items() if k != "epochs"}
+def _resume_key(cfg: TrainConfig, stage: str) -> str:
+    """Settings hash under which a stage's per-epoch checkpoint resumes: everything but the epoch
+    count (epoch ``e`` depends only on the earlier epochs, the seed and ``lr_drop_epoch``, so a
+    checkpoint of a shorter run is a valid start of a longer one)."""
+    return settings_hash({"stage": stage, **{k: v for k, v in asdict(cfg).items() if k != "epochs"}})
+
+
+def describe_data(data: list[LowDoseResult]) -> dict[str, Any]:
+    """The run-folder settings of training data: sizes, doses, geometry and a content hash."""
+    digest = hashlib.sha256()
+    for d in data:
+        for attr in ("ld_hu", "fd_hu", "sino_ld", "sino_fd"):
+            digest.update(np.ascontiguousarray(getattr(d, attr), dtype=np.float32).tobytes())
+    return {"n_volumes": len(data), "shape": list(np.shape(data[0].ld_hu)) if data else [],
+            "n0": [float(d.n0) for d in data],
+            "n_views": int(data[0].geometry.n_views) if data else None,
+            "pixel_mm": float(data[0].geometry.pixel_mm) if data else None,
+            "sha256": digest.hexdigest()[:16]}
+
+
+@contextlib.contextmanager
+def _training_run(model: str, data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run | None,
+                  restart: bool) -> Iterator[tuple[Run, dict[str, Any]]]:
+    """The caller's ``run``, or a run folder opened on ``out`` with the training settings."""
+    settings = {"command": "train", "model": model, "train": asdict(cfg), "data": describe_data(data)}
+    if run is not None:
+        yield run, settings
+        return
+    stages = ["projection_last.pt", "image_last.pt"] if model == "two_stage" else ["redcnn_last.pt"]
+    with open_run(out, WORKFLOW, settings, outputs=[f"{model}.pt", *stages], restart=restart) as opened:
+        yield opened, settings
 
 
 class _Scaled(torch.nn.Module):
@@ -249,46 +285,70 @@ def _net_config(net: torch.nn.Module) -> dict[str, Any]:
 
 
 def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, restart: bool = False, run: Run | None = None) -> Path:
     """Train projection stage, reconstruct its residuals, train the image stage; write ``two_stage.pt``.
 
-    Resumes: a finished model with the same config is returned as is; finished stages are reused.
+    ``out_dir`` is a run folder (module docstring; ``run``: one the caller opened there). Resumes: a
+    finished model is returned as is, a finished stage is loaded from its checkpoint, an interrupted
+    one continues from its last epoch.
+
+    Raises:
+        InputError: ``out_dir`` holds a run with other settings (unless ``restart``).
     """
     _check_data(data)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with _training_run("two_stage", data, cfg, out, run, restart) as (opened, settings):
+        return _train_two_stage(data, cfg, out, opened, settings, progress)
+
+
+def _train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run, settings: dict[str, Any],
+                     progress: bool) -> Path:
     final = out / "two_stage.pt"
-    if final.exists() and load_checkpoint(final).get("meta", {}).get("config") == asdict(cfg):
-        log.info("%s already trained with this config: skipping", final)
+    if run.unit_done("two_stage", settings, outputs=[final.name]):
+        log.info("%s already trained with these settings: skipping", final)
         return final
     geo, n0 = data[0].geometry, _reference_n0(data)
+    phist: list[float] = []
     proj_entry = None
     res_hu = None
     if cfg.use_projection:
-        pnet, _ = train_projection_stage(data, cfg, out, progress=progress)
+        pnet, phist = train_projection_stage(data, cfg, out, progress=progress)
+        run.mark_unit("projection", settings, final_l1=phist[-1] if phist else None)
         proj_entry = network_entry("projection", _net_config(pnet), pnet)
         res_hu = [residual_images(projection_residual(pnet, d.sino_ld, d.n0), geo, d.ld_hu.shape[-1])
                   for d in data]
     inet, hist = train_image_stage(data, res_hu, cfg, out, progress=progress)
+    run.mark_unit("image", settings, final_l1=hist[-1] if hist else None)
     meta = {"config": asdict(cfg), "history": hist, "n_volumes": len(data),
             "size": int(data[0].ld_hu.shape[-1]), "n0": float(n0),
             "n0_train": sorted({float(d.n0) for d in data})}
     save_checkpoint(final, {"model": "two_stage", "image": network_entry("image", _net_config(inet), inet),
                             "projection": proj_entry, "geometry": asdict(geo), "n0": float(n0), "meta": meta})
+    run.mark_unit("two_stage", settings)
+    run.write_metrics({"image_l1": hist, **({"projection_l1": phist} if cfg.use_projection else {})})
     return final
 
 
 def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
-                 progress: bool = True) -> Path:
-    """Train RED-CNN (image domain, single slice) on the same pairs; write ``redcnn.pt``."""
+                 progress: bool = True, restart: bool = False, run: Run | None = None) -> Path:
+    """Train RED-CNN (image domain, single slice) on the same pairs; write ``redcnn.pt``.
+
+    The run folder and resume work as in :func:`train_two_stage`.
+    """
     _check_data(data)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / "redcnn.pt"
-    if final.exists() and load_checkpoint(final).get("meta", {}).get("config") == asdict(cfg):
-        return final
     if cfg.patch < 21:
         raise InputError(f"RED-CNN needs patches of at least 21 px (10 valid 5x5 convs), got patch={cfg.patch}")
+    out = Path(out_dir)
+    with _training_run("redcnn", data, cfg, out, run, restart) as (opened, settings):
+        return _train_redcnn(data, cfg, out, opened, settings, progress)
+
+
+def _train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run, settings: dict[str, Any],
+                  progress: bool) -> Path:
+    final = out / "redcnn.pt"
+    if run.unit_done("redcnn", settings, outputs=[final.name]):
+        log.info("%s already trained with these settings: skipping", final)
+        return final
     ld, fd = _stack(data, "ld_hu"), _stack(data, "fd_hu")
     net = REDCNN(width=cfg.redcnn_width, seed=cfg.seed)
 
@@ -309,8 +369,10 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
             "pixel_mm": float(data[0].geometry.pixel_mm)}
     save_checkpoint(final, {"model": "redcnn", "image": network_entry("redcnn", _net_config(net), net),
                             "meta": meta})
+    run.mark_unit("redcnn", settings, final_l1=hist[-1] if hist else None)
+    run.write_metrics({"redcnn_l1": hist})
     return final
 
 
-__all__ = ["TrainConfig", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
+__all__ = ["TrainConfig", "describe_data", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
            "network_from_state"]

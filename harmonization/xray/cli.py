@@ -9,6 +9,8 @@ import typer
 from medbench.tracking import TRACKER_HELP
 from medbench.utils.text import split_list
 
+RESTART_HELP = ("Discard this folder's previous run (its outputs, units and config) and start over; "
+                "without it a re-run with other settings is refused and one with the same settings resumes.")
 DEFAULT_BASELINES = "histmatch,zscore,histeq,clahe,minmax"  # harmonization.xray.fit_job.BASELINES
 
 
@@ -55,6 +57,7 @@ def register(app: typer.Typer) -> None:
                                              "look; the synthetic vendor test uses 30)."),
         seed: int = typer.Option(0, help="Seed of the split, classifier and GDCE initialisation."),
         tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+        restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
     ) -> None:
         """Train GDCE against a frozen reference-vendor classifier and compare with baselines."""
         from harmonization.xray.fit_job import fit_harmonizer
@@ -69,11 +72,14 @@ def register(app: typer.Typer) -> None:
                              loss_lambda=loss_lambda, per_vendor=per_vendor, classifier_source=classifier_source,
                              classifier_arch=arch, classifier_epochs=epochs, feature_source=feature_source,
                              feature_weight=feature_weight,
-                             baselines=names, seed=seed)
+                             baselines=names, seed=seed, restart=restart)
         r = res["results"]
         r = r.assign(auc=r.apply(lambda x: f"{x['auc']:.3f} [{x['auc_lo']:.3f}, {x['auc_hi']:.3f}]", axis=1))
         typer.echo(r.pivot_table(index="method", columns="vendor", values="auc", aggfunc="first").to_string())
-        typer.echo(res["comparison"].verdict)
+        if res["comparison"] is not None:
+            typer.echo(res["comparison"].verdict)
+        else:
+            typer.echo(f"{out} already holds this fit (same settings): nothing recomputed")
         typer.echo(f"model: {out / 'model.pt'}\nreport: {out / 'report.html'}")
         from medbench.tracking import table_metrics, track_finished
 
@@ -96,16 +102,13 @@ def register(app: typer.Typer) -> None:
         deidentify: bool = typer.Option(False, "--deidentify", help="De-identify the written headers (DICOM "
                                         "PS3.15 Basic Profile, Retain Patient Characteristics; UIDs remapped "
                                         "with the project secret). Default: the source header is kept."),
+        restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
     ) -> None:
         """Write harmonised copies (new UIDs, derivation noted); inputs untouched; reruns resume."""
         from harmonization.xray.pipeline import apply_folder
-        from medbench.utils.files import atomic_path
 
         table = apply_folder(model, folder, out, workers=workers, executor=executor, scheduler=scheduler,
-                             deidentify=deidentify)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "harmonize_log.csv") as tmp:
-            table.to_csv(tmp, index=False)
+                             deidentify=deidentify, restart=restart)
         counts = table["status"].value_counts().to_dict()
         typer.echo(f"{counts} -> {out}")
         failed = table[table["status"] == "failed"]

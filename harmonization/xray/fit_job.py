@@ -74,7 +74,75 @@ def resolve_vendor_column(df: pd.DataFrame, column: str) -> str:
     raise InputError(f"vendor column {column!r} not in the table (columns: {list(df.columns)})")
 
 
-def fit_harmonizer(
+#: The fit's own outputs (removed by ``restart``), besides ``classifier_<baseline>/`` folders.
+FIT_OUTPUTS = ("model.pt", "results.csv", "predictor_vs_global.csv", "report.html", "reference_classifier")
+
+
+def fit_harmonizer(table: pd.DataFrame, out_dir: str | Path, *, restart: bool = False,
+                   **kw: Any) -> dict[str, Any]:
+    """:func:`_fit_harmonizer` in a :func:`medbench.runs.open_run` run folder (workflow ``harmonize``).
+
+    The settings are every keyword (defaults filled in), a content hash of ``table`` and of the VGG
+    weights: a re-run with the same settings returns the finished run (``results`` read back,
+    ``resumed=True``; the reference classifiers resume inside their engine run folders when a run
+    was killed), one with any other setting is refused listing every change unless ``restart``.
+    """
+    import inspect
+
+    from harmonization.xray.pipeline import WORKFLOW
+    from medbench.runs import open_run
+
+    params = inspect.signature(_fit_harmonizer).parameters
+    unknown = sorted(set(kw) - set(params))
+    if unknown:
+        raise TypeError(f"fit_harmonizer() got unexpected keyword(s) {unknown}")
+    missing = sorted(k for k, v in params.items() if v.kind == v.KEYWORD_ONLY and v.default is v.empty and k not in kw)
+    if missing:
+        raise TypeError(f"fit_harmonizer() missing keyword(s) {missing}")
+    args = {k: kw.get(k, v.default) for k, v in params.items() if v.kind == v.KEYWORD_ONLY}
+    if args["recipe"] not in RECIPES:  # bad names fail before the run folder is written
+        raise InputError(f"--recipe must be one of {RECIPES}, got {args['recipe']!r}")
+    for name in args["baselines"]:
+        create_harmonizer(name)
+    settings = {"command": "fit", "table_sha256": _table_hash(table),
+                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items() if k != "progress"}}
+    vgg = args.get("vgg_weights")
+    settings["vgg_weights_sha256"] = _file_hash(vgg)
+    out = Path(out_dir)
+    outputs = [*FIT_OUTPUTS, *(f"classifier_{b}" for b in args["baselines"])]
+    with open_run(out, WORKFLOW, settings, outputs=outputs, restart=restart) as run:
+        files = ["model.pt", "results.csv", "report.html"]
+        if run.unit_done("fit", settings, outputs=files):
+            log.info("%s already holds this fit: returning its results", out)
+            from harmonization.xray.gdce import load_predictors
+
+            return {"results": pd.read_csv(out / "results.csv"), "predictors": load_predictors(out / "model.pt")[0],
+                    "comparison": None, "resumed": True}
+        res = _fit_harmonizer(table, out, **kw)
+        results = res["results"]
+        run.write_metrics({"auc": results[["method", "vendor", "auc", "auc_lo", "auc_hi"]].to_dict(orient="records"),
+                           "keep_predictor": bool(res["comparison"].keep_predictor)})
+        run.mark_unit("fit", settings)
+    return {**res, "resumed": False}
+
+
+def _table_hash(table: pd.DataFrame) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(",".join(map(str, table.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(table.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_hash(path: str | Path | None) -> str | None:
+    if path is None or not Path(str(path)).is_file():
+        return None
+    from harmonization.xray.pipeline import model_fingerprint
+
+    return model_fingerprint(path)
+
+
+def _fit_harmonizer(
     table: pd.DataFrame,
     out_dir: str | Path,
     *,

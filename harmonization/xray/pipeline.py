@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medbench.errors import InputError
+from medbench.runs import Run, open_run
 
 if TYPE_CHECKING:
     from medbench.io.dicom import DicomImage
@@ -101,6 +102,10 @@ def model_fingerprint(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+WORKFLOW = "harmonize"  # the run folder's workflow name (log: harmonize.log)
+APPLY_LOG = "harmonize_log.csv"  # one row per input file of a ``harmonize apply`` batch
+
+
 @dataclass(frozen=True)
 class _ApplyJob:
     src: str
@@ -108,6 +113,9 @@ class _ApplyJob:
     model: str
     fingerprint: str
     deidentify: bool = False
+    run: Run | None = None
+    unit: str = ""
+    settings: dict | None = None
 
 
 def _apply_one(job: _ApplyJob) -> str:
@@ -115,8 +123,6 @@ def _apply_one(job: _ApplyJob) -> str:
     from medbench.io import read_dicom, write_derived_image
 
     dst = Path(job.dst)
-    if dst.is_file():
-        return "skipped"
     if job.model not in _PREDICTORS:  # one load per worker process
         _PREDICTORS[job.model] = load_predictors(job.model)
     models, reference = _PREDICTORS[job.model]
@@ -144,6 +150,8 @@ def _apply_one(job: _ApplyJob) -> str:
     write_derived_image(values, job.src, dst, description=f"{how} (medbench, model {job.fingerprint})",
                         series_description="GDCE harmonized (medbench)",
                         uid_key=f"gdce:{job.fingerprint}:{job.src}", deidentify=deid)
+    if job.run is not None:
+        job.run.mark_unit(job.unit, job.settings)
     return "written"
 
 
@@ -169,12 +177,17 @@ def _load_checked(model: str) -> tuple[dict, str]:
 
 def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, workers: int | None = None,
                  executor: str = "local", scheduler: str | None = None, progress: bool = True,
-                 deidentify: bool = False) -> pd.DataFrame:
+                 deidentify: bool = False, restart: bool = False) -> pd.DataFrame:
     """Harmonise every DICOM under ``folder`` into ``out`` (same relative paths).
 
     ``deidentify``: write de-identified headers (:mod:`medbench.io.deid`). An ``out`` inside
-    ``folder`` is left out of the input scan. Inputs are only read. Existing outputs are skipped (resume). Files that fail are reported
-    in the returned table with their error, and the batch goes on.
+    ``folder`` is left out of the input scan. Inputs are only read. Files that fail are reported
+    in the returned table (and ``harmonize_log.csv``) with their error, and the batch goes on.
+
+    ``out`` is a :func:`medbench.runs.open_run` run folder (``config.yaml``, ``harmonize.log``,
+    ``units/``): each image is a unit recorded with the settings hash (model content, input folder,
+    de-identification), so a re-run with the same settings skips finished images, and one with other
+    settings is refused, every change listed, unless ``restart`` (which removes the previous outputs).
     """
     from medbench.parallel import Failure, check_executor, map_items
 
@@ -197,15 +210,37 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
     if key not in _PREDICTORS:  # a corrupt model is reported once, up front, not once per file
         _PREDICTORS[key] = _load_checked(key)
     fp = model_fingerprint(model)
-    jobs = [_ApplyJob(str(p), str(dst_root / p.relative_to(src_root)), str(Path(model).resolve()), fp, deidentify)
-            for p in files]
-    results = map_items(_apply_one, jobs, workers=workers, executor=executor, scheduler=scheduler,
-                        desc="harmonize", progress=progress, isolate=True)
-    rows = []
-    for job, res in zip(jobs, results):
-        if isinstance(res, Failure):
-            rows.append({"path": job.src, "output": "", "status": "failed", "error": f"{res.error}: {res.message}"})
-        else:
-            rows.append({"path": job.src, "output": job.dst, "status": res, "error": "",
-                         "deidentified": bool(deidentify)})
-    return pd.DataFrame(rows)
+    settings = {"command": "apply", "input": str(src_root), "model": key, "model_sha256": fp,
+                "deidentify": bool(deidentify)}
+    rel = [p.relative_to(src_root).as_posix() for p in files]
+    old = _recorded_outputs(dst_root)
+    with open_run(dst_root, WORKFLOW, settings, outputs=sorted(set(rel) | old) + [APPLY_LOG],
+                  restart=restart) as run:
+        jobs = [_ApplyJob(str(p), str(dst_root / r), key, fp, deidentify, run, r, settings)
+                for p, r in zip(files, rel, strict=True)]
+        todo = [job for job in jobs if not run.unit_done(job.unit, settings, outputs=[job.unit])]
+        results = map_items(_apply_one, todo, workers=workers, executor=executor, scheduler=scheduler,
+                            desc="harmonize", progress=progress, isolate=True)
+        status = {job.src: res for job, res in zip(todo, results, strict=True)}
+        rows = []
+        for job in jobs:
+            res = status.get(job.src, "skipped")
+            if isinstance(res, Failure):
+                rows.append({"path": job.src, "output": "", "status": "failed",
+                             "error": f"{res.error}: {res.message}"})
+            else:
+                rows.append({"path": job.src, "output": job.dst, "status": res, "error": "",
+                             "deidentified": bool(deidentify)})
+        table = pd.DataFrame(rows)
+        run.write_table(APPLY_LOG, table)
+    return table
+
+
+def _recorded_outputs(out: Path) -> set[str]:
+    """Output files of a previous batch in ``out`` (from its log), so ``restart`` removes them too."""
+    try:
+        old = pd.read_csv(out / APPLY_LOG)
+    except (OSError, ValueError):
+        return set()
+    return {os.path.relpath(p, out) for p in old.get("output", pd.Series(dtype=str)).dropna().astype(str)
+            if p and not os.path.relpath(p, out).startswith("..")}

@@ -93,6 +93,8 @@ class Run:
     # -- units of work -------------------------------------------------------------------------
     def _unit_path(self, name: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+        if safe != name:  # "a/b.dcm" and "a_b.dcm" must not share a record
+            safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         return self.out / UNITS_DIR / f"{safe}.json"
 
     def unit_done(self, name: str, settings: Any = None, outputs: list[str | Path] | tuple = ()) -> bool:
@@ -216,5 +218,12 @@ def open_run(
     try:
         with ctx:
             yield run
+    except BaseException:
+        if not resumed and not run.units():
+            # nothing was computed: forget the settings, so a corrected re-run is not refused
+            for name in (SETTINGS_FILE, CONFIG_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+        raise
     finally:
         remove_stale_temps(folder)

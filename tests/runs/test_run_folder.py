@@ -62,3 +62,17 @@ def test_open_run_refuses_listing_every_change_then_restarts(tmp_path: Path) -> 
         assert not run.resumed and run.units() == [] and not (out / "scores.csv").exists()
     assert (out / "notes.txt").read_text() == "mine"
     assert yaml.safe_load((out / "config.yaml").read_text())["settings"]["seed"] == 1
+
+
+def test_a_run_that_fails_before_any_unit_leaves_no_settings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="bad vendor"), open_run(out, "harmonize", {"vendor": "x"}):
+        raise InputError("bad vendor")
+    assert not (out / "settings.yaml").exists() and not (out / "config.yaml").exists()
+    with open_run(out, "harmonize", {"vendor": "y"}) as run:  # the corrected re-run is not refused
+        run.mark_unit("a/b.dcm")
+        run.mark_unit("a_b.dcm")
+        assert sorted(run.units()) == ["a/b.dcm", "a_b.dcm"]  # distinct records
+    with pytest.raises(RuntimeError), open_run(out, "harmonize", {"vendor": "y"}):
+        raise RuntimeError("killed mid-run")
+    assert (out / "settings.yaml").exists()  # units were computed: the record stays
