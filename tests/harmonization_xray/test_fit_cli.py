@@ -86,4 +86,4 @@ def test_a_harmonizer_that_needs_the_fit_job_is_refused_as_a_baseline(tmp_path: 
     with pytest.raises(InputError, match="'gdce': it needs labelled_source_images, reference_classifier"):
         fit_harmonizer(table, tmp_path / "run", vendor_column="Manufacturer", reference="RefVendor",
                        baselines=("histmatch", "gdce"), progress=False)
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "model.pt").exists()  # refused before any training
