@@ -74,13 +74,13 @@ def main() -> None:
     from harmonization.ct.denoisers import WEIGHTS_DIR, create_denoiser
     from harmonization.ct.evaluation import compare, make_cases, summarise, tune_classical
     from harmonization.ct.training import (
-        TrainConfig,
+        DenoiserTrainConfig,
         make_training_data,
         train_redcnn,
         train_two_stage,
     )
 
-    cfg = TrainConfig(epochs=args.epochs, iters_per_epoch=args.iters, lr_drop_epoch=(2 * args.epochs) // 3)
+    cfg = DenoiserTrainConfig(epochs=args.epochs, iters_per_epoch=args.iters, lr_drop_epoch=(2 * args.epochs) // 3)
     if args.mixed_doses:
         mixed_dose(args, cfg)
         return

@@ -8,13 +8,15 @@ three test sets; ``gap = AUC_iid - AUC_ood``. Which positives carry the artifact
 (rank of a uniform number drawn from ``(seed, confounder, uid)``), so the confounded set at a larger
 ``p`` contains the one at a smaller ``p``.
 
-Each finished unit writes its folder ``<out>/units/<unit>/`` (the name carries source, confounder,
+Each unit writes its folder ``<out>/units/<unit>/`` (the name carries source, confounder,
 ``p<value>`` and split): ``sets.parquet`` (``uid, patient_id, label, set, confounded``, plus ``sex``
 when the data has it and the sampled column for sampled confounders; ``set`` is one of
 :data:`SET_NAMES`), ``predictions.parquet`` (``uid, set, label, prob`` for the three test sets; the
-row's AUCs are recomputable from it) and, last, ``row.json``. A rerun skips units whose
-``row.json`` exists with the same settings hash. ``results.csv``, ``summary.csv``,
-``comparisons.csv`` and ``report.html`` are rebuilt from the rows at the end.
+row's AUCs are recomputable from it) and ``row.json``; then ``units/<unit>.json`` records it finished
+with its settings hash (:func:`medbench.runs.open_run`). A rerun skips finished units; which
+setting changes are refused and which only add units is in :mod:`confounders.audit_folder`.
+``results.csv``, ``summary.csv``, ``comparisons.csv``, ``metrics.json`` and ``report.html`` are
+rebuilt from the current config's units at the end.
 
 Statistics: AUCs with patient-level bootstrap CIs (``n_boot``, default 1,000), Keras' one-hot AUC
 as an extra column (``auc_*_keras``, the paper's numbers), and the source comparison of
@@ -42,7 +44,6 @@ A YAML config for ``medbench audit -c audit.yaml -o runs/audit`` (flags override
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -56,6 +57,13 @@ import pandas as pd
 import torch
 
 from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
+from confounders.audit_folder import (
+    open_audit_run,
+    record_config,
+    resolved_config,
+    run_settings,
+    unit_settings,
+)
 from confounders.audit_stats import compare_sources, summarise
 from confounders.base import check_fraction
 from confounders.injection import ARTIFACT_SCALES, inject
@@ -68,7 +76,8 @@ from confounders.specs import (
 )
 from medbench.errors import InputError
 from medbench.registry import did_you_mean
-from medbench.utils.files import write_json_atomic, write_text_atomic
+from medbench.runs import settings_hash
+from medbench.utils.files import write_json_atomic
 from medbench.utils.rng import numpy_rng
 
 logger = logging.getLogger(__name__)
@@ -93,9 +102,12 @@ class AuditConfig:
         data: ``{"kind": "synthetic", "n", "size", "seed"}``, ``{"kind": "dicom", "manifest",
             "labels", "size", "positive"}`` or ``{"kind": "nih", "csv_dir", "image_root", "size",
             "positive"}``. Synthetic/DICOM data also take ``scheme`` ("fixed-test", the authors':
-            one fixed test set + GroupShuffleSplit train/val; or "kfold": patient k-fold, whose
-            test set changes per split), ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
+            one fixed test set + GroupShuffleSplit train/val; "kfold": patient k-fold, whose
+            test set changes per split; "stratified-kfold": scikit-learn StratifiedGroupKFold),
+            ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
             NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
+            DICOM and NIH data take ``window``: ``(center, width)`` / ``"C,W"``, ``"minmax"``,
+            ``"bits"``, or none (default: each DICOM's own VOI window; PNGs by bit depth).
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
         drop_rate: Dropout before the new head (the paper: 0.5).
         seed: Seeds the artifact selection and (plus the split index) training.
@@ -145,6 +157,9 @@ class AuditConfig:
             raise InputError(f"artifact_scale {self.artifact_scale!r}: "
                              f"{did_you_mean(str(self.artifact_scale), ARTIFACT_SCALES)}")
         kind = self.data.get("kind", "synthetic")
+        from medbench.io.images import parse_window
+
+        parse_window(self.data.get("window"))  # fail early on a bad window
         if kind not in DATA_KINDS:
             raise InputError(f"data kind {kind!r}: {did_you_mean(str(kind), DATA_KINDS)}")
         labels = [spec_label(s) for s in self.sources]
@@ -212,14 +227,6 @@ def units(cfg: AuditConfig, n_splits: int) -> list[Unit]:
             for p in cfg.ps]
 
 
-def settings_hash(cfg: AuditConfig, unit: Unit) -> str:
-    """Hash of everything that determines a unit's row besides its key."""
-    d = {"data": cfg.data, "train": cfg.train_dict(), "drop": cfg.drop_rate, "seed": cfg.seed,
-         "n_boot": cfg.n_boot, "source": unit.source, "confounder": unit.confounder,
-         "artifact_scale": cfg.artifact_scale, **({"augment": cfg.augment} if cfg.augment else {})}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditData:
     """Dispatch on ``data_cfg["kind"]`` to the loaders of :mod:`confounders.audit_data`."""
     d = dict(data_cfg)
@@ -227,7 +234,7 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     scheme = d.get("scheme", "fixed-test")
     split_kw = {"scheme": scheme, "val_fraction": d.get("val_fraction", 0.15),
                 "test_fraction": d.get("test_fraction", 0.25),
-                "splits": max(5, splits) if scheme == "kfold" else max(1, splits)}
+                "splits": max(5, splits) if scheme in ("kfold", "stratified-kfold") else max(1, splits)}
     if kind == "synthetic":
         return load_synthetic(n=d.get("n", 400), size=d.get("size", 64), seed=d.get("seed", seed), **split_kw)
     if kind == "dicom":
@@ -236,11 +243,11 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
                 raise InputError(f"data kind 'dicom' needs {k!r} (a manifest from `medbench ingest` and a label table)")
         return load_dicom_folder(d["manifest"], d["labels"], size=d.get("size", 128),
                                  positive=d.get("positive", 1), label_column=d.get("label_column", "label"),
-                                 seed=seed, **split_kw)
+                                 seed=seed, window=d.get("window"), **split_kw)
     if "csv_dir" not in d:
         raise InputError("data kind 'nih' needs 'csv_dir' (the authors' train_foldK.csv/val_foldK.csv/test.csv)")
     return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
-                           positive=d.get("positive"), max_splits=splits)
+                           positive=d.get("positive"), max_splits=splits, window=d.get("window"))
 
 
 #: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
@@ -374,7 +381,7 @@ def unit_datasets(unit: Unit, cfg: AuditConfig, data: AuditData, *, batch_size: 
 
     from medbench.data.keras_augment import create_augmentation
 
-    augment = create_augmentation(cfg.augment)
+    augment = create_augmentation(cfg.augment, seed=cfg.seed + unit.split)  # the unit's training seed
 
     def subset(pos: np.ndarray, mask: np.ndarray, clean: bool = False, train: bool = False) -> ArrayDataset:
         meta = data.meta.iloc[pos][cols].reset_index(drop=True)
@@ -451,9 +458,12 @@ def unit_dir(out_dir: str | Path, unit: Unit) -> Path:
     return Path(out_dir) / "units" / unit.uid
 
 
+#: A unit's files in its folder; ``units/<unit>.json`` (written after them) marks it finished.
+UNIT_FILES = ("sets.parquet", "predictions.parquet", "row.json")
+
+
 def write_unit(folder: Path, output: UnitOutput) -> None:
-    """Write ``sets.parquet`` and ``predictions.parquet``, then ``row.json`` (its presence marks the
-    unit finished), each atomically."""
+    """Write ``sets.parquet``, ``predictions.parquet`` and ``row.json``, each atomically."""
     from medbench.utils.files import atomic_path
 
     for name, df in (("sets", output.sets), ("predictions", output.predictions)):
@@ -491,15 +501,22 @@ def audit_warnings(cfg: AuditConfig, data: AuditData, results: pd.DataFrame) -> 
     return pd.DataFrame(rows, columns=WARNING_COLUMNS)
 
 
-def collect_rows(out_dir: Path) -> pd.DataFrame:
-    """All finished units' rows (``units/*/row.json``)."""
-    rows = [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*/row.json"))]
-    return pd.DataFrame(rows)
+def collect_rows(out_dir: Path, unit_names: list[str]) -> pd.DataFrame:
+    """The rows (``units/<unit>/row.json``) of the named units, sorted by source, confounder, p, split."""
+    rows = [json.loads((Path(out_dir) / "units" / name / "row.json").read_text()) for name in unit_names]
+    if not rows:
+        return pd.DataFrame(columns=["unit", "source", "confounder", "p", "split"])
+    df = pd.DataFrame(rows).drop(columns=["settings_hash"], errors="ignore")
+    return df.sort_values(["source", "confounder", "p", "split"]).reset_index(drop=True)
 
 
 def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,
-              report: bool = True, progress: bool = False) -> AuditResult:
+              report: bool = True, progress: bool = False, restart: bool = False) -> AuditResult:
     """Run (or resume) the audit into ``out_dir`` and write results, summary and report.
+
+    The folder follows the run contract of :mod:`confounders.audit_folder`: a re-run with another
+    run setting (data, seed, preset, training recipe, ...) is refused listing every change; other
+    sources, confounders, ps or splits only add (or leave out) units.
 
     Args:
         cfg: The :class:`AuditConfig` (or its dict).
@@ -507,8 +524,11 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
         data: Pre-loaded data (default: loaded from ``cfg.data``).
         report: Write ``report.html``.
         progress: Show a progress bar over the units (finished units count as done).
+        restart: Discard the folder's audit outputs when its run settings differ, instead of refusing.
+
+    Raises:
+        InputError: ``out_dir`` holds an audit with other run settings and ``restart`` is False.
     """
-    import yaml
     from tqdm.auto import tqdm
 
     from medbench.train import dist
@@ -518,65 +538,64 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     out = Path(out_dir)
     dist.init_from_env(cfg.train_dict().get("device", "auto"))  # under torchrun only rank 0 writes
     main = dist.is_main()
-    if main:
-        (out / "units").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    dist.barrier()
-    if data is None:
-        data = load_data(cfg.data, splits=cfg.splits, seed=cfg.seed)
-    n_splits = min(int(cfg.splits), len(data.splits))
-    if n_splits < int(cfg.splits):
-        logger.warning("data has %d splits; running %d instead of %d", len(data.splits), n_splits, cfg.splits)
-    todo = units(cfg, n_splits)
-    done = skipped = 0
-    bar = tqdm(total=len(todo), desc="audit units", unit="unit", disable=not (progress and main), position=0)
-    for unit in todo:
-        folder = unit_dir(out, unit)
-        path = folder / "row.json"
-        h = settings_hash(cfg, unit)
-        if path.is_file() and all((folder / f).is_file() for f in ("sets.parquet", "predictions.parquet")):
-            try:
-                if json.loads(path.read_text()).get("settings_hash") == h:
-                    skipped += 1
-                    bar.update(1)
-                    continue
-            except json.JSONDecodeError:
-                pass
-            logger.info("unit %s: settings changed, recomputing", unit.uid)
-        run_dir = out / "runs" / unit.uid
-        logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
-        output = run_unit(unit, cfg, data, run_dir)
-        output.row["settings_hash"] = h
+    with open_audit_run(out, run_settings(cfg, data), restart=restart) as run:
+        if data is None:
+            data = load_data(cfg.data, splits=cfg.splits, seed=cfg.seed)
+        n_splits = min(int(cfg.splits), len(data.splits))
+        if n_splits < int(cfg.splits):
+            logger.warning("data has %d splits; running %d instead of %d", len(data.splits), n_splits, cfg.splits)
+        todo = units(cfg, n_splits)
+        names = [u.uid for u in todo]
         if main:
-            write_unit(folder, output)
-            if not cfg.keep_checkpoints:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            record_config(run, resolved_config(cfg, n_splits, names))
         dist.barrier()
-        done += 1
-        bar.update(1)
-    bar.close()
-    logger.info("audit: %d units run, %d already done", done, skipped)
-    keys = {u.uid for u in todo}
-    results = collect_rows(out)
-    results = results[results["unit"].isin(keys)].sort_values(["source", "confounder", "p", "split"])
-    results = results.reset_index(drop=True)
-    summary = summarise(results)
-    comparisons = compare_sources(results, seed=cfg.seed, n_perm=cfg.n_perm, alpha=cfg.alpha)
-    warnings = audit_warnings(cfg, data, results)
-    result = AuditResult(out, results, summary, comparisons, warnings=warnings)
-    if not main:
-        return result
-    tables = [("results", results), ("summary", summary), ("comparisons", comparisons), ("warnings", warnings)]
-    if cfg.preset == "source-matters":
-        from confounders.audit_presets import paper_comparison
+        done = skipped = 0
+        bar = tqdm(total=len(todo), desc="audit units", unit="unit", disable=not (progress and main), position=0)
+        for unit in todo:
+            folder = unit_dir(out, unit)
+            unit_cfg = unit_settings(cfg, unit)
+            # the training folder carries the unit's settings hash: a changed unit never resumes another's checkpoint
+            run_dir = out / "runs" / f"{unit.uid}__{settings_hash(unit_cfg)[:8]}"
+            if run.unit_done(unit.uid, unit_cfg, outputs=[folder / f for f in UNIT_FILES]):
+                if main and not cfg.keep_checkpoints:  # left by a run killed just after the unit finished
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                skipped += 1
+                bar.update(1)
+                continue
+            logger.info("unit %s (%d/%d)", unit.uid, done + skipped + 1, len(todo))
+            output = run_unit(unit, cfg, data, run_dir)
+            if main:
+                write_unit(folder, output)
+                if not cfg.keep_checkpoints:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                run.mark_unit(unit.uid, unit_cfg)
+            dist.barrier()
+            done += 1
+            bar.update(1)
+        bar.close()
+        if main and not cfg.keep_checkpoints and (out / "runs").is_dir() and not any((out / "runs").iterdir()):
+            (out / "runs").rmdir()
+        logger.info("audit: %d units run, %d already done", done, skipped)
+        results = collect_rows(out, names)
+        summary = summarise(results)
+        comparisons = compare_sources(results, seed=cfg.seed, n_perm=cfg.n_perm, alpha=cfg.alpha)
+        warnings = audit_warnings(cfg, data, results)
+        result = AuditResult(out, results, summary, comparisons, warnings=warnings)
+        if not main:
+            return result
+        tables = [("results", results), ("summary", summary), ("comparisons", comparisons), ("warnings", warnings)]
+        if cfg.preset == "source-matters":
+            from confounders.audit_presets import paper_comparison
 
-        tables.append(("paper_comparison", paper_comparison(summary)))
-    for name, df in tables:
-        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
-    if report:
-        from confounders.audit_report import write_report
+            tables.append(("paper_comparison", paper_comparison(summary)))
+        for name, df in tables:
+            run.write_table(f"{name}.csv", df)
+        run.write_metrics({"units": len(results), "splits": n_splits,
+                           "summary": summary.to_dict("records"), "comparisons": comparisons.to_dict("records")})
+        if report:
+            from confounders.audit_report import write_report
 
-        result.report_path = write_report(result, cfg, data, out / "report.html")
+            result.report_path = write_report(result, cfg, data, out / "report.html")
     return result
 
 

@@ -13,8 +13,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medbench.data.splits import (  # noqa: F401 - the audit's split API, re-exported
+    SPLIT_SCHEMES,
+    make_splits,
+    patient_fixed_test,
+    patient_kfold,
+    stratified_group_kfold,
+)
 from medbench.errors import InputError
-from medbench.utils.rng import numpy_rng
+from medbench.io.images import Window, parse_window
 
 logger = logging.getLogger(__name__)
 
@@ -42,74 +49,6 @@ class AuditData:
         self.meta = self.meta.reset_index(drop=True)
 
 
-def patient_kfold(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15, seed: int = 0,
-                  patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
-    """``k`` patient-grouped splits: split ``f`` tests on patient fold ``f``; ``val_fraction`` of the
-    remaining patients validate, the rest train. Returns row positions per set."""
-    if k < 2:
-        raise InputError(f"splits must be >= 2 for patient folds; got {k}")
-    pid = meta[patient_column].astype(str).to_numpy()
-    patients = np.array(sorted(set(pid)))
-    if len(patients) < k:
-        raise InputError(f"{len(patients)} patients cannot make {k} folds: lower splits or add data")
-    perm = patients[numpy_rng(seed, "audit-folds").permutation(len(patients))]
-    fold = dict(zip(perm, np.arange(len(perm)) % k))
-    fold_of_row = np.array([fold[p] for p in pid])
-    out = []
-    for f in range(k):
-        rest = np.array(sorted(set(pid[fold_of_row != f])))
-        rest = rest[numpy_rng(seed, "audit-val", f).permutation(len(rest))]
-        val_pat = set(rest[: max(1, int(round(val_fraction * len(rest))))])
-        is_val = np.array([p in val_pat for p in pid]) & (fold_of_row != f)
-        out.append({"train": np.flatnonzero((fold_of_row != f) & ~is_val), "val": np.flatnonzero(is_val),
-                    "test": np.flatnonzero(fold_of_row == f)})
-    return out
-
-
-#: Split schemes: the authors' fixed test set + GroupShuffleSplit train/val ("fixed-test",
-#: default), or patient k-fold cross-validation ("kfold": the test set changes per split).
-SPLIT_SCHEMES = ("fixed-test", "kfold")
-
-
-def patient_fixed_test(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15,
-                       test_fraction: float = 0.25, seed: int = 0,
-                       patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
-    """Source Matters' splits: one fixed patient-grouped test set, then ``k`` scikit-learn
-    ``GroupShuffleSplit`` train/val splits of the rest (``val_fraction`` of the patients, 0.15 in
-    the authors' ``gender.py``). ``test_fraction`` of the patients test (about 0.25 in the
-    authors' released chest14 files: 68 of 270 patients). Returns row positions per set."""
-    from sklearn.model_selection import GroupShuffleSplit
-
-    if k < 1:
-        raise InputError(f"splits must be >= 1; got {k}")
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < float(f) < 1.0:
-            raise InputError(f"{name} must lie in (0, 1); got {f}")
-    pid = meta[patient_column].astype(str).to_numpy()
-    if len(set(pid)) < 3:
-        raise InputError(f"{len(set(pid))} patients cannot make train/val/test sets: add data")
-    rows = np.arange(len(meta))
-    outer = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-    rest, test = next(outer.split(rows, groups=pid))
-    inner = GroupShuffleSplit(n_splits=k, test_size=val_fraction, random_state=seed)
-    out = []
-    for tr, va in inner.split(rest, groups=pid[rest]):
-        out.append({"train": np.sort(rest[tr]), "val": np.sort(rest[va]), "test": np.sort(test)})
-    return out
-
-
-def make_splits(meta: pd.DataFrame, *, scheme: str = "fixed-test", k: int = 5, val_fraction: float = 0.15,
-                test_fraction: float = 0.25, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Splits by ``scheme`` (:data:`SPLIT_SCHEMES`): :func:`patient_fixed_test` or :func:`patient_kfold`."""
-    if scheme == "fixed-test":
-        return patient_fixed_test(meta, k=k, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    if scheme == "kfold":
-        return patient_kfold(meta, k=max(2, k), val_fraction=val_fraction, seed=seed)
-    from medbench.registry import did_you_mean
-
-    raise InputError(f"split scheme {scheme!r}: {did_you_mean(str(scheme), SPLIT_SCHEMES)}")
-
-
 def _resize(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     t = torch.as_tensor(images, dtype=torch.float32)
     if t.ndim == 3:
@@ -134,16 +73,16 @@ def load_synthetic(*, n: int = 400, size: int = 64, seed: int = 0, splits: int =
                                  test_fraction=test_fraction, seed=seed), "synthetic")
 
 
-def _load_paths(paths: list[str], size: int) -> torch.Tensor:
+def _load_paths(paths: list[str], size: int, window: Window = None) -> torch.Tensor:
+    """Images read with :func:`medbench.io.images.read_image` (grey; ``window``: the DICOM's VOI by
+    default, "minmax", "bits" or (center, width)) and resized to ``size``."""
     from tqdm.auto import tqdm
 
-    from medbench.data.dataset import load_image01
+    from medbench.io.images import read_image
 
     out = torch.empty(len(paths), 1, size, size)
     for i, p in enumerate(tqdm(paths, desc="load images", unit="img", disable=len(paths) < 200)):
-        img = np.asarray(load_image01(p), dtype=np.float32)
-        if img.ndim == 3:
-            img = img.mean(axis=-1) if img.shape[-1] in (3, 4) else img[0]
+        img = read_image(p, window=window)
         out[i] = _resize(img[None], size)[0]
     return out
 
@@ -151,9 +90,10 @@ def _load_paths(paths: list[str], size: int) -> torch.Tensor:
 def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 128, positive: object = 1,
                       label_column: str = "label", splits: int = 5, seed: int = 0,
                       val_fraction: float = 0.15, scheme: str = "fixed-test",
-                      test_fraction: float = 0.25) -> AuditData:
+                      test_fraction: float = 0.25, window: Window = None) -> AuditData:
     """An ingested DICOM folder: ``manifest`` (``medbench ingest`` output, .parquet/.csv) joined with
-    a label table (.csv with ``path`` or ``sop_uid``/``uid`` and ``label_column``)."""
+    a label table (.csv with ``path`` or ``sop_uid``/``uid`` and ``label_column``). ``window``:
+    :func:`medbench.io.images.read_image` (default: each file's VOI window)."""
     man = _read_table(manifest)
     lab = _read_table(labels)
     if label_column not in lab.columns:
@@ -181,7 +121,7 @@ def load_dicom_folder(manifest: str | Path, labels: str | Path, *, size: int = 1
     if "patient_id" not in df.columns:
         df["patient_id"] = df["patient_hash"] if "patient_hash" in df.columns else df["uid"]
     df = df.reset_index(drop=True)
-    images = _load_paths(df["path"].astype(str).tolist(), size)
+    images = _load_paths(df["path"].astype(str).tolist(), size, parse_window(window))
     return AuditData(images, df, make_splits(df, scheme=scheme, k=splits, val_fraction=val_fraction,
                                              test_fraction=test_fraction, seed=seed), "dicom")
 
@@ -266,11 +206,12 @@ def _join_data_entry(meta: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
 
 
 def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *, size: int = 128,
-                    positive: object = None, max_splits: int | None = None) -> AuditData:
+                    positive: object = None, max_splits: int | None = None, window: Window = None) -> AuditData:
     """NIH ChestX-ray14 with the paper's split CSVs (``,path,pid,class``: unnamed index, image path,
     patient id, class; a ``Patient Gender`` column becomes ``sex``). ``class`` equal to
     ``positive`` is label 1 (default: "YES" when the classes are YES/NO as in the authors' files,
-    else 1); relative paths join ``image_root``."""
+    else 1); relative paths join ``image_root``. ``window``: :func:`medbench.io.images.read_image`
+    (default: 8-bit PNGs divided by 255)."""
     csvs = find_split_csvs(csv_dir)[: max_splits or None]
     frames = []
     for i, sets in enumerate(csvs):
@@ -302,5 +243,5 @@ def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *
     for i in range(len(csvs)):
         rows = allrows[allrows._split == i]
         splits.append({s: np.array(sorted(pos[p] for p in rows.loc[rows._set == s, "path"])) for s in SETS})
-    images = _load_paths(meta["path"].tolist(), size)
+    images = _load_paths(meta["path"].tolist(), size, parse_window(window))
     return AuditData(images, meta, splits, "nih")

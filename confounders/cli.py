@@ -77,6 +77,9 @@ def audit_command(
     radimagenet_weights: Path | None = typer.Option(
         None, "--radimagenet-weights", help="RadImageNet .h5 (RadImageNet-ResNet50_notop.h5)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Training batch size."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an audit in OUT whose data, seed or training "
+                                 "settings differ, instead of refusing (other sources, confounders, p or splits "
+                                 "only add units)."),
 ) -> None:
     """Run (or resume) the robustness audit: sources x confounders x p x splits."""
     from rich.console import Console
@@ -129,7 +132,7 @@ def audit_command(
     if missing := missing_weights(cfg["sources"]):
         raise InputError(f"preset {preset!r}: source(s) {missing} need weight files: pass --imagenet-weights "
                          "and --radimagenet-weights (Keras .h5), or choose sources with --source")
-    result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress)
+    result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress, restart=restart)
     console = Console()
     cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
     console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -13,10 +13,12 @@ import functools
 import torch
 
 from confounders.base import Confounder, check_positive, register_confounder
+from medbench.data.bands import BANDS
 from medbench.errors import InputError
 from medbench.utils.rng import torch_generator
 
-BANDS: dict[str, tuple[float, float]] = {"low": (0.02, 0.12), "mid": (0.25, 0.45), "high": (0.6, 0.9)}
+# BANDS is medbench.data.bands.BANDS (cycles/pixel, shared with transferability.spectral); a named
+# band enters this module's Nyquist-fraction unit through FrequencyBand.nyquist_fraction().
 
 
 @functools.lru_cache(maxsize=64)
@@ -115,7 +117,8 @@ class FrequencyPattern(Confounder):
     """Adds a band-limited pattern (the spectral study's frequency shortcut).
 
     Args:
-        band: "low", "mid", "high" or (lo, hi) as fractions of Nyquist.
+        band: "low", "mid", "high" (:data:`medbench.data.bands.BANDS`, the spectral study's
+            bands, converted to fractions of Nyquist) or (lo, hi) as fractions of Nyquist.
         amplitude: Peak amplitude of the added pattern in intensity units.
         per_sample: New random phases per uid; by default one fixed pattern (per seed and size).
     """
@@ -128,7 +131,7 @@ class FrequencyPattern(Confounder):
         if isinstance(band, str):
             if band not in BANDS:
                 raise InputError(f"band must be one of {list(BANDS)} or (lo, hi); got {band!r}")
-            self.band = BANDS[band]
+            self.band = BANDS[band].nyquist_fraction()
         else:
             lo, hi = (float(b) for b in band)
             if not 0 <= lo < hi:

@@ -1,7 +1,11 @@
 """Putting an artifact on chosen images: at the working size, or made at the confounder's native
-acquisition size (``ref_size``) and carried down, as the authors filter and tag at 1024 px."""
+acquisition size (``ref_size``) and carried down, as the authors filter and tag at 1024 px.
+:class:`ConfounderTransform` plugs a confounder into the data path's uid-aware pipeline."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,3 +57,37 @@ def inject(conf: Confounder, images: torch.Tensor, uids: list[str], mask: np.nda
         native = scale == "native" and not conf.per_pixel and tuple(images.shape[-2:]) != (conf.ref_size,) * 2
         out[idx] = native_delta(conf, sub, sub_uids) if native else conf(sub, sub_uids)
     return out
+
+
+class ConfounderTransform:
+    """A confounder as a step of the uid-aware pipeline (:mod:`medbench.data.transforms`).
+
+    The artifact goes on the images whose uid is in ``uids`` (all images when None), drawn as the
+    confounder always draws: seeded by ``(seed, uid)``, so the same image gets the same artifact
+    in every epoch, worker and resume. ``scale`` as in :func:`inject`.
+
+    Args:
+        conf: The confounder (``conf(images (N, C, H, W), uids) -> images``).
+        uids: Uids that carry the artifact; None: every image.
+        scale: "native" (made at ``conf.ref_size``) or "working".
+    """
+
+    uid_aware = True
+
+    def __init__(self, conf: Confounder, uids: Collection[str] | None = None, *, scale: str = "native") -> None:
+        if scale not in ARTIFACT_SCALES:
+            raise InputError(f"artifact_scale {scale!r}: {did_you_mean(str(scale), ARTIFACT_SCALES)}")
+        self.conf, self.scale = conf, scale
+        self.uids = None if uids is None else frozenset(str(u) for u in uids)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        uid = str(data["uid"])
+        if self.uids is not None and uid not in self.uids:
+            return data
+        img = data["image"]
+        out = inject(self.conf, img[None], [uid], np.ones(1, dtype=bool), scale=self.scale)[0]
+        return {**data, "image": out}
+
+    def __repr__(self) -> str:
+        n = "all" if self.uids is None else len(self.uids)
+        return f"ConfounderTransform({self.conf!r}, uids={n}, scale={self.scale!r})"

@@ -496,10 +496,10 @@ the command line; the bundled checkpoints are the same design trained longer.
 """),
     code("""
 from harmonization.ct.learned import load_checkpoint
-from harmonization.ct.training import TrainConfig, make_training_data, train_two_stage
+from harmonization.ct.training import DenoiserTrainConfig, make_training_data, train_two_stage
 
 train_data = make_training_data(3, 4, size=64, n0=N0)  # phantoms "train-0..2": disjoint from val/test
-tcfg = TrainConfig(epochs=4, iters_per_epoch=30, batch_size=8, patch=32, proj_width=8, proj_depth=3,
+tcfg = DenoiserTrainConfig(epochs=4, iters_per_epoch=30, batch_size=8, patch=32, proj_width=8, proj_depth=3,
                    img_width=12, img_depth=4, lr=2e-3)
 quick_path = train_two_stage(train_data, tcfg, "ct_quick", progress=False)
 print("L1 per epoch:", np.round(load_checkpoint(quick_path)["meta"]["history"], 4))

@@ -32,9 +32,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of fine-tuning and FU triplets."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Local weights file for sources that need one."),  # noqa: UP045
         tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
+        restart: bool = typer.Option(False, "--restart", help="Discard a run in OUT computed on other data or "
+                                     "settings, instead of refusing (other sources, metrics or --finetune only add work)."),
     ) -> None:
         """Extract features of each source on the target images, compute transferability metrics,
-        optionally fine-tune for ground truth; writes scores.csv, table.csv, metrics.json, report.html."""
+        optionally fine-tune for ground truth; writes config.yaml, transfer.log, scores.csv, table.csv,
+        metrics.json, report.html. A re-run resumes; one with other data or settings is refused."""
         from medbench.train.experiment import join_labels, read_table
         from transferability.pipeline import run_transfer
 
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
         name = target or (manifest.name if manifest.is_dir() else manifest.parent.name) or "target"
         res = run_transfer(table, out, sources=srcs, metrics=mets, label=label, target=name, size=size,
                            batch_size=batch_size, device=device, backend=backend, finetune=finetune,
-                           epochs=epochs, seed=seed, weights=weights)
+                           epochs=epochs, seed=seed, weights=weights, restart=restart)
         typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         typer.echo(f"table: {res.out_dir / 'table.csv'}")
         typer.echo(f"report: {res.report}")

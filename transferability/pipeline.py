@@ -1,14 +1,29 @@
 """The ``medbench transfer`` workflow: features per source (cached), scores, optional ground truth.
 
-One run folder holds ``features/<source>.npz`` (features, source logits where the source has a
-head, labels and uids; reused when the same images, labels and size come again), ``scores.csv``
-(long: target, source, metric, score, auc), ``table.csv`` (wide: one row per source),
+One run folder (:func:`medbench.runs.open_run`) holds ``config.yaml``, ``transfer.log``,
+``features/<source>.npz`` (features, source logits where the source has a head, labels and uids),
+``scores.csv`` (long: target, source, metric, score, auc), ``table.csv`` (wide: one row per source),
 ``metrics.json`` and ``report.html``; with fine-tuning, ``finetune/<source>/`` is each
-``medbench train``-style run (resumed when present).
+``medbench train``-style run. Each source's features and each fine-tuning run are units
+(``units/features-<source>.json``, ``units/finetune-<source>.json``, with their settings hash): a
+resumed run skips the finished ones.
+
+Settings fall in three groups (see :func:`transfer_settings`):
+
+* the data (images, labels, patient groups), label column, image size, batch size, weights, and
+  fine-tuning epochs and seed change every unit: a re-run with any of them changed is refused,
+  listing every change, unless ``--restart`` discards the folder's outputs;
+* other sources or ``--finetune`` only add units;
+* the metrics, target name, backend and device are applied to the cached features on every run.
+
+``scores.csv``, ``table.csv``, ``metrics.json`` and ``report.html`` always describe exactly the
+sources and metrics of the current ``config.yaml`` (they are removed before a config that differs
+is recorded, so a killed run leaves no mix).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -18,13 +33,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from medbench.errors import InputError
+from medbench.runs import CONFIG_FILE, METRICS_FILE, Run, open_run
 from medbench.utils.files import atomic_path, write_json_atomic
 from transferability.report_text import RELATIVE_METRICS, metric_note
 
 log = logging.getLogger(__name__)
 
+FU_IMAGES = 256  # gradient metrics (FU) see the first images (see cached_features)
+#: Files rebuilt at the end of every run from the units (they describe the current config).
+SUMMARY_OUTPUTS = ("scores.csv", "table.csv", "report.html", METRICS_FILE)
+#: Everything the workflow writes besides units/, config and log (removed by ``--restart``).
+TRANSFER_OUTPUTS = ("features", "finetune", *SUMMARY_OUTPUTS)
 
 
 @dataclass
@@ -89,7 +111,7 @@ def extract_features(model: Any, dataset: Any, *, batch_size: int = 32, device: 
 
 def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weights: str | None = None,
                     batch_size: int = 32, device: str = "cpu", gradient: Sequence[str] = (),
-                    fu_images: int | None = 256) -> dict[str, np.ndarray]:
+                    fu_images: int | None = FU_IMAGES) -> dict[str, np.ndarray]:
     """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches.
 
     ``gradient`` names registered ``kind="gradient"`` metrics (FU) computed on the source model
@@ -142,7 +164,6 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
 
 def _finetune_auc(table: pd.DataFrame, run_dir: Path, spec: str, *, label: str, size: int, epochs: int,
                   batch_size: int, device: str, seed: int, weights: str | None) -> float:
-    from medbench.eval.metrics import auc
     from medbench.train.config import TrainConfig
     from medbench.train.experiment import run_experiment
 
@@ -150,17 +171,80 @@ def _finetune_auc(table: pd.DataFrame, run_dir: Path, spec: str, *, label: str, 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, device=device, seed=seed, progress=False)
     res = run_experiment(table, run_dir / "finetune" / _slug(spec), label=label, source=name, arch=arch,
                          size=size, cfg=cfg, weights=weights)
-    pred = res.fit.predictions
+    return _test_auc(res.fit.predictions)
+
+
+def _test_auc(pred: pd.DataFrame) -> float:
+    """Test-split AUC of a fine-tuning run's predictions (binary, or macro one-vs-rest)."""
+    from medbench.eval.metrics import auc
+
     test = pred[pred["split"] == "test"]
     probs = test["prob"] if "prob" in test.columns else test[[c for c in test.columns if c.startswith("prob_")]]
-    return auc(test["label"].to_numpy(), probs.to_numpy())  # binary, or macro one-vs-rest
+    return auc(test["label"].to_numpy(), probs.to_numpy())
+
+
+def transfer_settings(df: pd.DataFrame, *, label: str, size: int, batch_size: int, epochs: int, seed: int,
+                      weights: str | None) -> dict[str, Any]:
+    """The settings that change every unit (checked by ``open_run``: a change is refused).
+
+    The data enter as their size and a hash of ``uid``, label and patient group per row.
+    """
+    rows = df[["uid", label, "patient_hash"]].astype(str)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return {"data": {"n_images": len(df), "hash": digest}, "label": label, "size": size,
+            "batch_size": batch_size, "weights": weights, "finetune": {"epochs": epochs, "seed": seed}}
+
+
+def _record_config(run: Run, resolved: dict[str, Any]) -> None:
+    """``config.yaml`` for ``resolved``; the summary files go first when the recorded config differs."""
+    path = run.out / CONFIG_FILE
+    try:
+        old = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resolved")
+    except (OSError, yaml.YAMLError):
+        old = None
+    if old != yaml.safe_load(yaml.safe_dump(resolved)):
+        for name in SUMMARY_OUTPUTS:
+            (run.out / name).unlink(missing_ok=True)
+    run.write_config(resolved)
+
+
+def _source_features(run: Run, spec: str, ds: Any, *, size: int, weights: str | None, batch_size: int,
+                     device: str, gradient: Sequence[str]) -> dict[str, np.ndarray]:
+    """The features unit of ``spec``: loaded when recorded with these settings, else computed."""
+    from transferability.metrics import METRICS
+
+    unit = f"features-{_slug(spec)}"
+    recipes = {g: METRICS.get(g).recipe for g in gradient}  # gradient metrics (FU) and their recipes
+    settings = {"source": spec, "gradient": recipes or None, "fu_images": FU_IMAGES if gradient else None}
+    path = run.out / "features" / f"{_slug(spec)}.npz"
+    if run.unit_done(unit, settings, outputs=[path]):
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    data = cached_features(run.out, spec, ds, size=size, weights=weights, batch_size=batch_size,
+                           device=device, gradient=gradient)
+    run.mark_unit(unit, settings)
+    log.info("source %s: features of %d images (%d dims)%s", spec, *data["features"].shape,
+             "".join(f", {g} {float(data[g]):.4g}" for g in gradient))
+    return data
+
+
+def _source_finetune(run: Run, df: pd.DataFrame, spec: str, **kw: Any) -> float:
+    """The fine-tuning unit of ``spec``: its test AUC, from the recorded run's predictions when finished."""
+    unit = f"finetune-{_slug(spec)}"
+    pred = run.out / "finetune" / _slug(spec) / "predictions.parquet"
+    if run.unit_done(unit, {"source": spec}, outputs=[pred]):
+        return _test_auc(pd.read_parquet(pred))
+    value = _finetune_auc(df, run.out, spec, **kw)
+    run.mark_unit(unit, {"source": spec}, auc=value)
+    log.info("source %s: fine-tuned, test AUC %.4f", spec, value)
+    return value
 
 
 def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[str],
                  metrics: Sequence[str] | None = None, label: str = "label", target: str = "target",
                  size: int = 224, batch_size: int = 32, device: str = "cpu", backend: str = "numpy",
                  finetune: bool = False, epochs: int = 5, seed: int = 0,
-                 weights: str | None = None) -> TransferResult:
+                 weights: str | None = None, restart: bool = False) -> TransferResult:
     """Score every source on the target table; optionally fine-tune each for its test AUC.
 
     Args:
@@ -179,20 +263,23 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
         epochs: Fine-tuning epochs.
         seed: Seed of the fine-tuning runs.
         weights: Local weights file for sources that need one.
+        restart: Discard the folder's outputs when its settings differ, instead of refusing.
 
     NCTI is combined across the sources as the authors do (:func:`ncti_combine`: each term
     min-max scaled across the candidate sources, then summed), so its scores rank the sources of
     this run only. Metrics that are degenerate for the data's shape (H-score with D >= N - 1) and
     sources whose FU is undefined are reported in ``TransferResult.warnings``, ``metrics.json``
     and the report.
+
+    Raises:
+        InputError: ``out_dir`` holds a run with other settings (every change listed) and ``restart``
+            is False.
     """
     from medbench.data.dataset import ImageDataset
     from medbench.eval.report import HtmlReport
     from medbench.train.experiment import prepare_table
     from transferability.features import METRICS, compute_metric, list_metrics
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not sources:
         raise InputError("no sources: pass --sources a,b,c")
     names = list(metrics) if metrics else list_metrics()
@@ -201,68 +288,75 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
     specs.update({p: METRICS.get(p) for p in per_source})
     grads = [m for m in per_source if specs[m].kind == "gradient"]
     df = prepare_table(table, label)
-    ds = ImageDataset(df, label_column=label, size=size, channels=1)
-    rows: list[dict[str, Any]] = []
-    values: dict[str, dict[str, float]] = {m: {} for m in per_source}  # metric -> source -> score
-    terms: dict[str, dict[str, Any]] = {m: {} for m in per_source}  # relative metrics' per-source terms
-    warnings: list[str] = []
-    for spec in sources:
-        data = cached_features(out, spec, ds, size=size, weights=weights, batch_size=batch_size,
-                               device=device, gradient=grads)
-        logits = data.get("logits")
-        n, d = data["features"].shape
-        n_classes = len(np.unique(data["labels"]))
-        for m in per_source:
+    settings = transfer_settings(df, label=label, size=size, batch_size=batch_size, epochs=epochs, seed=seed,
+                                 weights=weights)
+    with open_run(out_dir, "transfer", settings, outputs=TRANSFER_OUTPUTS, restart=restart) as run:
+        out = run.out
+        _record_config(run, {"target": target, "sources": list(sources), "metrics": names, "finetune": finetune,
+                             "backend": backend, "device": device})
+        ds = ImageDataset(df, label_column=label, size=size, channels=1)
+        rows: list[dict[str, Any]] = []
+        values: dict[str, dict[str, float]] = {m: {} for m in per_source}  # metric -> source -> score
+        terms: dict[str, dict[str, Any]] = {m: {} for m in per_source}  # relative metrics' per-source terms
+        warnings: list[str] = []
+        for spec in sources:
+            data = _source_features(run, spec, ds, size=size, weights=weights, batch_size=batch_size,
+                                    device=device, gradient=grads)
+            logits = data.get("logits")
+            n, d = data["features"].shape
+            n_classes = len(np.unique(data["labels"]))
+            for m in per_source:
+                ms = specs[m]
+                if ms.kind == "gradient":
+                    if not np.isfinite(float(data[m])):
+                        reason = str(data[f"{m}_error"]) if f"{m}_error" in data else "not finite"
+                        users = [m] + [c for c in names if m in specs[c].parts]
+                        warnings.append(f"{spec}: {m.upper() if m == 'fu' else m} undefined, left out of "
+                                        f"{' and '.join(users)} ({reason})")
+                    else:
+                        values[m][spec] = float(data[m])
+                    continue
+                if ms.needs_logits and logits is None:
+                    log.warning("%s needs source logits; %s has no pretrained head: skipped", m, spec)
+                    continue
+                msg = ms.warning_for(n, d, n_classes)
+                if msg and m in names:
+                    warnings.append(f"{spec}: {msg}")
+                if ms.part is not None:  # relative across the sources: combined below
+                    terms[m][spec] = ms.part(data["features"], data["labels"])
+                    continue
+                values[m][spec] = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend,
+                                                 device=device)
+        for m in names:
             ms = specs[m]
-            if ms.kind == "gradient":
-                if not np.isfinite(float(data[m])):
-                    reason = str(data[f"{m}_error"]) if f"{m}_error" in data else "not finite"
-                    users = [m] + [c for c in names if m in specs[c].parts]
-                    warnings.append(f"{spec}: {m.upper() if m == 'fu' else m} undefined, left out of "
-                                    f"{' and '.join(users)} ({reason})")
-                else:
-                    values[m][spec] = float(data[m])
-                continue
-            if ms.needs_logits and logits is None:
-                log.warning("%s needs source logits; %s has no pretrained head: skipped", m, spec)
-                continue
-            msg = ms.warning_for(n, d, n_classes)
-            if msg and m in names:
-                warnings.append(f"{spec}: {msg}")
-            if ms.part is not None:  # relative across the sources: combined below
-                terms[m][spec] = ms.part(data["features"], data["labels"])
-                continue
-            values[m][spec] = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend,
-                                             device=device)
-    for m in names:
-        ms = specs[m]
-        if ms.kind == "combined":  # sources that have every part
-            common = [s for s in sources if all(s in values[p] for p in ms.parts)]
-            got = ms.combine(*({s: values[p][s] for s in common} for p in ms.parts)) if common else {}
-        elif ms.part is not None:
-            got = ms.combine(terms[m]) if terms[m] else {}
+            if ms.kind == "combined":  # sources that have every part
+                common = [s for s in sources if all(s in values[p] for p in ms.parts)]
+                got = ms.combine(*({s: values[p][s] for s in common} for p in ms.parts)) if common else {}
+            elif ms.part is not None:
+                got = ms.combine(terms[m]) if terms[m] else {}
+            else:
+                got = values[m]
+            rows += [{"target": target, "source": s, "metric": m, "score": v} for s, v in got.items()]
+        scores = pd.DataFrame(rows)
+        if finetune:
+            aucs = {spec: _source_finetune(run, df, spec, label=label, size=size, epochs=epochs,
+                                           batch_size=batch_size, device=device, seed=seed, weights=weights)
+                    for spec in sources}
+            scores["auc"] = scores["source"].map(aucs)
         else:
-            got = values[m]
-        rows += [{"target": target, "source": s, "metric": m, "score": v} for s, v in got.items()]
-    scores = pd.DataFrame(rows)
-    if finetune:
-        aucs = {spec: _finetune_auc(df, out, spec, label=label, size=size, epochs=epochs,
-                                    batch_size=batch_size, device=device, seed=seed, weights=weights)
-                for spec in sources}
-        scores["auc"] = scores["source"].map(aucs)
-    else:
-        scores["auc"] = np.nan
-    scores.to_csv(out / "scores.csv", index=False)
-    wide = scores.pivot(index="source", columns="metric", values="score").reindex(list(sources))
-    wide.insert(0, "auc", scores.groupby("source")["auc"].first().reindex(wide.index))
-    wide = wide.reset_index()
-    wide.to_csv(out / "table.csv", index=False)
-    for w in warnings:
-        log.warning(w)
-    config = {"target": target, "sources": list(sources), "metrics": names, "label": label, "size": size,
-              "batch_size": batch_size, "device": device, "backend": backend, "finetune": finetune,
-              "epochs": epochs, "seed": seed, "weights": weights, "n_images": len(df)}
-    report = _report(out, scores, wide, target, finetune, HtmlReport, warnings, config=config)
+            scores["auc"] = np.nan
+        run.write_table("scores.csv", scores)
+        wide = scores.pivot(index="source", columns="metric", values="score").reindex(list(sources))
+        wide.insert(0, "auc", scores.groupby("source")["auc"].first().reindex(wide.index))
+        wide = wide.reset_index()
+        run.write_table("table.csv", wide)
+        for w in warnings:
+            log.warning(w)
+        config = {"target": target, "sources": list(sources), "metrics": names, "label": label, "size": size,
+                  "batch_size": batch_size, "device": device, "backend": backend, "finetune": finetune,
+                  "epochs": epochs, "seed": seed, "weights": weights, "n_images": len(df)}
+        report = _report(out, scores, wide, target, finetune, HtmlReport, warnings, config=config)
+        log.info("transfer: %d source(s) x %d metric(s) scored on %d images", len(sources), len(names), len(df))
     return TransferResult(out, scores, wide, report, warnings)
 
 

@@ -6,7 +6,8 @@ Protocol (after Source Matters / Lu et al. 2024, kept CPU-sized): synthetic ches
 (low / mid / high band, :func:`transferability.spectral.band_limited_pattern`) is added with
 amplitude ``amplitude`` to every positive training and i.i.d.-test image; in the o.o.d. test it
 is added to every negative and to no positive. Each source is fine-tuned (Adam, cross-entropy,
-fixed seeds) for ``epochs`` epochs, one fresh model per band.
+fixed seeds) for ``epochs`` epochs, one fresh model per band, through the training engine
+(:func:`medbench.train.engine.fit`; the per-step curve is recorded by the :class:`StepCurve` hook).
 
 Reported per (source, band): ``steps_to_loss`` / ``epochs_to_loss`` (first step at which the
 mean training loss over the last ``window`` steps is below ``loss_threshold``; NaN if never),
@@ -18,8 +19,11 @@ pattern's spectrum.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,9 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
-from medbench.utils.rng import derive_seed, numpy_rng
+from medbench.train.config import TrainConfig
+from medbench.train.hooks import TrainHook
+from medbench.utils.rng import derive_seed
 from transferability.spectral import (
     BANDS,
     Spectrum,
@@ -86,14 +92,85 @@ def _first_below(values: np.ndarray, threshold: float, window: int, above: bool 
     return float(hit[0] + window) if hit.size else float("nan")
 
 
+class StepCurve(TrainHook):
+    """Engine hook recording each optimizer step's training loss and batch accuracy.
+
+    Its state travels in the engine's ``last.pt``, so a resumed or finished run folder gives the
+    same curve as an uninterrupted run.
+    """
+
+    name = "step-curve"
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.accs: list[float] = []
+
+    def on_batch_end(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.losses.append(float(loss))
+        pred = logits.argmax(1) if logits.ndim == 2 and logits.shape[1] > 1 else (logits.reshape(-1) > 0).long()
+        self.accs.append(float((pred == targets).float().mean()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": torch.tensor(self.losses, dtype=torch.float64),
+                "accs": torch.tensor(self.accs, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses = [float(v) for v in state.get("losses", [])]
+        self.accs = [float(v) for v in state.get("accs", [])]
+
+
+@contextlib.contextmanager
+def _run_folder(work_dir: str | Path | None, source: str, band: str, data: dict[str, Any]) -> Iterator[Path]:
+    """The engine's run folder of one (source, band): under ``work_dir`` (kept, resumable) or temporary.
+
+    The folder name carries a hash of the data settings (``data``), which the engine's own resume
+    check does not see: changed data trains a new unit instead of reloading the old one.
+    """
+    from medbench.runs.folder import settings_hash
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source)
+    if work_dir is not None:
+        path = Path(work_dir) / f"{safe}__{band}__{settings_hash(data)[:8]}"
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"shortcut-{safe}-{band}-") as tmp:
+        yield Path(tmp)
+
+
+def _fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+               run_dir: Path) -> tuple[nn.Module, StepCurve]:
+    """Fine-tune through the engine (no validation set: the last epoch is kept) and record the curve.
+
+    The engine seeds the global torch RNG from ``cfg.seed``; the caller's RNG state is restored.
+    """
+    from medbench.data.dataset import ArrayDataset
+    from medbench.train.engine import fit
+
+    curve = StepCurve()
+    with torch.random.fork_rng(devices=[]):
+        res = fit(model, ArrayDataset(x, y), None, cfg, run_dir, hooks=[curve])
+    return res.model, curve
+
+
 def _auc(model: nn.Module, x: torch.Tensor, y: np.ndarray, device: Any, batch_size: int) -> float:
     from sklearn.metrics import roc_auc_score
 
-    model.eval()
-    with torch.no_grad():
-        p = torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1)[:, 1].cpu()
-                       for i in range(0, len(x), batch_size)])
-    return float(roc_auc_score(y, p.numpy()))
+    from medbench.data.dataset import ArrayDataset
+    from medbench.train.predict import predict
+
+    df = predict(model, ArrayDataset(x, y), batch_size=batch_size, device=device, amp="none")
+    return float(roc_auc_score(y, df["prob"].to_numpy()))
+
+
+def _train_config(*, epochs: int, batch_size: int, lr: float, seed: int,
+                  device: str | torch.device) -> TrainConfig:
+    """The engine settings of the protocol: plain Adam (no weight decay) at a constant rate,
+    cross-entropy, every epoch kept (no validation, no early stopping), fp32, batch order seeded
+    by ``seed`` alone so that every source and band sees the same order."""
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam", weight_decay=0.0,
+                       schedule="constant", patience=None, seed=seed, device=str(device), amp="none",
+                       channels_last=False, progress=False)
 
 
 def frequency_shortcut_experiment(
@@ -113,6 +190,7 @@ def frequency_shortcut_experiment(
     arch: str = "resnet18",
     seed: int = 0,
     device: str | torch.device = "cpu",
+    work_dir: str | Path | None = None,
 ) -> ShortcutResult:
     """Run the experiment for every source and band (see the module docstring).
 
@@ -133,6 +211,9 @@ def frequency_shortcut_experiment(
         arch: Architecture for "random"/"imagenet" sources.
         seed: Seeds data, model initialisation (locally, via ``torch.random.fork_rng``) and order.
         device: Where to train.
+        work_dir: Keep the engine's run folder of each (source, band) here
+            (``<source>__<band>__<data hash>``; a re-run with the same settings resumes or reloads
+            it, changed training settings are refused by the engine); None: temporary folders.
     """
     from medbench.data.synthetic import make_cxr
 
@@ -145,6 +226,8 @@ def frequency_shortcut_experiment(
     if len(np.unique(y_all[:n_train])) < 2 or len(np.unique(y_all[n_train:])) < 2:
         raise InputError("the synthetic data drew a single class; raise n_train/n_test")
     tr, iid, ood = slice(0, n_train), slice(n_train, n_train + n_test), slice(n_train + n_test, None)
+    cfg = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    data_settings = {"n_train": n_train, "n_test": n_test, "size": size, "amplitude": amplitude, "seed": seed}
     rows, curves = [], []
     result = ShortcutResult(pd.DataFrame(), pd.DataFrame())
     for band in bands:
@@ -165,21 +248,9 @@ def frequency_shortcut_experiment(
                 model = factory()
             model.to(device)
             before = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
-            losses, accs = [], []
-            for epoch in range(epochs):
-                model.train()
-                order = numpy_rng(seed, "shortcut-order", epoch).permutation(n_train)
-                for i in range(0, n_train, batch_size):
-                    idx = torch.as_tensor(order[i:i + batch_size])
-                    xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
-                    out = model(xb)
-                    loss = nn.functional.cross_entropy(out, yb)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    losses.append(float(loss.detach()))
-                    accs.append(float((out.argmax(1) == yb).float().mean()))
+            with _run_folder(work_dir, name, band, data_settings) as run_dir:
+                model, curve = _fine_tune(model, x_tr, y_tr, cfg, run_dir)
+            losses, accs = curve.losses, curve.accs
             after = input_gradient_spectrum(model, x_tr[:32], y_tr[:32], objective="ce", device=device)
             result.spectra[(name, band, "before")] = before
             result.spectra[(name, band, "after")] = after

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from medbench.data.bands import BANDS
 from medbench.errors import InputError
 from medbench.utils.rng import numpy_rng
 
 log = logging.getLogger(__name__)
 
-BANDS: dict[str, tuple[float, float]] = {"low": (0.01, 0.06), "mid": (0.12, 0.2), "high": (0.3, 0.45)}
+# BANDS (low/mid/high, cycles/pixel) is medbench.data.bands.BANDS, shared with confounders.frequency.
 
 
 @dataclass(frozen=True)

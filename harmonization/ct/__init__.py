@@ -3,7 +3,7 @@
 Modules (import what you need; this package import stays light for the CLI):
 
 - ``simulate``: HU <-> attenuation, parallel-beam projection/FBP (scikit-image), Poisson + electronic
-  noise, noise prior, dose blending, :func:`simulate_low_dose` over slices in worker processes.
+  noise, noise prior, :func:`simulate_low_dose` over slices in worker processes.
 - ``phantoms``: ellipse phantom volumes with flat and edge ROIs.
 - ``denoisers``: the ``DENOISERS`` registry and :func:`create_denoiser` (fbp, gaussian, bilateral,
   nlm, bm3d, redcnn, two_stage), :func:`tune` for fair baselines.

@@ -124,7 +124,7 @@ def train_cmd(
 
     from harmonization.ct.denoisers import DENOISERS
     from harmonization.ct.simulate import Geometry
-    from harmonization.ct.training import WORKFLOW, TrainConfig, make_training_data
+    from harmonization.ct.training import WORKFLOW, DenoiserTrainConfig, make_training_data
     from medbench.errors import InputError
     from medbench.runs import open_run
 
@@ -132,11 +132,11 @@ def train_cmd(
     if spec.trainer is None:
         trainable = [n for n, c in DENOISERS.items() if c.trainer]
         raise InputError(f"--model {model!r} is not trained by medbench: choose one of {', '.join(trainable)}")
-    cfg = TrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
-                      lr_drop_epoch=(2 * epochs) // 3,
-                      seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
-                      img_depth=img_depth, use_prior=prior, use_projection=projection,
-                      redcnn_width=redcnn_width)
+    cfg = DenoiserTrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
+                              lr_drop_epoch=(2 * epochs) // 3,
+                              seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
+                              img_depth=img_depth, use_prior=prior, use_projection=projection,
+                              redcnn_width=redcnn_width)
     doses = [float(v) for v in split_list(mixed_doses)] or n0
     settings = {"command": "train", "model": model, "train": asdict(cfg),
                 "data": {"n_volumes": n_volumes, "slices": slices, "size": size, "n0": doses, "views": views,

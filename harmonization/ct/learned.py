@@ -1,44 +1,31 @@
 """Inference for the learned denoisers: the two-stage cross-domain model and RED-CNN.
 
-Checkpoints are plain dicts of tensors/numbers/strings saved with ``torch.save`` and loaded with
-``torch.load(weights_only=True)`` (never unpickling code). Writes are atomic.
+Checkpoints are plain dicts of tensors/numbers/strings written and read by the shared helpers of
+:mod:`medbench.runs.checkpoint` (atomic ``torch.save``; ``torch.load(weights_only=True)``, never
+unpickling code).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harmonization.ct.networks import REDCNN, ImageNet, ProjectionNet, build_network
+from harmonization.ct.networks import REDCNN, ImageDomainNet, ProjectionNet, build_network
 from harmonization.ct.simulate import Geometry, noise_prior_sigma, reproject_volume, residual_to_hu
 from medbench.errors import InputError
-from medbench.utils.files import atomic_path
+from medbench.runs.checkpoint import load_checkpoint as _load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """``torch.save`` ``payload`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); bad files raise InputError."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"checkpoint {p} does not exist: train one with `medbench denoise train`")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise InputError(f"checkpoint {p} could not be read ({exc}): re-run `medbench denoise train`") from exc
+    """A denoiser checkpoint (:func:`medbench.runs.checkpoint.load_checkpoint` with the CT fix)."""
+    return _load_checkpoint(path, fix="train one with `medbench denoise train`")
 
 
 def network_from_state(entry: dict[str, Any]) -> torch.nn.Module:
@@ -75,7 +62,7 @@ def residual_images(sino_res: np.ndarray, geometry: Geometry, size: int) -> np.n
     return np.stack([residual_to_hu(r, geometry, size) for r in sino_res]).astype(np.float32)
 
 
-def image_stage(net: ImageNet, ld_hu: np.ndarray, res_hu: np.ndarray | None, *,
+def image_stage(net: ImageDomainNet, ld_hu: np.ndarray, res_hu: np.ndarray | None, *,
                 progress: bool = False) -> np.ndarray:
     """Apply the image-domain network slice by slice; returns denoised HU ``(Z, H, W)``."""
     k = net.n_adjacent
@@ -98,7 +85,7 @@ class TwoStageModel:
         n0: The low-dose photon count used for the noise prior.
     """
 
-    def __init__(self, image_net: ImageNet, projection_net: ProjectionNet | None, geometry: Geometry,
+    def __init__(self, image_net: ImageDomainNet, projection_net: ProjectionNet | None, geometry: Geometry,
                  n0: float, meta: dict[str, Any] | None = None) -> None:
         self.image_net = image_net.eval()
         self.projection_net = projection_net.eval() if projection_net is not None else None

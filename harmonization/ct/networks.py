@@ -87,7 +87,7 @@ class ProjectionNet(nn.Module):
         return self.net(x) * self.noise_scale
 
 
-class ImageNet(nn.Module):
+class ImageDomainNet(nn.Module):
     """Image-domain residual network on ``n_adjacent`` slices.
 
     Input: low-dose slices (and, with ``use_residual``, the reconstructed projection-stage residual
@@ -110,7 +110,7 @@ class ImageNet(nn.Module):
         x = ld_hu / self.hu_scale
         if self.use_residual:
             if res_hu is None:
-                raise ValueError("this ImageNet was built with use_residual=True: pass res_hu")
+                raise ValueError("this ImageDomainNet was built with use_residual=True: pass res_hu")
             x = torch.cat([x, res_hu / self.hu_scale * 10.0], dim=1)
         return self.net(x) * self.hu_scale * 0.1
 
@@ -148,7 +148,7 @@ class REDCNN(nn.Module):
         return o * self.hu_scale
 
 
-NETWORKS = {"projection": ProjectionNet, "image": ImageNet, "redcnn": REDCNN}
+NETWORKS = {"projection": ProjectionNet, "image": ImageDomainNet, "redcnn": REDCNN}
 
 
 def build_network(kind: str, **config: object) -> nn.Module:

@@ -135,15 +135,6 @@ def noise_prior_sigma(p: np.ndarray, n_ld: float, n_fd: float = math.inf) -> np.
     return np.sqrt(np.clip(inv, 0.0, None) * np.exp(np.asarray(p, dtype=np.float64)))
 
 
-def blend_dose(full_dose: np.ndarray, quarter_dose: np.ndarray, a: float) -> np.ndarray:
-    """Dose blending of a real pair: ``ld = fd + a (qd - fd)`` (``a`` = 1 gives the quarter dose)."""
-    fd = np.asarray(full_dose, dtype=np.float64)
-    qd = np.asarray(quarter_dose, dtype=np.float64)
-    if fd.shape != qd.shape:
-        raise InputError(f"full/quarter-dose shapes differ: {fd.shape} vs {qd.shape}")
-    return fd + float(a) * (qd - fd)
-
-
 def resolve_n0(n0: float | None = None, dose_fraction: float | None = None,
                n0_ref: float = 1e6) -> float:
     """Photon count from ``n0`` or ``dose_fraction * n0_ref`` (exactly one must be given)."""

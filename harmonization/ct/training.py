@@ -1,6 +1,7 @@
 """Training of the two-stage cross-domain denoiser and RED-CNN on simulated phantom pairs.
 
-Patches, L1 losses, Adam. The output folder is a :func:`medbench.runs.open_run` run folder
+Patches, L1 losses, Adam: an objective the classifier engine does not have, hence its own loop,
+with the shared checkpoint helpers of :mod:`medbench.runs.checkpoint`. The output folder is a :func:`medbench.runs.open_run` run folder
 (``config.yaml``, ``denoise.log``, ``metrics.json``, ``units/``) whose settings are the training
 config and a description of the data (sizes, doses, geometry and a content hash): a re-run with the
 same settings resumes, one with any other setting is refused (every change listed; ``restart=True``
@@ -32,13 +33,13 @@ from harmonization.ct.learned import (
     network_from_state,
     projection_residual,
     residual_images,
-    save_checkpoint,
 )
-from harmonization.ct.networks import REDCNN, ImageNet, ProjectionNet
+from harmonization.ct.networks import REDCNN, ImageDomainNet, ProjectionNet
 from harmonization.ct.phantoms import make_phantom_volume
 from harmonization.ct.simulate import Geometry, LowDoseResult, noise_prior_sigma, simulate_low_dose
 from medbench.errors import InputError
 from medbench.runs import Run, open_run, settings_hash
+from medbench.runs.checkpoint import save_checkpoint
 from medbench.utils.rng import numpy_rng
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ WORKFLOW = "denoise"  # the run folder's workflow name (log: denoise.log), share
 
 
 @dataclass
-class TrainConfig:
-    """Settings for training (defaults: the small CPU model).
+class DenoiserTrainConfig:
+    """Settings of the CT denoiser training loop (defaults: the small CPU model).
+
+    Not the classifier engine's :class:`medbench.train.config.TrainConfig`: the denoisers train on
+    random patches with an L1 loss for a fixed number of iterations per epoch, so they keep their own
+    loop; checkpoints go through the shared :mod:`medbench.runs.checkpoint` helpers.
 
     Attributes:
         epochs: Epochs per stage.
@@ -106,7 +111,7 @@ def _crop_starts(rng: np.random.Generator, shape: tuple[int, int], patch: int) -
 
 
 def train_network(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple], *,
-                  cfg: TrainConfig, stage: str, out_dir: Path, progress: bool = True) -> list[float]:
+                  cfg: DenoiserTrainConfig, stage: str, out_dir: Path, progress: bool = True) -> list[float]:
     """Generic resumable loop: ``sample(rng) -> (inputs..., target)``; L1 loss on ``net(*inputs)``.
 
     Returns the per-epoch mean losses (including those of resumed epochs).
@@ -149,7 +154,7 @@ def train_network(net: torch.nn.Module, sample: Callable[[np.random.Generator], 
     return history
 
 
-def _resume_key(cfg: TrainConfig, stage: str) -> str:
+def _resume_key(cfg: DenoiserTrainConfig, stage: str) -> str:
     """Settings hash under which a stage's per-epoch checkpoint resumes: everything but the epoch
     count (epoch ``e`` depends only on the earlier epochs, the seed and ``lr_drop_epoch``, so a
     checkpoint of a shorter run is a valid start of a longer one)."""
@@ -170,7 +175,7 @@ def describe_data(data: list[LowDoseResult]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _training_run(model: str, data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run | None,
+def _training_run(model: str, data: list[LowDoseResult], cfg: DenoiserTrainConfig, out: Path, run: Run | None,
                   restart: bool) -> Iterator[tuple[Run, dict[str, Any]]]:
     """The caller's ``run``, or a run folder opened on ``out`` with the training settings."""
     settings = {"command": "train", "model": model, "train": asdict(cfg), "data": describe_data(data)}
@@ -214,7 +219,7 @@ def _reference_n0(data: list[LowDoseResult]) -> float:
     return float(np.exp(np.mean([np.log(d.n0) for d in data])))
 
 
-def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: Path, *,
+def train_projection_stage(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: Path, *,
                            progress: bool = True) -> tuple[ProjectionNet, list[float]]:
     """Train the projection-domain network to predict ``p_ld - p_fd`` (L1, in noise-scale units)."""
     p_ld = [s.transpose(0, 2, 1) for s in _stack(data, "sino_ld")]  # (Z, V, D)
@@ -242,13 +247,13 @@ def train_projection_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir:
     return net, hist
 
 
-def train_image_stage(data: list[LowDoseResult], res_hu: list[np.ndarray] | None, cfg: TrainConfig,
+def train_image_stage(data: list[LowDoseResult], res_hu: list[np.ndarray] | None, cfg: DenoiserTrainConfig,
                       out_dir: Path, *, stage: str = "image", progress: bool = True
-                      ) -> tuple[ImageNet, list[float]]:
+                      ) -> tuple[ImageDomainNet, list[float]]:
     """Train the image-domain network on adjacent-slice patches to predict ``ld - fd`` (L1, HU/50)."""
     ld, fd = _stack(data, "ld_hu"), _stack(data, "fd_hu")
     use_res = res_hu is not None
-    net = ImageNet(n_adjacent=cfg.n_adjacent, use_residual=use_res, width=cfg.img_width,
+    net = ImageDomainNet(n_adjacent=cfg.n_adjacent, use_residual=use_res, width=cfg.img_width,
                    depth=cfg.img_depth, seed=cfg.seed)
     k = cfg.n_adjacent
 
@@ -275,7 +280,7 @@ def _net_config(net: torch.nn.Module) -> dict[str, Any]:
     if isinstance(net, ProjectionNet):
         return {"width": net.net.body[0].out_channels, "depth": sum(isinstance(m, torch.nn.Conv2d) for m in net.net.body),
                 "use_prior": net.use_prior, "p_scale": net.p_scale, "noise_scale": net.noise_scale}
-    if isinstance(net, ImageNet):
+    if isinstance(net, ImageDomainNet):
         return {"n_adjacent": net.n_adjacent, "use_residual": net.use_residual,
                 "width": net.net.body[0].out_channels,
                 "depth": sum(isinstance(m, torch.nn.Conv2d) for m in net.net.body), "hu_scale": net.hu_scale}
@@ -284,7 +289,7 @@ def _net_config(net: torch.nn.Module) -> dict[str, Any]:
     raise TypeError(type(net).__name__)
 
 
-def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
+def train_two_stage(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: str | os.PathLike[str], *,
                     progress: bool = True, restart: bool = False, run: Run | None = None) -> Path:
     """Train projection stage, reconstruct its residuals, train the image stage; write ``two_stage.pt``.
 
@@ -301,7 +306,7 @@ def train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | 
         return _train_two_stage(data, cfg, out, opened, settings, progress)
 
 
-def _train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run, settings: dict[str, Any],
+def _train_two_stage(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out: Path, run: Run, settings: dict[str, Any],
                      progress: bool) -> Path:
     final = out / "two_stage.pt"
     if run.unit_done("two_stage", settings, outputs=[final.name]):
@@ -329,7 +334,7 @@ def _train_two_stage(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run
     return final
 
 
-def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.PathLike[str], *,
+def train_redcnn(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out_dir: str | os.PathLike[str], *,
                  progress: bool = True, restart: bool = False, run: Run | None = None) -> Path:
     """Train RED-CNN (image domain, single slice) on the same pairs; write ``redcnn.pt``.
 
@@ -343,7 +348,7 @@ def train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out_dir: str | os.
         return _train_redcnn(data, cfg, out, opened, settings, progress)
 
 
-def _train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: Run, settings: dict[str, Any],
+def _train_redcnn(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out: Path, run: Run, settings: dict[str, Any],
                   progress: bool) -> Path:
     final = out / "redcnn.pt"
     if run.unit_done("redcnn", settings, outputs=[final.name]):
@@ -374,5 +379,5 @@ def _train_redcnn(data: list[LowDoseResult], cfg: TrainConfig, out: Path, run: R
     return final
 
 
-__all__ = ["TrainConfig", "describe_data", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
+__all__ = ["DenoiserTrainConfig", "describe_data", "make_training_data", "train_two_stage", "train_redcnn", "train_network",
            "network_from_state"]

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from harmonization.xray.curves import N_ITERATIONS, fit_curve_to_map
 from harmonization.xray.predictor import CurvePredictor
 from medbench.errors import InputError
-from medbench.utils.files import atomic_path
+from medbench.runs.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,8 @@ def fit_gdce(
         val_images, val_labels: Source-vendor validation images for model selection (default:
             a stratified ``cfg.val_fraction`` of the source images, held out from training).
         cfg: Settings.
-        out_path: Where to save the best predictor (atomic ``torch.save`` of a state dict + config).
+        out_path: Where to save the best predictor (:func:`save_predictor`: the shared atomic
+            checkpoint writer of :mod:`medbench.runs.checkpoint`).
     """
     cfg = cfg or GDCEConfig()
     if cfg.recipe not in RECIPES:
@@ -301,9 +302,7 @@ def save_predictor(predictor: CurvePredictor | dict[str, CurvePredictor], path: 
     meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "extra"}
     models = predictor if isinstance(predictor, dict) else {"*": predictor}
     blob = {"vendors": {k: m.state_dict() for k, m in models.items()}, "config": meta, "reference": reference}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-    return Path(path)
+    return save_checkpoint(path, blob)
 
 
 def load_predictors(path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
@@ -311,8 +310,8 @@ def load_predictors(path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"GDCE model {p} not found: train one with `medbench harmonize fit`")
-    blob = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or "vendors" not in blob or "config" not in blob:
+    blob = load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`")
+    if "vendors" not in blob or "config" not in blob:
         raise InputError(f"{p} is not a GDCE model file written by medbench")
     c = blob["config"]
     out = {}

@@ -66,11 +66,18 @@ def as_transform(obj: Any) -> Transform | None:
     raise InputError(f"transform must be callable or an Albumentations transform, got {type(obj).__name__}")
 
 
-def load_augmentation(path: str | os.PathLike[str]) -> Transform:
-    """An Albumentations pipeline saved with ``A.save(aug, path)`` (.json or .yaml) as a transform."""
-    A = optional_import("albumentations", extra="augment", purpose="--augment")  # noqa: N806
+def load_augmentation(path: str | os.PathLike[str], *, seed: int = 0) -> Transform:
+    """The training augmentation named by ``--augment``: "affine" is medbench's MONAI pipeline
+    (:func:`medbench.data.transforms.train_transforms`: rotation, shift, shear, zoom, flip; seeded
+    by ``(seed, uid, epoch)``); anything else is an Albumentations pipeline saved with
+    ``A.save(aug, path)`` (.json or .yaml)."""
     text = str(path)
+    if text == "affine":
+        from medbench.data.transforms import train_transforms
+
+        return train_transforms(seed=seed)
+    A = optional_import("albumentations", extra="augment", purpose="--augment")  # noqa: N806
     if not os.path.isfile(text):
-        raise InputError(f"--augment {text}: file not found; save a pipeline with albumentations.save(aug, PATH)")
+        raise InputError(f"--augment {text}: file not found; pass 'affine' or save a pipeline with albumentations.save(aug, PATH)")
     fmt = "yaml" if text.endswith((".yaml", ".yml")) else "json"
     return AlbumentationsTransform(A.load(text, data_format=fmt))

@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medbench.data.transforms import apply_transform, resize, set_epoch, size_hw
 from medbench.errors import InputError
+from medbench.io.images import Window, parse_window, read_image
 
 Item = tuple[torch.Tensor, int, dict[str, Any]]
-Transform = Callable[[torch.Tensor], torch.Tensor]
-_PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+#: A plain ``f(image) -> image`` or a uid-aware transform (:mod:`medbench.data.transforms`).
+Transform = Callable[[Any], Any]
 
 
 def check_labels(table: pd.DataFrame, label_column: str) -> np.ndarray:
@@ -79,19 +80,12 @@ def _meta_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: v[i] for k, v in cols.items()} for i in range(n)]
 
 
-def _size_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        if size < 1:
-            raise InputError(f"size must be a positive number of pixels (got {size})")
-        return (size, size)
-    h, w = (int(v) for v in size)
-    return (h, w)
+def to_chw(image: np.ndarray | torch.Tensor, *, size: int | tuple[int, int] | None, channels: int,
+           pad: bool = False) -> torch.Tensor:
+    """Turn an ``(H, W)``, ``(H, W, 3)`` or ``(C, H, W)`` image in [0, 1] into ``(channels, h, w)`` float32.
 
-
-def to_chw(image: np.ndarray | torch.Tensor, *, size: int | tuple[int, int] | None, channels: int) -> torch.Tensor:
-    """Turn an ``(H, W)``, ``(H, W, 3)`` or ``(C, H, W)`` image in [0, 1] into ``(channels, h, w)`` float32."""
+    ``pad=True`` keeps the aspect ratio (:func:`medbench.data.transforms.resize`); colour becomes
+    grey as the channel mean (files are read as BT.601 luminance by ``read_image`` already)."""
     t = torch.as_tensor(np.asarray(image, dtype=np.float32) if not torch.is_tensor(image) else image).float()
     if t.ndim == 2:
         t = t[None]
@@ -99,9 +93,7 @@ def to_chw(image: np.ndarray | torch.Tensor, *, size: int | tuple[int, int] | No
         t = t[..., :3].permute(2, 0, 1)
     if t.ndim != 3:
         raise InputError(f"expected a 2-D image (or colour), got shape {tuple(t.shape)}")
-    hw = _size_hw(size)
-    if hw is not None and tuple(t.shape[-2:]) != hw:
-        t = F.interpolate(t[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
+    t = resize(t, size, pad=pad)
     if channels == 1 and t.shape[0] != 1:
         t = t.mean(0, keepdim=True)
     elif channels == 3 and t.shape[0] == 1:
@@ -109,50 +101,6 @@ def to_chw(image: np.ndarray | torch.Tensor, *, size: int | tuple[int, int] | No
     elif t.shape[0] != channels:
         raise InputError(f"cannot make {channels} channels from an image with {t.shape[0]}")
     return t.clamp(0.0, 1.0).contiguous()
-
-
-Window = tuple[float, float] | str | None
-
-
-def load_image01(path: str | Path, *, window: Window = None) -> np.ndarray:
-    """Read a DICOM (via ``medbench.io``) or PNG/JPEG/TIFF file as float32 in [0, 1].
-
-    Args:
-        path: Image file.
-        window: ``(center, width)``; ``None`` = min-max per image; ``"bits"`` = the full stored
-            range ``[0, 2**BitsStored - 1]`` of a DICOM (keeps a vendor's look intact).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file {str(p)!r} does not exist: check the table's `path` column")
-    if p.suffix.lower() in _PIL_SUFFIXES:
-        from PIL import Image
-
-        with Image.open(p) as im:
-            arr = np.asarray(im)
-        if arr.dtype == np.uint8:
-            return arr.astype(np.float32) / 255.0
-        if arr.dtype == np.uint16 or arr.dtype == np.int32:
-            return np.clip(arr.astype(np.float32) / 65535.0, 0.0, 1.0)
-        arr = arr.astype(np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return _read_dicom01(p, window)
-
-
-def _read_dicom01(path: Path, window: Window) -> np.ndarray:
-    if isinstance(window, str) and window != "bits":
-        raise InputError(f"window must be (center, width), None or 'bits' (got {window!r})")
-    from medbench.io.dicom import read_dicom, to_unit
-
-    img = read_dicom(path)
-    if window == "bits":
-        top = float(2 ** int(img.dataset.get("BitsStored", 16)) - 1)
-        window = (top / 2.0, top)
-    pix = img.pixels
-    if pix.ndim == 3 and pix.shape[-1] not in (3, 4):  # multi-frame: first frame
-        pix = pix[0]
-    return np.asarray(to_unit(pix, window=window), dtype=np.float32)
 
 
 class ImageDataset(Dataset):
@@ -163,10 +111,14 @@ class ImageDataset(Dataset):
         label_column: Column holding integer class ids.
         size: Output size (int or (h, w)); ``None`` keeps the file's size.
         channels: 1 or 3 (grey replicated).
-        transform: Optional ``f(image (C, H, W)) -> image`` applied after preprocessing.
+        transform: Optional ``f(image (C, H, W)) -> image`` or uid-aware pipeline
+            (:mod:`medbench.data.transforms`) applied after preprocessing.
         cache: Keep preprocessed images in memory (per worker process).
-        window: (center, width) for ``to_unit``; ``None`` = min-max per image; ``"bits"`` = the
-            full stored range of each DICOM (exact for files written by ``write_cxr_dataset``).
+        window: How stored values become [0, 1] (:func:`medbench.io.images.read_image`):
+            ``None`` = the DICOM's own VOI window (min-max without one; rasters by bit depth),
+            ``"minmax"`` = per image, ``"bits"`` = the full stored range (exact for files written
+            by ``write_cxr_dataset``), ``(center, width)`` = the DICOM LINEAR window.
+        pad: Resize keeping the aspect ratio, padding with black (default: stretch).
     """
 
     def __init__(
@@ -179,6 +131,7 @@ class ImageDataset(Dataset):
         transform: Transform | None = None,
         cache: bool = False,
         window: Window = None,
+        pad: bool = False,
     ) -> None:
         if not isinstance(table, pd.DataFrame):
             raise InputError(f"table must be a pandas DataFrame (got {type(table).__name__})")
@@ -189,10 +142,11 @@ class ImageDataset(Dataset):
         self.table = table.reset_index(drop=True)
         self.label_column = label_column
         self.labels = check_labels(self.table, label_column)
-        self.size = _size_hw(size)
+        self.size = size_hw(size)
         self.channels = int(channels)
         self.transform = transform
-        self.window = window
+        self.window = parse_window(window)
+        self.pad = bool(pad)
         self.cache = bool(cache)
         self._cache: dict[int, torch.Tensor] = {}
         self._meta = _meta_records(self.table)
@@ -217,16 +171,19 @@ class ImageDataset(Dataset):
         """The preprocessed image ``i`` (before ``transform``)."""
         if self.cache and i in self._cache:
             return self._cache[i]
-        img = to_chw(load_image01(self.paths[i], window=self.window), size=self.size, channels=self.channels)
+        img = to_chw(read_image(self.paths[i], window=self.window, grey=self.channels == 1), size=self.size,
+                     channels=self.channels, pad=self.pad)
         if self.cache:
             self._cache[i] = img
         return img
 
     def __getitem__(self, i: int) -> Item:
-        img = self.load(int(i))
-        if self.transform is not None:
-            img = self.transform(img)
+        img = apply_transform(self.transform, self.load(int(i)), self._meta[i]["uid"])
         return img, int(self.labels[i]), dict(self._meta[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the running epoch to the transform (random steps seed by ``(seed, uid, epoch)``)."""
+        set_epoch(self.transform, epoch)
 
 
 class ArrayDataset(Dataset):
@@ -236,7 +193,7 @@ class ArrayDataset(Dataset):
         images: ``(N, C, H, W)`` or ``(N, H, W)`` tensor/array in [0, 1].
         labels: ``N`` integer labels.
         meta: DataFrame with ``N`` rows (default: ``uid`` = row number as text).
-        transform: Optional ``f(image (C, H, W)) -> image``.
+        transform: Optional ``f(image (C, H, W)) -> image`` or uid-aware pipeline.
     """
 
     def __init__(
@@ -278,7 +235,9 @@ class ArrayDataset(Dataset):
         return int(self.images.shape[0])
 
     def __getitem__(self, i: int) -> Item:
-        img = self.images[int(i)]
-        if self.transform is not None:
-            img = self.transform(img)
+        img = apply_transform(self.transform, self.images[int(i)], self._meta[i]["uid"])
         return img, int(self.labels[i]), dict(self._meta[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the running epoch to the transform (random steps seed by ``(seed, uid, epoch)``)."""
+        set_epoch(self.transform, epoch)

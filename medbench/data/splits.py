@@ -1,9 +1,18 @@
-"""Patient-grouped splits: k folds and repeated train/val/test shuffles, saved as CSV.
+"""Patient-grouped splits, the one module every workflow uses; saved as CSV.
 
-No group (patient) ever lands in two parts. Groups are shuffled with a generator seeded from
-``seed`` and, where a ``stratify`` column is given, dealt out per stratum (a group's stratum is its
-most frequent label) so that every part keeps the label mix. Greedy assignment by image count keeps
-part sizes balanced even when patients have several images.
+No group (patient) ever lands in two parts.
+
+- :func:`train_val_test` (``medbench train``): one train/val/test split. Groups are shuffled with a
+  generator seeded from ``seed`` and, where a ``stratify`` column is given, dealt out per stratum
+  (a group's stratum is its most frequent label) so every part keeps the label mix; greedy
+  assignment by image count hits any fraction even when patients have several images.
+  scikit-learn has no stratified *grouped* shuffle split for arbitrary fractions, so this stays
+  medbench's own (and keeps ``medbench train``'s splits as they were).
+- The audit's splits (:func:`make_splits`, schemes :data:`SPLIT_SCHEMES`):
+  :func:`patient_fixed_test`, Source Matters' protocol on scikit-learn ``GroupShuffleSplit``;
+  :func:`stratified_group_kfold` on scikit-learn ``StratifiedGroupKFold``; and
+  :func:`patient_kfold`, medbench's earlier patient k-fold (a seeded permutation of the
+  patients dealt round-robin), kept bit-identical so that earlier audits reproduce.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import pandas as pd
 
 from medbench.errors import InputError
 from medbench.utils.files import atomic_path
-from medbench.utils.rng import numpy_rng
+from medbench.utils.rng import derive_seed, numpy_rng
 
 PARTS = ("train", "val", "test")
 
@@ -59,42 +68,6 @@ def _shuffled_strata(g: pd.DataFrame, rng: np.random.Generator) -> list[pd.DataF
     return out
 
 
-def group_kfold(
-    df: pd.DataFrame, *, group: str = "patient_id", k: int = 5, seed: int = 0, stratify: str | None = "label"
-) -> pd.Series:
-    """Assign every row to one of ``k`` folds, keeping each group in one fold.
-
-    Args:
-        df: Table with a ``group`` column (and ``stratify`` column unless None).
-        group: Column identifying the patient.
-        k: Number of folds (2 <= k <= number of groups).
-        seed: Seed of the group shuffle.
-        stratify: Column whose mix each fold keeps (None: no stratification).
-
-    Returns:
-        ``pd.Series`` of int fold ids in ``[0, k)``, indexed like ``df``, named ``"fold"``.
-    """
-    g = _groups(df, group, stratify)
-    k = int(k)
-    if k < 2 or k > len(g):
-        raise InputError(f"k must lie in [2, number of groups = {len(g)}] (got {k})")
-    rng = numpy_rng(seed, "group_kfold", k)
-    total = np.zeros(k)
-    fold_of: dict[str, int] = {}
-    for part in _shuffled_strata(g, rng):
-        in_stratum = np.zeros(k)
-        for key, size in zip(part.index, part["size"]):
-            # fewest images of this stratum, then fewest overall, then a seeded tie-break
-            order = np.lexsort((rng.random(k), total, in_stratum))
-            f = int(order[0])
-            fold_of[key] = f
-            in_stratum[f] += size
-            total[f] += size
-    folds = df[group].astype(str).map(fold_of).astype("int64")
-    folds.name = "fold"
-    return folds
-
-
 def train_val_test(
     df: pd.DataFrame,
     *,
@@ -128,36 +101,6 @@ def train_val_test(
             filled[j] += size
     out = df[group].astype(str).map(part_of)
     out.name = "split"
-    return out
-
-
-def repeated_splits(
-    df: pd.DataFrame,
-    n_repeats: int,
-    *,
-    group: str = "patient_id",
-    val: float = 0.15,
-    test: float = 0.2,
-    seed: int = 0,
-    stratify: str | None = "label",
-) -> list[pd.Series]:
-    """``n_repeats`` independent grouped train/val/test shuffles (repeat ``r`` uses seed ``(seed, r)``)."""
-    if int(n_repeats) < 1:
-        raise InputError(f"n_repeats must be >= 1 (got {n_repeats})")
-    out = []
-    for r in range(int(n_repeats)):
-        s = train_val_test(df, group=group, val=val, test=test, seed=int(numpy_rng(seed, "repeat", r).integers(2**62)), stratify=stratify)
-        s.name = f"split_{r}"
-        out.append(s)
-    return out
-
-
-def kfold_parts(folds: pd.Series, fold: int, *, val_fold: int | None = None) -> pd.Series:
-    """Turn fold ids into "train"/"val"/"test" for one round: ``fold`` is test, ``val_fold``
-    (default: the next fold) is val, the rest train."""
-    k = int(folds.max()) + 1
-    vf = (int(fold) + 1) % k if val_fold is None else int(val_fold)
-    out = pd.Series(np.where(folds == fold, "test", np.where(folds == vf, "val", "train")), index=folds.index, name="split")
     return out
 
 
@@ -210,3 +153,109 @@ def check_disjoint(groups: pd.Series, parts: pd.Series) -> None:
     bad = n[n > 1]
     if len(bad):
         raise InputError(f"{len(bad)} patients appear in more than one split part (e.g. {bad.index[0]!r}): split by patient")
+
+
+# --- the audit's split schemes (row positions per set) -------------------------------------------
+
+
+def patient_kfold(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15, seed: int = 0,
+                  patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
+    """``k`` patient-grouped splits: split ``f`` tests on patient fold ``f``; ``val_fraction`` of the
+    remaining patients validate, the rest train. Returns row positions per set."""
+    if k < 2:
+        raise InputError(f"splits must be >= 2 for patient folds; got {k}")
+    pid = meta[patient_column].astype(str).to_numpy()
+    patients = np.array(sorted(set(pid)))
+    if len(patients) < k:
+        raise InputError(f"{len(patients)} patients cannot make {k} folds: lower splits or add data")
+    perm = patients[numpy_rng(seed, "audit-folds").permutation(len(patients))]
+    fold = dict(zip(perm, np.arange(len(perm)) % k))
+    fold_of_row = np.array([fold[p] for p in pid])
+    out = []
+    for f in range(k):
+        rest = np.array(sorted(set(pid[fold_of_row != f])))
+        rest = rest[numpy_rng(seed, "audit-val", f).permutation(len(rest))]
+        val_pat = set(rest[: max(1, int(round(val_fraction * len(rest))))])
+        is_val = np.array([p in val_pat for p in pid]) & (fold_of_row != f)
+        out.append({"train": np.flatnonzero((fold_of_row != f) & ~is_val), "val": np.flatnonzero(is_val),
+                    "test": np.flatnonzero(fold_of_row == f)})
+    return out
+
+
+#: Split schemes of the audit: the authors' fixed test set + GroupShuffleSplit train/val
+#: ("fixed-test", default), patient k-fold cross-validation ("kfold", medbench's earlier folds; the
+#: test set changes per split), or scikit-learn's StratifiedGroupKFold ("stratified-kfold": k-fold
+#: whose test folds keep the label mix).
+SPLIT_SCHEMES = ("fixed-test", "kfold", "stratified-kfold")
+
+
+def patient_fixed_test(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15,
+                       test_fraction: float = 0.25, seed: int = 0,
+                       patient_column: str = "patient_id") -> list[dict[str, np.ndarray]]:
+    """Source Matters' splits: one fixed patient-grouped test set, then ``k`` scikit-learn
+    ``GroupShuffleSplit`` train/val splits of the rest (``val_fraction`` of the patients, 0.15 in
+    the authors' ``gender.py``). ``test_fraction`` of the patients test (about 0.25 in the
+    authors' released chest14 files: 68 of 270 patients). Returns row positions per set."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if k < 1:
+        raise InputError(f"splits must be >= 1; got {k}")
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < float(f) < 1.0:
+            raise InputError(f"{name} must lie in (0, 1); got {f}")
+    pid = meta[patient_column].astype(str).to_numpy()
+    if len(set(pid)) < 3:
+        raise InputError(f"{len(set(pid))} patients cannot make train/val/test sets: add data")
+    rows = np.arange(len(meta))
+    outer = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    rest, test = next(outer.split(rows, groups=pid))
+    inner = GroupShuffleSplit(n_splits=k, test_size=val_fraction, random_state=seed)
+    out = []
+    for tr, va in inner.split(rest, groups=pid[rest]):
+        out.append({"train": np.sort(rest[tr]), "val": np.sort(rest[va]), "test": np.sort(test)})
+    return out
+
+
+def stratified_group_kfold(meta: pd.DataFrame, *, k: int = 5, val_fraction: float = 0.15, seed: int = 0,
+                           patient_column: str = "patient_id", label_column: str = "label"
+                           ) -> list[dict[str, np.ndarray]]:
+    """``k`` patient-grouped splits on scikit-learn ``StratifiedGroupKFold(shuffle=True)``: split
+    ``f`` tests on fold ``f`` (each fold keeps the label mix as far as whole patients allow);
+    ``GroupShuffleSplit`` puts ``val_fraction`` of the remaining patients in val. Returns row
+    positions per set."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    if k < 2:
+        raise InputError(f"splits must be >= 2 for patient folds; got {k}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise InputError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+    for col in (patient_column, label_column):
+        if col not in meta.columns:
+            raise InputError(f"stratified folds need a {col!r} column (columns: {list(meta.columns)})")
+    pid = meta[patient_column].astype(str).to_numpy()
+    if len(set(pid)) < k + 1:
+        raise InputError(f"{len(set(pid))} patients cannot make {k} folds plus a validation set: lower splits or add data")
+    y = meta[label_column].astype(str).to_numpy()
+    rows = np.arange(len(meta))
+    outer = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    out = []
+    for f, (rest, test) in enumerate(outer.split(rows, y, groups=pid)):
+        inner = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=derive_seed(seed, "val", f) % 2**32)
+        tr, va = next(inner.split(rest, groups=pid[rest]))
+        out.append({"train": np.sort(rest[tr]), "val": np.sort(rest[va]), "test": np.sort(test)})
+    return out
+
+
+def make_splits(meta: pd.DataFrame, *, scheme: str = "fixed-test", k: int = 5, val_fraction: float = 0.15,
+                test_fraction: float = 0.25, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Splits by ``scheme`` (:data:`SPLIT_SCHEMES`): :func:`patient_fixed_test`,
+    :func:`patient_kfold` or :func:`stratified_group_kfold`. Returns row positions per set."""
+    if scheme == "stratified-kfold":
+        return stratified_group_kfold(meta, k=max(2, k), val_fraction=val_fraction, seed=seed)
+    if scheme == "fixed-test":
+        return patient_fixed_test(meta, k=k, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if scheme == "kfold":
+        return patient_kfold(meta, k=max(2, k), val_fraction=val_fraction, seed=seed)
+    from medbench.registry import did_you_mean
+
+    raise InputError(f"split scheme {scheme!r}: {did_you_mean(str(scheme), SPLIT_SCHEMES)}")

@@ -5,7 +5,7 @@ Public API (imported lazily so that ``import medbench.io`` stays cheap):
 - :func:`read_dicom`, :func:`to_unit`, :class:`DicomReadError`, :class:`DicomImage` (``dicom``)
 - :func:`read_series`, :func:`read_series_sitk`, :func:`group_series`, :class:`CTSeries` (``series``)
 - :func:`scan`, :class:`ScanResult` (``manifest``)
-- :func:`read_image`, :func:`read_image_table`, :func:`read_nih_table` (``images``)
+- :func:`read_image`, the one raster/DICOM reader to [0, 1] (``images``)
 - :func:`write_derived_image`, :func:`write_ct_series`, :func:`new_header` (``write``),
   :func:`choose_rescale` (``rescale``)
 
@@ -35,15 +35,12 @@ _EXPORTS = {
     "ScanResult": "medbench.io.manifest",
     "MANIFEST_COLUMNS": "medbench.io.manifest",
     "read_image": "medbench.io.images",
-    "read_image_table": "medbench.io.images",
-    "read_nih_table": "medbench.io.images",
     "write_derived_image": "medbench.io.write",
     "write_ct_series": "medbench.io.write",
     "new_header": "medbench.io.write",
     "choose_rescale": "medbench.io.rescale",
     "Rescale": "medbench.io.rescale",
     "check_pixel_data": "medbench.io.checks",
-    "NIH_FINDINGS": "medbench.io.images",
 }
 
 __all__ = sorted(_EXPORTS)

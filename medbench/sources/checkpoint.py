@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medbench.errors import InputError
+from medbench.runs.checkpoint import save_checkpoint
 from medbench.sources.card import Preprocessing
 from medbench.utils.files import atomic_path
 
@@ -174,7 +175,7 @@ def load_into(
     model.load_state_dict(out, strict=False)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+def save_source_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save a SourceModel's (or any module's) state dict; ``.safetensors`` also records the preprocessing.
 
     The file is written atomically and can be read back with ``create_source("checkpoint", ...)``.
@@ -195,15 +196,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 def write_state_dict(
     sd: Mapping[str, torch.Tensor], path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None
 ) -> Path:
-    """Write ``sd`` atomically as ``.safetensors`` (with string ``metadata``) or with ``torch.save``."""
+    """Write ``sd`` atomically as ``.safetensors`` (with string ``metadata``) or, for any other
+    suffix, with the shared checkpoint writer (:func:`medbench.runs.checkpoint.save_checkpoint`)."""
     p = Path(path)
-    with atomic_path(p) as tmp:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import save_file
+    if p.suffix != ".safetensors":
+        return save_checkpoint(p, dict(sd))
+    from safetensors.torch import save_file
 
-            save_file(dict(sd), str(tmp), metadata=dict(metadata or {}))
-        else:
-            torch.save(dict(sd), tmp)
+    with atomic_path(p) as tmp:
+        save_file(dict(sd), str(tmp), metadata=dict(metadata or {}))
     return p
 
 
@@ -213,7 +214,7 @@ def preprocessing_to_json(p: Preprocessing) -> str:
 
 
 def preprocessing_from_file(path: str | os.PathLike[str]) -> Preprocessing | None:
-    """The preprocessing recorded by :func:`save_checkpoint` in a ``.safetensors`` file, if any."""
+    """The preprocessing recorded by :func:`save_source_weights` in a ``.safetensors`` file, if any."""
     raw = read_metadata(path).get(_META_PREPROCESSING)
     if not raw:
         return None
@@ -236,7 +237,7 @@ __all__ = [
     "read_state_dict",
     "read_metadata",
     "load_into",
-    "save_checkpoint",
+    "save_source_weights",
     "write_state_dict",
     "strip_prefixes",
 ]

@@ -1,5 +1,5 @@
 """The ``checkpoint`` source: a local ``.pth``/``.safetensors`` state dict saved from a
-:class:`~medbench.sources.model.SourceModel` (see :func:`~medbench.sources.checkpoint.save_checkpoint`)
+:class:`~medbench.sources.model.SourceModel` (see :func:`~medbench.sources.checkpoint.save_source_weights`)
 or from a timm model, rebuilt as the architecture it was saved from."""
 
 from __future__ import annotations

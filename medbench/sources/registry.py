@@ -162,7 +162,7 @@ def create_source(
     if preprocessing is None and weights is not None:
         from medbench.sources.checkpoint import preprocessing_from_file
 
-        recorded = preprocessing_from_file(weights)  # written by save_checkpoint
+        recorded = preprocessing_from_file(weights)  # written by save_source_weights
         if recorded is not None:
             card = card.with_options(preprocessing=recorded)
     model_chans = first_conv_in_channels(backbone)

@@ -1,47 +1,26 @@
-"""Resumable checkpoints: atomic writes, safe loads (``weights_only=True``) and RNG state capture."""
+"""Resumable training checkpoints: the shared atomic save / safe load, and RNG state capture.
+
+:func:`save_checkpoint` and :func:`load_checkpoint` are those of :mod:`medbench.runs.checkpoint`
+(re-exported: one implementation for the engine, the CT denoiser and GDCE loops and source weights).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medbench.errors import InputError
-from medbench.utils.files import atomic_path
+from medbench.runs.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
 
-
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """``torch.save`` ``state`` to a temporary file next to ``path``, then rename it onto ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` without unpickling arbitrary objects.
-
-    Raises:
-        InputError: the file is unreadable or not a medbench checkpoint.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "unusable checkpoint"
-        raise InputError(
-            f"cannot read checkpoint {path}: {exc}; delete it (or the run folder) to start over"
-        ) from exc
-    if not isinstance(state, dict):
-        raise InputError(f"{path} is not a medbench checkpoint; delete it to start over")
-    return state
+__all__ = ["BEST", "LAST", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
 
 def capture_rng() -> dict[str, Any]:

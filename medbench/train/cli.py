@@ -49,7 +49,9 @@ def register(app: typer.Typer) -> None:
         channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Channels-last memory format (CUDA only)."),
         restart: bool = typer.Option(False, "--restart", help="Discard a previous run in OUT whose settings differ, instead of refusing."),
         tracker: str = typer.Option("none", "--tracker", help=TRACKER_HELP),
-        augment: Optional[Path] = typer.Option(None, "--augment", help="Albumentations pipeline for the training split, saved with albumentations.save(aug, PATH) (.json or .yaml; needs the augment extra)."),  # noqa: UP045
+        window: Optional[str] = typer.Option(None, "--window", help="Grey-level window: CENTER,WIDTH (DICOM LINEAR, on modality values such as HU; on stored values for PNG/TIFF), minmax (per image), bits (full stored range); default: each DICOM's own VOI window."),  # noqa: UP045
+        pad: bool = typer.Option(False, "--pad/--no-pad", help="Resize keeping the aspect ratio (black padding) instead of stretching."),
+        augment: Optional[Path] = typer.Option(None, "--augment", help="Training augmentation: 'affine' (MONAI rotation/shift/shear/zoom/flip, seeded per image and epoch) or an Albumentations pipeline saved with albumentations.save(aug, PATH) (.json or .yaml; needs the augment extra)."),  # noqa: UP045
     ) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
@@ -75,7 +77,10 @@ def register(app: typer.Typer) -> None:
 
         import os
 
+        from medbench.io.images import parse_window
         from medbench.train.config import TrainConfig
+
+        parse_window(window)  # a bad --window fails before any work
         from medbench.train.experiment import join_labels, read_table, run_experiment
         from medbench.utils.files import remove_stale_temps
 
@@ -103,8 +108,8 @@ def register(app: typer.Typer) -> None:
                 table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
                 split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
                 weights=weights, on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])),
-                train_transform=load_augmentation(augment) if augment is not None else None,
-                restart=restart,
+                train_transform=load_augmentation(augment, seed=seed) if augment is not None else None,
+                restart=restart, window=window, pad=pad,
             )
             log_run_folder(track, out, final=res.metrics, history=None)
         finally:

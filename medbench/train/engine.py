@@ -26,7 +26,8 @@ Extension points (see :mod:`medbench.train.hooks`), in call order:
    ``iter(sampler)`` must then yield the same order, the engine skips the batches already done);
 4. per step: forward, backward (fp16 AMP: gradients unscaled right after), ``hook.after_backward(model, step)``,
    ``sampler.observe(model, loss_fn, inputs, targets, indices)`` (parameters still as in the forward),
-   gradient clipping, optimizer step, ``hook.after_step(model, optimizer, step)``, per-step schedule;
+   gradient clipping, optimizer step, ``hook.after_step(model, optimizer, step)``,
+   ``hook.on_batch_end(step, loss, logits, targets)``, per-step schedule;
    ``step`` is the 0-based index of the optimizer step in the run;
 5. end of epoch: ``sampler.end_epoch()``, ``hook.on_epoch_end(model, epoch)``, per-epoch schedule,
    validation, checkpoints;
@@ -331,6 +332,8 @@ class _Trainer:
         cfg, p = self.cfg, self.p
         if p.batch == 0 and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(p.epoch)
+        if hasattr(self.train_ds, "set_epoch"):  # random transforms seed by (seed, uid, epoch)
+            self.train_ds.set_epoch(p.epoch)
         order = list(iter(self.sampler))
         batches = [order[i : i + self.local_batch] for i in range(0, len(order), self.local_batch)]
         loader = DataLoader(
@@ -371,6 +374,8 @@ class _Trainer:
                 self.scaler.update()
                 for hook in self.hooks:
                     hook.after_step(self.model, self.optimizer, p.step)
+                for hook in self.hooks:
+                    hook.on_batch_end(p.step, loss.detach(), logits.detach(), y)
                 if per_step_schedule:
                     self.scheduler.step()
                 loss_sum += loss.detach().double() * len(y)

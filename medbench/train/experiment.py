@@ -162,6 +162,8 @@ def run_experiment(
     restart: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     train_transform: Any = None,
+    window: Any = None,
+    pad: bool = False,
 ) -> ExperimentResult:
     """Split ``table``, fine-tune ``source`` on it, predict the test split and write metrics.json.
 
@@ -182,6 +184,9 @@ def run_experiment(
         on_epoch: Called with each epoch's history row (experiment trackers).
         train_transform: Augmentation of the training split only: a ``(C, H, W)`` tensor callable
             or an Albumentations transform (see :mod:`medbench.data.augment`).
+        window: Grey-level window of :func:`medbench.io.images.read_image`: None = each DICOM's
+            VOI window (rasters by bit depth), "minmax", "bits", ``(center, width)`` or "C,W".
+        pad: Resize keeping the aspect ratio (black padding) instead of stretching.
         restart: Discard a previous run in ``out_dir`` (its own outputs) instead of refusing when
             its settings differ.
 
@@ -192,17 +197,20 @@ def run_experiment(
     import torch
 
     from medbench.data.dataset import ImageDataset
+    from medbench.io.images import parse_window
     from medbench.sources import create_source
     from medbench.train import dist
 
     cfg = cfg or TrainConfig()
+    window = parse_window(window)
     dist.init_from_env(cfg.device)  # under torchrun: every rank builds the same splits, rank 0 writes
     out = Path(out_dir)
     settings = {"train": cfg.settings(), "data": {
         "label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
         "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate,
         "weights": str(weights) if weights is not None else None, "n_rows": len(table),
-        "train_transform": repr(train_transform) if train_transform is not None else None}}
+        "train_transform": repr(train_transform) if train_transform is not None else None,
+        "window": list(window) if isinstance(window, tuple) else (window or "auto"), "pad": bool(pad)}}
     df = prepare_table(table, label)
     present = sorted(int(v) for v in df[label].unique())
     if len(present) < 2:  # checked before any training, not when the AUC is computed at the end
@@ -228,7 +236,7 @@ def run_experiment(
 
     aug = as_transform(train_transform)
     ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache,
-                          transform=aug if s == "train" else None)
+                          transform=aug if s == "train" else None, window=window, pad=pad)
           for s in SPLITS}
     n_classes = max(2, int(df[label].max()) + 1)
     torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone

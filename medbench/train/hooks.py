@@ -80,7 +80,7 @@ class TrainHook:
 
     Call order per run: ``make_optimizer`` (may return None to keep the engine's),
     ``on_train_start``; per step: forward, backward, ``after_backward``, (clip), optimizer step,
-    ``after_step``; ``on_epoch_end`` per epoch; ``on_train_end`` once (may return a new model,
+    ``after_step``, ``on_batch_end``; ``on_epoch_end`` per epoch; ``on_train_end`` once (may return a new model,
     e.g. an exported sparse one).
     """
 
@@ -99,6 +99,12 @@ class TrainHook:
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         pass
+
+    def on_batch_end(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """After ``after_step``: the batch's mean loss, logits and targets (detached; read-only).
+
+        For per-step records such as learning curves; ``step`` is the 0-based optimizer step.
+        """
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         pass

@@ -259,7 +259,7 @@ def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(audit_mod, "run_unit", lambda u, *a, **k: calls.append(u.uid) or real(u, *a, **k))
     run_audit(cfg, tmp_path, report=False)
     assert calls == []
-    (tmp_path / "units" / "tiny__tag__p0.000__s0" / "predictions.parquet").unlink()  # an unfinished unit
+    (tmp_path / "units" / "tiny__tag__p0.000__s0" / "predictions.parquet").unlink()  # a unit with a file lost
     again = run_audit(cfg, tmp_path, report=False)
     assert calls == ["tiny__tag__p0.000__s0"]
     assert again.results.loc[again.results.p == 1.0, "auc_ood"].item() == row["auc_ood"]

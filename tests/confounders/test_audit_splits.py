@@ -80,7 +80,8 @@ def test_cli_source_matters_preset_on_an_nih_folder(tmp_path: Path) -> None:
                               "--p", "0.8", "--splits", "2", "--size", "32", "--epochs", "1",
                               "--batch-size", "8", "--n-boot", "20", "--device", "cpu"])
     assert out.exit_code == 0, out.output
-    cfg = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    config = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    cfg = {**config["settings"], **config["resolved"]}
     for key in ("drop_rate", "augment", "n_perm", "preset"):  # the recipe comes from the preset
         assert cfg[key] == SOURCE_MATTERS[key]
     assert cfg["train"]["optimizer"] == "adam" and cfg["train"]["batch_size"] == 8  # flags override

@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -171,8 +172,8 @@ def test_frequency_pattern_power_stays_in_band(band: str) -> None:
     diff = out.astype(np.float64) - 0.5
     assert abs(np.abs(diff).max() - 0.1) < 1e-5
     spec = np.abs(np.fft.fftshift(np.fft.fft2(diff))) ** 2
-    r = _radius_full(96)
-    lo, hi = BANDS[band]
+    r = _radius_full(96)  # fractions of Nyquist = 2 x cycles/pixel, the unit of BANDS
+    lo, hi = 2 * BANDS[band][0], 2 * BANDS[band][1]
     assert spec[(r < lo - 1e-9) | (r > hi + 1e-9)].sum() / spec.sum() < 1e-9
 
 
@@ -441,3 +442,23 @@ def test_non_contiguous_and_float64_inputs(name: str) -> None:
     out64 = conf(x.double(), uids)
     assert out64.dtype == torch.float64
     torch.testing.assert_close(out64.float(), ref, atol=1e-5, rtol=0)
+
+
+def test_confounder_as_a_pipeline_transform() -> None:
+    from confounders.injection import ConfounderTransform
+    from medbench.data.dataset import ArrayDataset
+    from medbench.data.transforms import Pipeline
+
+    x, uids = _batch(b=4, size=32)
+    conf = create_confounder("tag")
+    step = ConfounderTransform(conf, uids=uids[:2], scale="working")
+    ds = ArrayDataset(x, [0, 1, 0, 1], pd.DataFrame({"uid": uids}), transform=Pipeline([step]))
+    direct = conf(x[:2].clone(), uids[:2])  # the confounder on the chosen uids, drawn by (seed, uid)
+    for i in range(4):
+        img = ds[i][0]
+        if i < 2:
+            assert torch.allclose(img, direct[i], atol=1e-6) and not torch.allclose(img, x[i])
+        else:
+            assert torch.equal(img, x[i])  # not selected: untouched
+    ds.set_epoch(3)
+    assert torch.allclose(ds[0][0], direct[0], atol=1e-6)  # the same artifact every epoch

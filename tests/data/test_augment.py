@@ -71,3 +71,14 @@ def test_run_experiment_augments_only_the_training_split(synthetic_cxr_dir: Path
                            train_transform=A.HorizontalFlip(p=1.0))
     assert isinstance(seen["train"], AlbumentationsTransform)
     assert seen["val"] is None and seen["test"] is None
+
+
+def test_builtin_affine_augmentation_is_the_seeded_monai_pipeline() -> None:
+    from medbench.data.transforms import RandomAffine, apply_transform
+
+    t = load_augmentation("affine", seed=4)  # `medbench train --augment affine --seed 4`
+    x = torch.zeros(1, 24, 24)
+    x[:, 4:10, 3:15] = 1.0
+    out = apply_transform(t, x, "img-1")
+    expected = RandomAffine(seed=4)({"image": x, "uid": "img-1"})["image"]
+    assert torch.allclose(out, expected, atol=1e-6) and not torch.allclose(out, x, atol=1e-3)

@@ -24,12 +24,18 @@ def test_image_dataset_items(synthetic_cxr_dir: Path) -> None:
     img, label, meta = ds[3]
     assert img.shape == (1, 64, 64) and img.dtype == torch.float32
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+    ds_file = pydicom.dcmread(table["path"][3])
+    raw = ds_file.pixel_array.astype(np.float64)
+    inverted = table["photometric"][3] == "MONOCHROME1"
+    # default: the file's own VOI window, DICOM PS3.3 C.11.2.1.2.1 LINEAR, then MONOCHROME1 inversion
+    c, w = float(ds_file.WindowCenter), float(ds_file.WindowWidth)
+    voi = np.clip((raw - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+    voi = 1.0 - voi if inverted else voi
     full, _, _ = ImageDataset(table, size=None)[3]
-    stored = pydicom.dcmread(table["path"][3]).pixel_array.astype(np.float64)
-    if table["photometric"][3] == "MONOCHROME1":
-        stored = 4095 - stored
-    minmax = (stored - stored.min()) / (stored.max() - stored.min())  # min-max scaling by default
-    np.testing.assert_allclose(full[0].numpy(), minmax, atol=1e-5)
+    np.testing.assert_allclose(full[0].numpy(), voi, atol=1e-6)
+    stored = 4095 - raw if inverted else raw
+    minmax = (stored - stored.min()) / (stored.max() - stored.min())  # min-max on request
+    np.testing.assert_allclose(ImageDataset(table, size=None, window="minmax")[3][0][0].numpy(), minmax, atol=1e-5)
     assert label == int(table["label"][3])
     assert meta["uid"] == table["uid"][3] and meta["patient_id"] == table["patient_id"][3]
     assert meta["age"] == table["age"][3] and meta["sex"] == table["sex"][3]

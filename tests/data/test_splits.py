@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,11 @@ from hypothesis import strategies as st
 
 from medbench.data.splits import (
     check_disjoint,
-    group_kfold,
-    kfold_parts,
     load_splits,
-    repeated_splits,
+    make_splits,
+    patient_kfold,
     save_splits,
+    stratified_group_kfold,
     train_val_test,
 )
 from medbench.data.synthetic_cxr import cxr_records, records_frame
@@ -32,22 +33,28 @@ def _parts_per_patient(df: pd.DataFrame, parts: pd.Series) -> pd.Series:
     return pd.DataFrame({"p": df["patient_id"], "s": parts}).groupby("p")["s"].nunique()
 
 
-def test_group_kfold(table: pd.DataFrame) -> None:
-    folds = group_kfold(table, k=5, seed=0)
-    assert folds.index.equals(table.index) and set(folds) == set(range(5))
-    assert (_parts_per_patient(table, folds) == 1).all()
-    sizes = folds.value_counts()
-    assert sizes.max() - sizes.min() <= 3  # patients hold at most 3 images
-    pos = table.groupby(folds)["label"].mean()
-    assert (pos - table["label"].mean()).abs().max() < 0.06
-    np.testing.assert_array_equal(folds, group_kfold(table, k=5, seed=0))
-    assert (folds != group_kfold(table, k=5, seed=1)).any()
-    # independent check of disjointness: sets of patients per fold do not intersect
-    sets = [set(table["patient_id"][folds == f]) for f in range(5)]
-    assert all(not (sets[i] & sets[j]) for i in range(5) for j in range(i + 1, 5))
-    rnd = kfold_parts(folds, 2)
-    assert set(rnd[folds == 2]) == {"test"} and set(rnd[folds == 3]) == {"val"}
-    assert set(rnd[~folds.isin([2, 3])]) == {"train"}
+def test_stratified_group_kfold(table: pd.DataFrame) -> None:
+    splits = stratified_group_kfold(table, k=5, val_fraction=0.15, seed=0)
+    pid = table["patient_id"].astype(str).to_numpy()
+    n_rows = len(table)
+    tests = np.concatenate([sp["test"] for sp in splits])
+    assert np.array_equal(np.sort(tests), np.arange(n_rows)), "the test folds partition the rows"
+    overall = table["label"].mean()
+    for sp in splits:
+        sets = [set(pid[sp[s]]) for s in ("train", "val", "test")]
+        assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+        assert len(sp["train"]) + len(sp["val"]) + len(sp["test"]) == n_rows
+        # GroupShuffleSplit: ceil(0.15 * groups left) patients validate
+        assert len(sets[1]) == math.ceil(0.15 * (len(set(pid)) - len(sets[2])))
+        # stratified: a test fold of ~60 images keeps the positive rate (binomial SD ~0.065 for a
+        # random fold; stratification must do clearly better)
+        assert abs(table["label"].to_numpy()[sp["test"]].mean() - overall) < 0.05
+    again = stratified_group_kfold(table, k=5, val_fraction=0.15, seed=0)
+    assert all(np.array_equal(a[s], b[s]) for a, b in zip(splits, again) for s in a)
+    via_scheme = make_splits(table, scheme="stratified-kfold", k=5, val_fraction=0.15, seed=0)  # the audit's option
+    assert all(np.array_equal(a[s], b[s]) for a, b in zip(splits, via_scheme) for s in a)
+    other = stratified_group_kfold(table, k=5, val_fraction=0.15, seed=1)
+    assert any(not np.array_equal(a["test"], b["test"]) for a, b in zip(splits, other))
 
 
 def test_train_val_test(table: pd.DataFrame) -> None:
@@ -64,17 +71,13 @@ def test_train_val_test(table: pd.DataFrame) -> None:
     assert set(no_val) == {"train", "test"}
 
 
-def test_repeated_splits_and_csv(table: pd.DataFrame, tmp_path: Path) -> None:
-    reps = repeated_splits(table, 3, seed=7)
-    assert len(reps) == 3 and [r.name for r in reps] == ["split_0", "split_1", "split_2"]
-    assert not reps[0].equals(reps[1])
+def test_splits_csv_round_trip(table: pd.DataFrame, tmp_path: Path) -> None:
+    reps = [train_val_test(table, seed=r).rename(f"split_{r}") for r in range(3)]
     for r in reps:
         check_disjoint(table["patient_id"], r)
-    again = repeated_splits(table, 3, seed=7)
-    assert all(a.equals(b) for a, b in zip(reps, again))
-    path = save_splits(table, [*reps, group_kfold(table, k=4)], tmp_path / "splits.csv")
+    path = save_splits(table, reps, tmp_path / "splits.csv")
     back = load_splits(path)
-    assert list(back.columns) == ["uid", "patient_id", "split_0", "split_1", "split_2", "fold"]
+    assert list(back.columns) == ["uid", "patient_id", "split_0", "split_1", "split_2"]
     assert back["uid"].tolist() == table["uid"].tolist()
     assert back["split_1"].tolist() == reps[1].tolist()
 
@@ -84,9 +87,9 @@ def test_leak_detection_and_bad_input(table: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="more than one"):
         check_disjoint(table["patient_id"], leaky)
     with pytest.raises(InputError, match="'subject'"):
-        group_kfold(table, group="subject")
-    with pytest.raises(InputError, match="k must"):
-        group_kfold(table.iloc[:4], k=5)
+        train_val_test(table, group="subject")
+    with pytest.raises(InputError, match="cannot make 5 folds"):
+        stratified_group_kfold(table.iloc[:4], k=5)
     with pytest.raises(InputError, match="val and test"):
         train_val_test(table, val=0.5, test=0.5)
     missing = table.copy()
@@ -105,9 +108,11 @@ def test_property_groups_never_split(sizes: list[int], k: int, seed: int) -> Non
     groups = np.repeat([f"p{i}" for i in range(len(sizes))], sizes)
     labels = np.repeat([(i * 7 + seed) % 3 == 0 for i in range(len(sizes))], sizes).astype(int)
     df = pd.DataFrame({"patient_id": groups, "label": labels})
-    if k <= len(sizes):
-        folds = group_kfold(df, k=k, seed=seed)
-        assert (_parts_per_patient(df, folds) == 1).all()
-        assert folds.nunique() == k
+    if k < len(sizes):
+        for sp in stratified_group_kfold(df, k=k, seed=seed) + patient_kfold(df, k=k, seed=seed):
+            parts = pd.Series("", index=df.index)
+            for name in ("train", "val", "test"):
+                parts.iloc[sp[name]] = name
+            assert (parts != "").all() and (_parts_per_patient(df, parts) == 1).all()
     s = train_val_test(df, seed=seed)
     assert (_parts_per_patient(df, s) == 1).all()

@@ -19,7 +19,7 @@ import yaml
 
 from harmonization.ct.apply import simulate_phantoms
 from harmonization.ct.simulate import Geometry
-from harmonization.ct.training import TrainConfig, make_training_data, train_two_stage
+from harmonization.ct.training import DenoiserTrainConfig, make_training_data, train_two_stage
 from medbench.errors import InputError
 from medbench.io import read_series
 
@@ -83,7 +83,7 @@ def test_changed_settings_are_refused_through_the_cli_and_config_matches(tmp_pat
 
 def test_train_refuses_changed_settings_listing_each(tmp_path: Path) -> None:
     data = make_training_data(1, 3, size=32, geometry=Geometry(n_views=48, pixel_mm=10.0), split="unit")
-    cfg = TrainConfig(epochs=1, iters_per_epoch=1, batch_size=2, patch=16, proj_width=4, proj_depth=3,
+    cfg = DenoiserTrainConfig(epochs=1, iters_per_epoch=1, batch_size=2, patch=16, proj_width=4, proj_depth=3,
                       img_width=4, img_depth=3, use_projection=False)
     path = train_two_stage(data, cfg, tmp_path, progress=False)
     with pytest.raises(InputError, match=r"2 changed: train\.epochs: 1 -> 3; train\.lr: 0\.001 -> 0\.01.*--restart"):

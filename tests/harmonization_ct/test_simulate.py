@@ -9,7 +9,6 @@ from harmonization.ct.phantoms import make_phantom_volume
 from harmonization.ct.quality import rmse
 from harmonization.ct.simulate import (
     Geometry,
-    blend_dose,
     fbp,
     forward_project,
     hu_to_mu,
@@ -130,12 +129,3 @@ def test_fbp_of_residual_is_linear() -> None:
     fa = fbp(a, geo, to_hu=False)
     fb = fbp(b, geo, to_hu=False)
     np.testing.assert_allclose(fbp(a + 2 * b, geo, to_hu=False), fa + 2 * fb, atol=1e-10)
-
-
-def test_dose_blending() -> None:
-    fd = np.array([[0.0, 100.0]])
-    qd = np.array([[20.0, 60.0]])
-    np.testing.assert_allclose(blend_dose(fd, qd, 0.5), [[10.0, 80.0]])
-    np.testing.assert_allclose(blend_dose(fd, qd, 1.0), qd)
-    with pytest.raises(InputError):
-        blend_dose(fd, qd[:, :1], 0.5)

@@ -12,7 +12,7 @@ from harmonization.ct.denoisers import create_denoiser
 from harmonization.ct.learned import TwoStageModel, load_checkpoint
 from harmonization.ct.simulate import Geometry
 from harmonization.ct.training import (
-    TrainConfig,
+    DenoiserTrainConfig,
     make_training_data,
     train_projection_stage,
     train_redcnn,
@@ -21,7 +21,7 @@ from harmonization.ct.training import (
 from medbench.errors import InputError
 
 GEO = Geometry(n_views=48, pixel_mm=10.0)
-CFG = TrainConfig(epochs=2, iters_per_epoch=3, batch_size=4, patch=16, proj_width=6, proj_depth=3,
+CFG = DenoiserTrainConfig(epochs=2, iters_per_epoch=3, batch_size=4, patch=16, proj_width=6, proj_depth=3,
                   img_width=6, img_depth=3, redcnn_width=4, lr_drop_epoch=1)
 
 
@@ -96,7 +96,7 @@ def test_mixed_dose_training(tmp_path) -> None:
 
 
 def test_networks_wire_the_prior_and_residual_channels() -> None:
-    from harmonization.ct.networks import ImageNet, ProjectionNet
+    from harmonization.ct.networks import ImageDomainNet, ProjectionNet
 
     net = ProjectionNet(width=4, depth=3, use_prior=True, seed=1)
     for p in net.parameters():  # leave the zero-initialised last layer non-zero
@@ -107,7 +107,7 @@ def test_networks_wire_the_prior_and_residual_channels() -> None:
     with pytest.raises(ValueError):
         net(p, None)
     # fresh residual networks start as the identity (zero residual)
-    img = ImageNet(n_adjacent=3, use_residual=True, width=4, depth=3)
+    img = ImageDomainNet(n_adjacent=3, use_residual=True, width=4, depth=3)
     x = torch.rand(2, 3, 16, 16) * 100
     assert torch.count_nonzero(img(x, torch.zeros_like(x))) == 0
-    assert ImageNet(n_adjacent=3, use_residual=False, width=4, depth=3)(x).shape == (2, 1, 16, 16)
+    assert ImageDomainNet(n_adjacent=3, use_residual=False, width=4, depth=3)(x).shape == (2, 1, 16, 16)

@@ -1,18 +1,16 @@
-"""PNG/JPEG/TIFF reading and label tables (generic CSV, NIH ChestX-ray14 format)."""
+"""The one raster reader ``read_image``: bit depths, 32-bit, float, palette, RGB and windows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
 from medbench.errors import InputError
-from medbench.io import read_image, read_image_table, read_nih_table
-from medbench.io.images import NIH_FINDINGS
-from medbench.utils.files import hash_id
+from medbench.io import read_image
+from medbench.io.images import parse_window
 
 
 def test_read_image_bit_depths(tmp_path: Path) -> None:
@@ -25,68 +23,50 @@ def test_read_image_bit_depths(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(tmp_path / "rgb.tif")
     np.testing.assert_allclose(read_image(tmp_path / "g8.png"), g8 / 255.0, atol=1e-7)
     np.testing.assert_allclose(read_image(tmp_path / "g16.png"), g16 / 65535.0, atol=1e-7)
-    np.testing.assert_allclose(read_image(tmp_path / "rgb.tif"), rgb / 255.0, atol=1e-7)
+    np.testing.assert_allclose(read_image(tmp_path / "rgb.tif", grey=False), rgb / 255.0, atol=1e-7)
+    luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0  # ITU-R BT.601
+    np.testing.assert_allclose(read_image(tmp_path / "rgb.tif"), luma, atol=1e-6)
     with pytest.raises(InputError, match="not found"):
         read_image(tmp_path / "missing.png")
 
 
-def test_read_image_table(tmp_path: Path) -> None:
-    (tmp_path / "imgs").mkdir()
-    for i in range(4):
-        Image.fromarray(np.full((4, 4), i * 50, np.uint8)).save(tmp_path / "imgs" / f"im{i}.png")
-    pd.DataFrame({
-        "path": [f"imgs/im{i}.png" for i in range(4)],
-        "patient_id": ["a", "a", "b", "c"],
-        "sex": ["Male", "F", "f", ""],
-        "age": ["045Y", "46", "", "3"],
-        "label": [1, 0, 1, 0],
-        "vendor": ["x", "y", "x", "y"],
-    }).to_csv(tmp_path / "labels.csv", index=False)
-    table = read_image_table(tmp_path / "labels.csv")
-    assert list(table.columns[:7]) == ["path", "uid", "patient_id", "patient_hash", "sex", "age", "view"]
-    assert table["path"].tolist() == [str((tmp_path / "imgs" / f"im{i}.png").resolve()) for i in range(4)]
-    assert table["uid"].tolist() == ["im0", "im1", "im2", "im3"]
-    assert table["patient_hash"].tolist() == [hash_id(p) for p in ["a", "a", "b", "c"]]
-    assert table["sex"].tolist() == ["M", "F", "F", ""]
-    np.testing.assert_allclose(table["age"].to_numpy(), [45, 46, np.nan, 3])
-    assert table["label"].tolist() == [1, 0, 1, 0] and table["vendor"].tolist() == ["x", "y", "x", "y"]
-
-    (tmp_path / "imgs" / "im3.png").unlink()
-    with pytest.raises(InputError, match="1 of 4 images not found"):
-        read_image_table(tmp_path / "labels.csv")
-    assert len(read_image_table(tmp_path / "labels.csv", on_missing="drop")) == 3
+def test_32bit_integer_tiff_has_no_fixed_range(tmp_path: Path) -> None:
+    x = np.array([[0, 1000, 70000], [-5, 123456, 40]], dtype=np.int32)  # beyond 16 bits: no fixed range
+    Image.fromarray(x).save(tmp_path / "i32.tif")
+    expected = (x - (-5.0)) / (123456.0 - (-5.0))
+    np.testing.assert_allclose(read_image(tmp_path / "i32.tif"), expected, atol=1e-7)
+    # a user window works on the stored values: DICOM LINEAR, c=1000, w=2001
+    c, w = 1000.0, 2001.0
+    win = np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
+    np.testing.assert_allclose(read_image(tmp_path / "i32.tif", window=(c, w)), win, atol=1e-7)
+    with pytest.raises(InputError, match="32-bit"):
+        read_image(tmp_path / "i32.tif", window="bits")
 
 
-NIH_CSV = """Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],
-00000001_000.png,Cardiomegaly,0,1,58,M,PA,2682,2749,0.143,0.143,
-00000001_001.png,Cardiomegaly|Emphysema,1,1,58,M,PA,2894,2729,0.143,0.143,
-00000002_000.png,No Finding,0,2,81,M,AP,2500,2048,0.171,0.171,
-00000003_000.png,Hernia|Pleural_Thickening|Effusion,0,3,74,F,PA,2500,2048,0.168,0.168,
-"""
+def test_float_tiff_minmax_by_default_and_clipped_with_bits(tmp_path: Path) -> None:
+    x = np.array([[-1.0, 0.25, 3.0]], dtype=np.float32)
+    Image.fromarray(x).save(tmp_path / "f.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif"), [[0.0, 1.25 / 4.0, 1.0]], atol=1e-7)
+    np.testing.assert_allclose(read_image(tmp_path / "f.tif", window="bits"), [[0.0, 0.25, 1.0]], atol=1e-7)
 
 
-def test_read_nih_table(tmp_path: Path) -> None:
-    (tmp_path / "Data_Entry_2017.csv").write_text(NIH_CSV)
-    img_dir = tmp_path / "images_001" / "images"
-    img_dir.mkdir(parents=True)
-    names = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "00000003_000.png"]
-    for name in names:
-        Image.fromarray(np.zeros((4, 4), np.uint8)).save(img_dir / name)
-    table = read_nih_table(tmp_path / "Data_Entry_2017.csv")  # images found below the CSV folder
-    assert table["path"].tolist() == [str(img_dir / n) for n in names]
-    assert table["uid"].tolist() == names
-    assert table["sex"].tolist() == ["M", "M", "M", "F"] and table["view"].tolist() == ["PA", "PA", "AP", "PA"]
-    assert table["age"].tolist() == [58, 58, 81, 74]
-    assert table["patient_hash"].tolist() == [hash_id(p) for p in ["1", "1", "2", "3"]]
-    assert table["follow_up"].tolist() == [0, 1, 0, 0]
-    for finding in NIH_FINDINGS:
-        expected = [int(finding in row.split("|")) for row in table["labels"]]
-        assert table[finding].tolist() == expected, finding
-    assert table["Cardiomegaly"].sum() == 2 and table["No Finding"].tolist() == [0, 0, 1, 0]
-    (img_dir / names[0]).unlink()
-    with pytest.raises(InputError, match="image_dir"):
-        read_nih_table(tmp_path / "Data_Entry_2017.csv")
-    assert len(read_nih_table(tmp_path / "Data_Entry_2017.csv", on_missing="keep")) == 4
-    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match="not a ChestX-ray14 table"):
-        read_nih_table(tmp_path / "other.csv")
+def test_palette_image_becomes_luminance_of_its_palette_colours(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    index = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    img = Image.fromarray(index, mode="P")
+    img.putpalette(palette.reshape(-1).tolist())
+    img.save(tmp_path / "pal.png")
+    colours = palette[index].astype(np.float64)  # index -> palette entry, by hand
+    luma = (colours @ np.array([0.299, 0.587, 0.114])) / 255.0
+    np.testing.assert_allclose(read_image(tmp_path / "pal.png"), luma, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "pal.png", grey=False), colours / 255.0, atol=1e-7)
+    assert not np.allclose(luma, index / 255.0)  # the index itself would be a different image
+
+
+def test_parse_window() -> None:
+    assert parse_window("40,400") == (40.0, 400.0)
+    assert parse_window("auto") is None and parse_window("minmax") == "minmax"
+    for bad in ("40", "a,b", (40, 0.5), "gamma"):
+        with pytest.raises(InputError, match="window"):
+            parse_window(bad)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medbench.sources import create_source
-from medbench.sources.checkpoint import save_checkpoint
+from medbench.sources.checkpoint import save_source_weights
 
 TINY_ARCH = "resnet10t"
 
@@ -32,4 +32,4 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SourceModel state dict (``backbone.`` keys) of a grey 2-class random resnet10t."""
     torch.manual_seed(1)
     model = create_source("random", arch=TINY_ARCH, num_classes=2, in_chans=1)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.pth")
+    return save_source_weights(model, tmp_path_factory.mktemp("ckpt") / "tiny.pth")

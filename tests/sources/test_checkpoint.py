@@ -10,14 +10,14 @@ import torch
 
 from medbench.errors import InputError
 from medbench.sources import create_source
-from medbench.sources.checkpoint import read_state_dict, save_checkpoint
+from medbench.sources.checkpoint import read_state_dict, save_source_weights
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_round_trip_identical_outputs(tmp_path: Path, suffix: str) -> None:
     torch.manual_seed(3)
     src = create_source("random", arch="resnet10t", num_classes=2, in_chans=1)
-    path = save_checkpoint(src, tmp_path / f"model{suffix}")
+    path = save_source_weights(src, tmp_path / f"model{suffix}")
     back = create_source("checkpoint", arch="resnet10t", num_classes=2, in_chans=1, weights=path)
     x = torch.rand(3, 1, 48, 48)
     with torch.no_grad():

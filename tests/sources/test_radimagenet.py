@@ -149,11 +149,11 @@ def test_unsupported_and_bad_files(tmp_path: Path) -> None:
 
 def test_fine_tuned_radimagenet_checkpoint_round_trip(keras2_resnet50: tuple[Path, dict], tmp_path: Path) -> None:
     """A saved RadImageNet SourceModel (conv biases) reloads through ``checkpoint`` as Keras-v1."""
-    from medbench.sources.checkpoint import save_checkpoint
+    from medbench.sources.checkpoint import save_source_weights
 
     path, _ = keras2_resnet50
     src = create_source("radimagenet", weights=path, num_classes=2)
-    saved = save_checkpoint(src, tmp_path / "ft.safetensors")
+    saved = save_source_weights(src, tmp_path / "ft.safetensors")
     back = create_source("checkpoint", arch="resnet50", weights=saved, num_classes=2)  # preprocessing from metadata
     assert back.card.preprocessing == src.card.preprocessing
     assert back.backbone.layer2[0].conv1.stride == (2, 2) and back.backbone.layer2[0].conv2.stride == (1, 1)

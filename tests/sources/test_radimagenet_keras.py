@@ -117,10 +117,10 @@ def test_grey_input_and_converted_file(keras_model, tmp_path: Path) -> None:
     with torch.no_grad():
         feats = grey.features(g).numpy()
     np.testing.assert_allclose(feats, _keras_features(model, g.repeat(1, 3, 1, 1), rescale=True), atol=1e-4, rtol=1e-4)
-    # a fine-tuned model saved with save_checkpoint comes back as the same (Keras-semantics) network
-    from medbench.sources.checkpoint import save_checkpoint
+    # a fine-tuned model saved with save_source_weights comes back as the same (Keras-semantics) network
+    from medbench.sources.checkpoint import save_source_weights
 
-    saved = save_checkpoint(grey, tmp_path / "ft.safetensors")
+    saved = save_source_weights(grey, tmp_path / "ft.safetensors")
     back = create_source("checkpoint", arch=arch, weights=saved, num_classes=0, in_chans=1)
     with torch.no_grad():
         assert torch.equal(back.features(g), grey.features(g))
