@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib
 import logging
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +33,32 @@ from medbench.utils.rng import torch_generator
 
 logger = logging.getLogger(__name__)
 
-CONFOUNDERS: Registry[type[Confounder]] = Registry("confounder")
+
+
+class ConfounderProtocol(Protocol):
+    """The contract of a ``CONFOUNDERS`` entry (a class; the registry checks these members).
+
+    ``entry(seed=..., ref_size=..., **params)`` builds it; calling it maps a float batch
+    ``(B, C, H, W)`` in [0, 1] and one uid per image to a batch of the same shape and device in
+    [0, 1], with randomness from ``(seed, name, uid)`` only. :class:`Confounder` implements it.
+    """
+
+    name: ClassVar[str]
+    miccat: ClassVar[MiccatPath]
+    deterministic: ClassVar[bool]
+    per_pixel: ClassVar[bool]
+
+    def __call__(self, images: torch.Tensor, uids: Sequence[str], *, inplace: bool = False) -> torch.Tensor: ...
+
+    def apply_numpy(self, images: np.ndarray, uids: str | Sequence[str]) -> np.ndarray: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+#: Modules whose import registers the built-in injectors (imported on the first lookup).
+BUILTIN_MODULES = ("confounders.synthetic",)
+CONFOUNDERS: Registry[type[Confounder]] = Registry("confounder", builtins=BUILTIN_MODULES,
+                                                   protocol=ConfounderProtocol, entry="class")
 
 _RANGE_TOL = 1e-4
 _CHUNK_ELEMS = 1 << 18  # elements per CPU work chunk (1 MiB of float32, one core's L2)
@@ -67,14 +91,9 @@ def create_confounder(name: str, **kwargs: Any) -> Confounder:
     return CONFOUNDERS.create(name, **kwargs)
 
 
-#: Modules whose import registers the built-in injectors (found by name: they import this module).
-BUILTIN_MODULES = ("confounders.synthetic",)
-
-
 def load_builtin_confounders() -> None:
-    """Import the modules that register the built-in injectors (idempotent)."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Import the modules that register the built-in injectors (idempotent; errors propagate)."""
+    CONFOUNDERS.load_builtins()
 
 
 # Presets of the papers' settings: name -> (registered confounder, parameters).

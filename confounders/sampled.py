@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,17 @@ from medbench.registry import Registry
 from medbench.utils.rng import numpy_rng
 
 logger = logging.getLogger(__name__)
+
+
+class SampledConfounderProtocol(Protocol):
+    """The contract of a ``SAMPLED`` entry: a named metadata column and the group whose share
+    among the positives is set to ``p`` by :func:`build_prevalence_splits`."""
+
+    name: str
+    column: str
+    group: Any
+    miccat: MiccatPath
+    description: str
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class SampledConfounder:
     description: str = ""
 
 
-SAMPLED: Registry[SampledConfounder] = Registry("sampled confounder")
+SAMPLED: Registry[SampledConfounder] = Registry("sampled confounder", protocol=SampledConfounderProtocol)
 #: Negative-sampling policies of :func:`build_prevalence_splits` ("other" is the paper's).
 NEGATIVES = ("other", "complement", "balanced")
 #: Metadata columns searched for the view position (NIH: "View Position").

@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Modules that define ``register(app: typer.Typer) -> None``; missing ones are skipped.
+# Modules that define ``register(app: typer.Typer) -> None``; each must import (errors are raised, never skipped).
 COMMAND_MODULES = (
     "medbench.io.cli",
     "medbench.data.cli",
@@ -78,14 +78,9 @@ _hide_flag_types()
 
 
 def _register_all() -> None:
+    """Add every command module's commands; a module that fails to import is an error, not a gap."""
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # the command module itself is not written yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

@@ -51,7 +51,8 @@ class Tracker(Protocol):
         """Flush and end the run."""
 
 
-TRACKERS: Registry[Callable[..., Tracker]] = Registry("tracker")
+#: Entries are classes built as ``entry(run_dir=..., name=...)``; their instances satisfy :class:`Tracker`.
+TRACKERS: Registry[Callable[..., Tracker]] = Registry("tracker", protocol=Tracker, entry="class")
 
 
 def numeric_items(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

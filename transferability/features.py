@@ -37,9 +37,10 @@ __all__ = [
 ]
 
 
-def list_metrics(*, with_logits: bool = True) -> list[str]:
-    """Registered metric names (those needing source logits only when ``with_logits``)."""
-    return [n for n, s in METRICS.items() if with_logits or not s.needs_logits]
+def list_metrics(*, with_logits: bool = True, kinds: tuple[str, ...] = ("features",)) -> list[str]:
+    """Registered metric names of ``kinds`` (default: the feature metrics; those needing source
+    logits only when ``with_logits``). ``kinds=("features", "gradient", "combined")`` lists all."""
+    return [n for n, s in METRICS.items() if s.kind in kinds and (with_logits or not s.needs_logits)]
 
 
 def compute_metric(name: str, features: Any, labels: Any, *, logits: Any = None,
@@ -50,6 +51,9 @@ def compute_metric(name: str, features: Any, labels: Any, *, logits: Any = None,
         InputError: the metric came out NaN or infinite (degenerate input), never returned silently.
     """
     spec = METRICS.get(name)
+    if spec.kind != "features":
+        raise InputError(f"{name} is a {spec.kind} metric: it needs {', '.join(sorted(spec.needs))}, not "
+                         "features alone; score it with `medbench transfer` (transferability.pipeline.run_transfer)")
     if spec.torch:
         kwargs.update(backend=backend, device=device)
     value = float(spec.fn(features, labels, logits=logits, **kwargs))

@@ -41,9 +41,7 @@ from transferability.report_text import RELATIVE_METRICS, metric_note
 
 log = logging.getLogger(__name__)
 
-GRADIENT_METRICS = ("fu", "lp_x_fu")
-FU_RECIPE = "pml-triplet-all-m0.05-6batches"  # cached FU values of another recipe are recomputed
-FU_IMAGES = 256  # FU is computed on the first images (see cached_features)
+FU_IMAGES = 256  # gradient metrics (FU) see the first images (see cached_features)
 #: Files rebuilt at the end of every run from the units (they describe the current config).
 SUMMARY_OUTPUTS = ("scores.csv", "table.csv", "report.html", METRICS_FILE)
 #: Everything the workflow writes besides units/, config and log (removed by ``--restart``).
@@ -111,15 +109,20 @@ def extract_features(model: Any, dataset: Any, *, batch_size: int = 32, device: 
 
 
 def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weights: str | None = None,
-                    batch_size: int = 32, device: str = "cpu", fu: bool = False,
+                    batch_size: int = 32, device: str = "cpu", gradient: Sequence[str] = (),
                     fu_images: int | None = FU_IMAGES) -> dict[str, np.ndarray]:
     """Features of source ``spec`` on ``dataset``, from ``features/<spec>.npz`` when it matches.
 
-    With ``fu``, FU is computed on the first ``fu_images`` images in dataset order (None: all of
-    them, as the authors do with the target's training set; on CPU that costs a backward pass
-    over every image), in the authors' 6 batches. When FU is undefined for the source (every
-    triplet already satisfies the margin) ``fu`` is NaN and ``fu_error`` says why.
+    ``gradient`` names registered ``kind="gradient"`` metrics (FU) computed on the source model
+    and cached beside the features (``<name>`` and ``<name>_recipe``; recomputed when the recipe
+    changes). They see the first ``fu_images`` images in dataset order (None: all of them, as
+    the authors do with the target's training set; on CPU that costs a backward pass over every
+    image). When one is undefined for the source (FU: every triplet already satisfies the
+    margin) its value is NaN and ``<name>_error`` says why.
     """
+    from transferability.metrics import METRICS
+
+    grads = {m: METRICS.get(m) for m in gradient}
     path = run_dir / "features" / f"{_slug(spec)}.npz"
     uids = np.asarray([str(m.get("uid", "")) for m in dataset.meta.to_dict("records")])
     out: dict[str, np.ndarray] | None = None
@@ -128,30 +131,30 @@ def cached_features(run_dir: Path, spec: str, dataset: Any, *, size: int, weight
             cached = {k: z[k] for k in z.files}
         same = (int(cached.get("size", -1)) == size and np.array_equal(cached["uids"], uids)
                 and np.array_equal(cached["labels"], np.asarray(dataset.labels)))
-        has_fu = "fu" in cached and str(cached.get("fu_recipe", "")) == FU_RECIPE
-        if same and (not fu or has_fu):
+        missing = [m for m, g in grads.items() if m not in cached or str(cached.get(f"{m}_recipe", "")) != g.recipe]
+        if same and not missing:
             log.info("features of %s: reusing %s", spec, path)
             return cached
-        if same:  # only FU is missing: keep the cached features, compute FU alone
+        if same:  # only gradient metrics are missing: keep the cached features, compute them alone
             out = cached
+            grads = {m: grads[m] for m in missing}
     name, arch = parse_source(spec)
     model, has_head = _load_model(name, arch, weights, with_head=True)
     if out is None:
         out = extract_features(model, dataset, batch_size=batch_size, device=device, logits=has_head)
         out["size"] = np.asarray(size)
-    if fu:
+    if grads:
         import torch
-
-        from transferability.gradient import fu as fu_score
 
         n = len(dataset) if fu_images is None else min(len(dataset), fu_images)
         x = torch.stack([dataset[i][0] for i in range(n)])
-        out["fu_recipe"] = np.asarray(FU_RECIPE)
-        out.pop("fu_error", None)
-        try:
-            out["fu"] = np.asarray(fu_score(model, x, out["labels"][:n], device=device))
-        except InputError as exc:  # one source's undefined FU must not abort the whole run
-            out["fu"], out["fu_error"] = np.asarray(np.nan), np.asarray(str(exc))
+        for m, g in grads.items():
+            out[f"{m}_recipe"] = np.asarray(g.recipe)
+            out.pop(f"{m}_error", None)
+            try:
+                out[m] = np.asarray(g(model, x, out["labels"][:n], device=device))
+            except InputError as exc:  # one source's undefined score must not abort the whole run
+                out[m], out[f"{m}_error"] = np.asarray(np.nan), np.asarray(str(exc))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **out)
@@ -197,19 +200,22 @@ def _record_config(run: Run, resolved: dict[str, Any]) -> None:
 
 
 def _source_features(run: Run, spec: str, ds: Any, *, size: int, weights: str | None, batch_size: int,
-                     device: str, fu: bool) -> dict[str, np.ndarray]:
+                     device: str, gradient: Sequence[str]) -> dict[str, np.ndarray]:
     """The features unit of ``spec``: loaded when recorded with these settings, else computed."""
+    from transferability.metrics import METRICS
+
     unit = f"features-{_slug(spec)}"
-    settings = {"source": spec, "fu": FU_RECIPE if fu else None, "fu_images": FU_IMAGES if fu else None}
+    recipes = {g: METRICS.get(g).recipe for g in gradient}  # gradient metrics (FU) and their recipes
+    settings = {"source": spec, "gradient": recipes or None, "fu_images": FU_IMAGES if gradient else None}
     path = run.out / "features" / f"{_slug(spec)}.npz"
     if run.unit_done(unit, settings, outputs=[path]):
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     data = cached_features(run.out, spec, ds, size=size, weights=weights, batch_size=batch_size,
-                           device=device, fu=fu)
+                           device=device, gradient=gradient)
     run.mark_unit(unit, settings)
     log.info("source %s: features of %d images (%d dims)%s", spec, *data["features"].shape,
-             f", FU {float(data['fu']):.4g}" if fu else "")
+             "".join(f", {g} {float(data[g]):.4g}" for g in gradient))
     return data
 
 
@@ -236,7 +242,8 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
         table: Rows with ``path`` and ``label`` (a manifest joined with labels, or labels.csv).
         out_dir: Run folder.
         sources: Source specs "name" or "name:arch".
-        metrics: Metric names (feature metrics, plus "fu" and "lp_x_fu"); None = all feature metrics.
+        metrics: Registered metric names (any kind: feature metrics, "fu", "lp_x_fu"); None = all
+            feature metrics. What each needs comes from its registry spec.
         label: Label column.
         target: Name of the target dataset in the tables.
         size: Image size fed to the sources.
@@ -262,22 +269,15 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
     from medbench.data.dataset import ImageDataset
     from medbench.eval.report import HtmlReport
     from medbench.train.experiment import prepare_table
-    from transferability.features import (
-        METRICS,
-        compute_metric,
-        list_metrics,
-        ncti_combine,
-        ncti_components,
-    )
-    from transferability.gradient import combined_score
+    from transferability.features import METRICS, compute_metric, list_metrics
 
     if not sources:
         raise InputError("no sources: pass --sources a,b,c")
     names = list(metrics) if metrics else list_metrics()
-    for m in names:
-        if m not in GRADIENT_METRICS:
-            METRICS.get(m)  # unknown names raise with "did you mean"
-    want_fu = any(m in GRADIENT_METRICS for m in names)
+    specs = {m: METRICS.get(m) for m in names}  # unknown names raise with "did you mean"
+    per_source = list(dict.fromkeys(p for m in names for p in (specs[m].parts or (m,))))  # what to score per source
+    specs.update({p: METRICS.get(p) for p in per_source})
+    grads = [m for m in per_source if specs[m].kind == "gradient"]
     df = prepare_table(table, label)
     settings = transfer_settings(df, label=label, size=size, batch_size=batch_size, epochs=epochs, seed=seed,
                                  weights=weights)
@@ -287,46 +287,47 @@ def run_transfer(table: pd.DataFrame, out_dir: str | Path, *, sources: Sequence[
                              "backend": backend, "device": device})
         ds = ImageDataset(df, label_column=label, size=size, channels=1)
         rows: list[dict[str, Any]] = []
-        fu_vals: dict[str, float] = {}
-        lp_vals: dict[str, float] = {}
-        ncti_terms: dict[str, tuple[float, float, float]] = {}
+        values: dict[str, dict[str, float]] = {m: {} for m in per_source}  # metric -> source -> score
+        terms: dict[str, dict[str, Any]] = {m: {} for m in per_source}  # relative metrics' per-source terms
         warnings: list[str] = []
         for spec in sources:
             data = _source_features(run, spec, ds, size=size, weights=weights, batch_size=batch_size,
-                                    device=device, fu=want_fu)
+                                    device=device, gradient=grads)
             logits = data.get("logits")
             n, d = data["features"].shape
             n_classes = len(np.unique(data["labels"]))
-            for m in names:
-                if m in GRADIENT_METRICS:
+            for m in per_source:
+                ms = specs[m]
+                if ms.kind == "gradient":
+                    if not np.isfinite(float(data[m])):
+                        reason = str(data[f"{m}_error"]) if f"{m}_error" in data else "not finite"
+                        users = [m] + [c for c in names if m in specs[c].parts]
+                        warnings.append(f"{spec}: {m.upper() if m == 'fu' else m} undefined, left out of "
+                                        f"{' and '.join(users)} ({reason})")
+                    else:
+                        values[m][spec] = float(data[m])
                     continue
-                if METRICS.get(m).needs_logits and logits is None:
+                if ms.needs_logits and logits is None:
                     log.warning("%s needs source logits; %s has no pretrained head: skipped", m, spec)
                     continue
-                msg = METRICS.get(m).warning_for(n, d, n_classes)
-                if msg:
+                msg = ms.warning_for(n, d, n_classes)
+                if msg and m in names:
                     warnings.append(f"{spec}: {msg}")
-                if m == "ncti":  # combined across the sources below
-                    ncti_terms[spec] = ncti_components(data["features"], data["labels"])
+                if ms.part is not None:  # relative across the sources: combined below
+                    terms[m][spec] = ms.part(data["features"], data["labels"])
                     continue
-                score = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend,
-                                       device=device)
-                rows.append({"target": target, "source": spec, "metric": m, "score": score})
-            if want_fu and not np.isfinite(float(data["fu"])):
-                reason = str(data["fu_error"]) if "fu_error" in data else "not finite"
-                warnings.append(f"{spec}: FU undefined, left out of fu and lp_x_fu ({reason})")
-            elif want_fu:
-                fu_vals[spec] = float(data["fu"])
-                if "fu" in names:
-                    rows.append({"target": target, "source": spec, "metric": "fu", "score": fu_vals[spec]})
-                if "lp_x_fu" in names:
-                    lp_row = [r["score"] for r in rows if r["source"] == spec and r["metric"] == "lp"]
-                    lp_vals[spec] = lp_row[0] if lp_row else compute_metric("lp", data["features"], data["labels"])
-        for spec, v in (ncti_combine(ncti_terms).items() if ncti_terms else ()):
-            rows.append({"target": target, "source": spec, "metric": "ncti", "score": v})
-        if "lp_x_fu" in names and lp_vals:
-            for spec, v in combined_score(lp_vals, fu_vals).items():
-                rows.append({"target": target, "source": spec, "metric": "lp_x_fu", "score": v})
+                values[m][spec] = compute_metric(m, data["features"], data["labels"], logits=logits, backend=backend,
+                                                 device=device)
+        for m in names:
+            ms = specs[m]
+            if ms.kind == "combined":  # sources that have every part
+                common = [s for s in sources if all(s in values[p] for p in ms.parts)]
+                got = ms.combine(*({s: values[p][s] for s in common} for p in ms.parts)) if common else {}
+            elif ms.part is not None:
+                got = ms.combine(terms[m]) if terms[m] else {}
+            else:
+                got = values[m]
+            rows += [{"target": target, "source": s, "metric": m, "score": v} for s, v in got.items()]
         scores = pd.DataFrame(rows)
         if finetune:
             aucs = {spec: _source_finetune(run, df, spec, label=label, size=size, epochs=epochs,

@@ -282,7 +282,7 @@ def _training_geometry(den: Any) -> tuple[float, int]:
 
 def geometry_mismatch(den: Any, denoiser: str, pixel_mm: float, shape: tuple[int, int]) -> str:
     """Why a learned model should not be applied at this geometry ("" when it may)."""
-    if denoiser not in ("two_stage", "redcnn"):
+    if not getattr(den, "learned", False):
         return ""
     train_px, train_size = _training_geometry(den)
     problems = []
@@ -318,10 +318,10 @@ def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None, prog
     elif why:
         log.warning("%s: %s (forced)", series.paths[0], why)
         info["geometry_warning"] = why
-    if denoiser == "two_stage":
+    if getattr(den, "square_only", False):
         _square(vol, series.paths[0])
     clipped = np.maximum(vol, PADDING_HU)
-    if denoiser in ("two_stage", "redcnn"):  # volume-aware, with their own progress bars
+    if getattr(den, "learned", False):  # volume-aware, with their own progress bars
         out = den(clipped, **ctx)
     else:  # classical filters work slice by slice
         out = np.stack([den(s) for s in tqdm(clipped, desc=denoiser, disable=not progress, unit="slice")])
@@ -349,6 +349,13 @@ def _denoise_volume(den: Any, denoiser: str, series: Any, n0: float | None, prog
 
 
 _DENOISERS: dict[str, Any] = {}
+
+
+def _learned(denoiser: str) -> bool:
+    """Whether the registered ``denoiser`` is a learned one (unknown names raise with close matches)."""
+    from harmonization.ct.denoisers import DENOISERS
+
+    return bool(DENOISERS.get(denoiser).learned)
 
 
 def _denoise_job(job: tuple[str, list[str], str, str, dict[str, Any], float | None, bool, dict[str, bool], Run,
@@ -424,7 +431,7 @@ def denoise_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     groups = find_series(path, out_dir)
     inner_progress = progress and workers == 1 and executor == "local"  # per-slice bars only in-process
     kw = dict(params or {})
-    if denoiser in ("two_stage", "redcnn"):
+    if _learned(denoiser):
         kw.setdefault("progress", inner_progress)
     guards = {"strict_geometry": strict_geometry, "allow_noise_increase": allow_noise_increase,
               "deidentify": deidentify}

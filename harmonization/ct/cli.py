@@ -90,7 +90,7 @@ def simulate_cmd(
 @denoise_app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints; re-running resumes)."),
-    model: str = typer.Option("two_stage", help="two_stage or redcnn."),
+    model: str = typer.Option("two_stage", help="Learned denoiser to train (registered with a trainer: two_stage, redcnn)."),
     n_volumes: int = typer.Option(24, help="Training phantom volumes."),
     slices: int = typer.Option(8, help="Slices per volume."),
     size: int = typer.Option(64, help="Slice size in pixels."),
@@ -118,36 +118,34 @@ def train_cmd(
     restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
 ) -> None:
     """Train the two-stage model (or RED-CNN) on simulated phantom pairs."""
+    import importlib
     import logging
     from dataclasses import asdict
 
+    from harmonization.ct.denoisers import DENOISERS
     from harmonization.ct.simulate import Geometry
-    from harmonization.ct.training import (
-        WORKFLOW,
-        DenoiserTrainConfig,
-        make_training_data,
-        train_redcnn,
-        train_two_stage,
-    )
+    from harmonization.ct.training import WORKFLOW, DenoiserTrainConfig, make_training_data
     from medbench.errors import InputError
     from medbench.runs import open_run
 
-    if model not in ("two_stage", "redcnn"):
-        raise InputError(f"--model {model!r}: choose two_stage or redcnn")
+    spec = DENOISERS.get(model)  # unknown names: "did you mean"
+    if spec.trainer is None:
+        trainable = [n for n, c in DENOISERS.items() if c.trainer]
+        raise InputError(f"--model {model!r} is not trained by medbench: choose one of {', '.join(trainable)}")
     cfg = DenoiserTrainConfig(epochs=epochs, iters_per_epoch=iters, batch_size=batch_size, patch=patch, lr=lr,
-                      lr_drop_epoch=(2 * epochs) // 3,
-                      seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
-                      img_depth=img_depth, use_prior=prior, use_projection=projection,
-                      redcnn_width=redcnn_width)
+                              lr_drop_epoch=(2 * epochs) // 3,
+                              seed=seed, proj_width=proj_width, proj_depth=proj_depth, img_width=img_width,
+                              img_depth=img_depth, use_prior=prior, use_projection=projection,
+                              redcnn_width=redcnn_width)
     doses = [float(v) for v in split_list(mixed_doses)] or n0
     settings = {"command": "train", "model": model, "train": asdict(cfg),
                 "data": {"n_volumes": n_volumes, "slices": slices, "size": size, "n0": doses, "views": views,
                          "pixel_mm": pixel_mm, "seed": seed}}
-    stages = ["projection_last.pt", "image_last.pt"] if model == "two_stage" else ["redcnn_last.pt"]
-    with open_run(out, WORKFLOW, settings, outputs=[f"{model}.pt", *stages], restart=restart) as run:
+    module, _, func = spec.trainer.partition(":")
+    fn = getattr(importlib.import_module(module), func)
+    with open_run(out, WORKFLOW, settings, outputs=[f"{model}.pt", *spec.trainer_outputs], restart=restart) as run:
         data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
                                   geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
-        fn = train_two_stage if model == "two_stage" else train_redcnn
         path = fn(data, cfg, out, run=run)
     logging.getLogger(__name__).info("model written to %s", path)
     if tracker != "none":
@@ -155,7 +153,7 @@ def train_cmd(
         from medbench.tracking import track_finished
 
         meta = load_checkpoint(path).get("meta", {})
-        stage = "image" if model == "two_stage" else "redcnn"
+        stage = spec.history_key
         track_finished(tracker, out, name=f"denoise train {model}", config=meta.get("config", {}),
                        epochs=[{"epoch": i, f"{stage}_l1": v} for i, v in enumerate(meta.get("history", []))],
                        final={f"{stage}_l1": (meta.get("history") or [float("nan")])[-1]})
@@ -166,7 +164,7 @@ def apply_cmd(
     input: Path = typer.Argument(..., help="DICOM CT series folder or a single slice file."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per series)."),
     denoiser: str = typer.Option("two_stage", help="Registered denoiser name."),
-    checkpoint: Path = typer.Option(None, help="Checkpoint for two_stage/redcnn (default: bundled)."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint of a learned denoiser (default: its bundled one)."),
     n0: float = typer.Option(None, help="Photon count for the two-stage noise prior."),
     param: list[str] = typer.Option([], "--param", "-p", help="Denoiser setting name=value (repeat)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, one series per task."),

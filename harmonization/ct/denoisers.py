@@ -2,7 +2,8 @@
 
 Classical: ``fbp`` (identity, the low-dose baseline), ``gaussian``, ``bilateral``, ``nlm``, ``bm3d``
 (optional ``bm3d`` package). Learned: ``redcnn`` and ``two_stage`` (from checkpoints; the bundled
-small ones by default). Classical entries carry parameter ``axes`` (their product is ``grid``) from
+small ones by default). What a caller must do differently for an entry is declared on its class
+(``learned``, ``square_only``, ``trainer``; see :class:`DenoiserProtocol`), never by its name. Classical entries carry parameter ``axes`` (their product is ``grid``) from
 which :func:`tune` picks the setting with the best PSNR on a validation phantom (a fair baseline).
 When the best value lies on the edge of an axis, :func:`tune` extends that axis geometrically (up
 to ``max_extend`` times) and warns if the optimum is still at the edge.
@@ -19,7 +20,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -29,7 +30,37 @@ from medbench.utils.optional import optional_import
 
 log = logging.getLogger(__name__)
 
-DENOISERS: Registry[type[Denoiser]] = Registry("denoiser")
+
+
+class DenoiserProtocol(Protocol):
+    """The contract of a ``DENOISERS`` entry (a class; :class:`Denoiser` implements it).
+
+    ``entry(**settings)`` builds it; calling it on HU ``(Z, H, W)`` or ``(H, W)`` returns float32
+    HU of the same shape, with optional context ``sinograms``, ``n0``, ``pixel_mm``.
+
+    Attributes:
+        learned: Built from a checkpoint (``entry(checkpoint=PATH or None for the bundled one,
+            progress=bool)``), trained at one geometry (``_model.geometry``/``_model.meta``
+            pixel size and matrix, checked by ``denoise apply``) and denoising whole volumes.
+        square_only: Needs square slices (it re-projects them).
+        trainer: ``"module:function"`` that trains it (``medbench denoise train --model NAME``;
+            called as ``fn(data, cfg, out_dir, run=run)``), or None; ``trainer_outputs`` are the
+            per-stage checkpoints it writes, ``history_key`` the loss its history records.
+        grid: Settings swept by :func:`tune` (classical entries).
+    """
+
+    name: ClassVar[str]
+    learned: ClassVar[bool]
+    square_only: ClassVar[bool]
+    trainer: ClassVar[str | None]
+    grid: ClassVar[tuple[dict[str, float], ...]]
+
+    def __call__(self, hu: np.ndarray, **context: Any) -> np.ndarray: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+DENOISERS: Registry[type[Denoiser]] = Registry("denoiser", protocol=DenoiserProtocol, entry="class")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -55,6 +86,11 @@ class Denoiser:
     axes: ClassVar[dict[str, tuple[float, ...]]] = {}
     limits: ClassVar[dict[str, tuple[float, float]]] = {}  # bounds for extending an axis
     grid: ClassVar[tuple[dict[str, float], ...]] = ()
+    learned: ClassVar[bool] = False
+    square_only: ClassVar[bool] = False
+    trainer: ClassVar[str | None] = None
+    trainer_outputs: ClassVar[tuple[str, ...]] = ()  # per-stage checkpoints the trainer writes (run outputs)
+    history_key: ClassVar[str] = "loss"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -260,6 +296,10 @@ class REDCNNDenoiser(Denoiser):
     """RED-CNN from a checkpoint (default: the bundled small model for 64-px phantoms, N0 = 2.5e4)."""
 
     name = "redcnn"
+    learned = True
+    trainer = "harmonization.ct.training:train_redcnn"
+    trainer_outputs = ("redcnn_last.pt",)
+    history_key = "redcnn"
 
     def __init__(self, checkpoint: str | Path | None = None, progress: bool = False) -> None:
         from harmonization.ct.learned import REDCNNModel
@@ -286,6 +326,11 @@ class TwoStageDenoiser(Denoiser):
     """
 
     name = "two_stage"
+    learned = True
+    square_only = True
+    trainer = "harmonization.ct.training:train_two_stage"
+    trainer_outputs = ("projection_last.pt", "image_last.pt")
+    history_key = "image"
 
     def __init__(self, checkpoint: str | Path | None = None, n0: float | None = None,
                  progress: bool = False) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,20 @@ from medbench.eval.report import HtmlReport
 log = logging.getLogger(__name__)
 
 
-def build_denoisers(names: Sequence[str], val_cases: Sequence[Any], *, checkpoint: str | os.PathLike[str] | None,
-                    redcnn_checkpoint: str | os.PathLike[str] | None,
+def build_denoisers(names: Sequence[str], val_cases: Sequence[Any], *,
+                    checkpoints: Mapping[str, str | os.PathLike[str] | None] | None = None,
                     window: tuple[float, float] = SOFT_TISSUE) -> dict[str, Denoiser]:
-    """Instantiate ``names``: classical ones tuned on ``val_cases``, learned ones from checkpoints."""
+    """Instantiate ``names``: classical ones tuned on ``val_cases``, learned ones from
+    ``checkpoints[name]`` (missing or None: the bundled checkpoint)."""
+    checkpoints = checkpoints or {}
     out: dict[str, Denoiser] = {}
     tunable = [n for n in names if DENOISERS.get(n).grid]
     tuned = tune_classical(tunable, val_cases, window=window) if tunable else {}
     for n in names:
         if n in tuned:
             out[n] = tuned[n]
-        elif n == "two_stage":
-            out[n] = create_denoiser(n, checkpoint=checkpoint)
-        elif n == "redcnn":
-            out[n] = create_denoiser(n, checkpoint=redcnn_checkpoint)
+        elif DENOISERS.get(n).learned:
+            out[n] = create_denoiser(n, checkpoint=checkpoints.get(n))
         else:
             out[n] = create_denoiser(n)
     return out
@@ -77,7 +77,8 @@ def _mtf_nps_figure(images: dict[str, np.ndarray], case: Any):
 
 def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                        checkpoint: str | os.PathLike[str] | None = None,
-                       redcnn_checkpoint: str | os.PathLike[str] | None = None, n_volumes: int = 2,
+                       redcnn_checkpoint: str | os.PathLike[str] | None = None,
+                       checkpoints: Mapping[str, str | os.PathLike[str] | None] | None = None, n_volumes: int = 2,
                        n_slices: int = 8, size: int = 64, n0: float = 2.5e4,
                        geometry: Geometry = Geometry(), window: tuple[float, float] = SOFT_TISSUE,
                        seed: int = 0, restart: bool = False) -> dict[str, Path]:
@@ -85,7 +86,10 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
 
     ``out_dir`` is a :func:`medbench.runs.open_run` run folder (``config.yaml``, ``denoise.log``);
     the evaluation is one unit: a re-run with the same settings returns the finished files, one with
-    other settings (checkpoint contents included) is refused unless ``restart``.
+    other settings (checkpoint contents included) is refused unless ``restart``. Learned denoisers
+    load ``checkpoints[name]`` (default: bundled); ``checkpoint`` and ``redcnn_checkpoint`` are the
+    CLI's ``--checkpoint``/``--redcnn-checkpoint`` shorthands for ``checkpoints={"two_stage": ...,
+    "redcnn": ...}``.
     """
     from harmonization.ct.apply import WORKFLOW, file_fingerprint
     from medbench.runs import open_run
@@ -98,24 +102,32 @@ def evaluate_to_folder(out_dir: str | os.PathLike[str], names: Sequence[str], *,
                 "redcnn_checkpoint_sha256": file_fingerprint(redcnn_checkpoint), "n_volumes": n_volumes,
                 "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
                 "pixel_mm": geometry.pixel_mm, "filter": geometry.filter_name, "window": list(window), "seed": seed}
+    if checkpoints:  # learned denoisers' checkpoints by name (the CLI shorthands above also apply)
+        settings["checkpoints"] = {k: {"path": None if v is None else str(v), "sha256": file_fingerprint(v)}
+                                   for k, v in sorted(checkpoints.items())}
+    ckpts = {k: v for k, v in (checkpoints or {}).items() if v is not None}
+    if checkpoint is not None:  # --checkpoint: the default learned model's
+        ckpts.setdefault("two_stage", checkpoint)
+    if redcnn_checkpoint is not None:
+        ckpts.setdefault("redcnn", redcnn_checkpoint)
     files = [p.name for p in paths.values()]
     with open_run(out, WORKFLOW, settings, outputs=files, restart=restart) as run:
         if run.unit_done("evaluate", settings, outputs=files):
             log.info("%s already evaluated with these settings", out)
             return paths
-        _evaluate(run, paths, names, checkpoint=checkpoint, redcnn_checkpoint=redcnn_checkpoint,
+        _evaluate(run, paths, names, checkpoints=ckpts,
                   n_volumes=n_volumes, n_slices=n_slices, size=size, n0=n0, geometry=geometry, window=window,
                   seed=seed)
         run.mark_unit("evaluate", settings)
     return paths
 
 
-def _evaluate(run: Any, paths: dict[str, Path], names: Sequence[str], *, checkpoint: Any, redcnn_checkpoint: Any,
+def _evaluate(run: Any, paths: dict[str, Path], names: Sequence[str], *, checkpoints: Mapping[str, Any],
               n_volumes: int, n_slices: int, size: int, n0: float, geometry: Geometry,
               window: tuple[float, float], seed: int) -> None:
     val = make_cases(1, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="val")
     test = make_cases(n_volumes, n_slices, size=size, n0=n0, geometry=geometry, seed=seed, split="test")
-    dens = build_denoisers(names, val, checkpoint=checkpoint, redcnn_checkpoint=redcnn_checkpoint, window=window)
+    dens = build_denoisers(names, val, checkpoints=checkpoints, window=window)
     outputs: dict[tuple[str, str], np.ndarray] = {}
     table = compare(dens, test, window=window, outputs=outputs)
     summary = summarise(table)
@@ -144,7 +156,7 @@ def _evaluate(run: Any, paths: dict[str, Path], names: Sequence[str], *, checkpo
     rep.heading("Resolution and noise texture")
     rep.figure(_mtf_nps_figure(outs, case), caption="Left: edge MTF; right: radial NPS of the error in flat ROIs.")
     rep.heading("Per volume").table(table, float_format="{:.3f}")
-    rep.config({"denoisers": list(names), "checkpoint": checkpoint, "redcnn_checkpoint": redcnn_checkpoint,
+    rep.config({"denoisers": list(names), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                 "n_volumes": n_volumes, "n_slices": n_slices, "size": size, "n0": n0, "n_views": geometry.n_views,
                 "pixel_mm": geometry.pixel_mm, "window": list(window), "seed": seed, "denoiser_settings": settings})
     rep.save(paths["report"])

@@ -8,19 +8,46 @@ Two kinds:
   z-score to the reference statistics, and GDCE): reference images pass (almost) unchanged and the
   reference classifier is used as it is (``maps_to_reference = True``).
 
-Every entry is registered in ``HARMONIZERS``; ``create_harmonizer(name, **kw)`` builds one.
+Every entry is registered in ``HARMONIZERS`` (GDCE in :mod:`harmonization.xray.gdce_harmonizer`);
+``create_harmonizer(name, **kw)`` builds one. :class:`HarmonizerProtocol` is the contract.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from medbench.errors import InputError
 from medbench.registry import Registry
 
-HARMONIZERS: Registry[Any] = Registry("harmonizer")
+
+class HarmonizerProtocol(Protocol):
+    """The contract of a ``HARMONIZERS`` entry (a class; :class:`Harmonizer` implements it).
+
+    ``entry(**settings)`` builds it, ``fit(reference_images)`` fits it, ``transform(images)``
+    maps grey ``(N, H, W)`` images in [0, 1] to the same shape in [0, 1].
+
+    Attributes:
+        maps_to_reference: True when reference images pass (almost) unchanged, so the reference
+            classifier is used as it is; False for per-image normalisations (retrained on them).
+        needs: Inputs beyond reference images that fitting needs (empty for the baselines; GDCE:
+            a reference classifier and labelled source-vendor images, given by ``harmonize fit``).
+    """
+
+    name: ClassVar[str]
+    maps_to_reference: bool
+    needs: ClassVar[frozenset[str]]
+
+    def fit(self, reference: np.ndarray) -> Any: ...
+
+    def transform(self, images: np.ndarray) -> np.ndarray: ...
+
+
+#: Modules whose import registers the built-in harmonizers (imported on the first lookup).
+BUILTIN_MODULES = ("harmonization.xray.baselines", "harmonization.xray.gdce_harmonizer")
+HARMONIZERS: Registry[Any] = Registry("harmonizer", builtins=BUILTIN_MODULES, protocol=HarmonizerProtocol,
+                                      entry="class")
 
 
 def _check(images: np.ndarray) -> np.ndarray:
@@ -39,6 +66,7 @@ class Harmonizer:
 
     name = "base"
     maps_to_reference = False
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def fit(self, reference: np.ndarray) -> Harmonizer:
         return self

@@ -15,7 +15,7 @@ from torch import nn
 
 from harmonization.xray.baselines import Harmonizer
 from harmonization.xray.classifier import train_classifier  # noqa: F401 - re-exported for callers
-from harmonization.xray.predictor import CurvePredictor
+from harmonization.xray.gdce_harmonizer import GDCEHarmonizer, gdce_transform  # noqa: F401 - re-exported
 from medbench.eval.metrics import bootstrap_auc_ci
 
 log = logging.getLogger(__name__)
@@ -35,32 +35,8 @@ def predict_proba(model: nn.Module, images: Images, batch: int = 64) -> np.ndarr
     return torch.cat(out).numpy()
 
 
-def gdce_transform(predictor: CurvePredictor, batch: int = 32) -> Callable[[Images], Images]:
-    """Wrap a trained predictor as ``images -> harmonised images`` on numpy arrays."""
-
-    @torch.no_grad()
-    def run(images: Images) -> Images:
-        x = torch.as_tensor(np.asarray(images, np.float32))[:, None]
-        return torch.cat([predictor.harmonize(x[i : i + batch]) for i in range(0, len(x), batch)])[:, 0].numpy()
-
-    return run
-
-
-class PerVendorGDCE:
-    """GDCE with a curve predictor per source vendor and/or one for any vendor (``"*"``);
-    reference images (``vendor=None``) pass unchanged."""
-
-    per_vendor = True
-    maps_to_reference = True
-
-    def __init__(self, predictors: Mapping[str, CurvePredictor]) -> None:
-        self.predictors = dict(predictors)
-
-    def __call__(self, images: Images, vendor: str | None = None) -> Images:
-        model = None if vendor is None else (self.predictors.get(vendor) or self.predictors.get("*"))
-        if model is not None:
-            return gdce_transform(model)(images)
-        return np.asarray(images, np.float32)
+#: GDCE as a harmonizer is the registry entry ``"gdce"``; these names are kept for callers.
+PerVendorGDCE = GDCEHarmonizer
 
 
 def vendor_separability(images_by_vendor: Mapping[str, Images], *, bins: int = 32, seed: int = 0) -> float:

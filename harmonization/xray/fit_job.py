@@ -20,7 +20,6 @@ from harmonization.xray.compare import (
 )
 from harmonization.xray.curves import curve_values
 from harmonization.xray.evaluate import (
-    PerVendorGDCE,
     curves_figure,
     evaluate_methods,
     gdce_transform,
@@ -47,6 +46,8 @@ from medbench.utils.files import atomic_path
 log = logging.getLogger(__name__)
 
 BASELINES = ("histmatch", "zscore", "histeq", "clahe", "minmax")
+#: The registered harmonizer this job fits (against the reference classifier).
+GDCE = "gdce"
 #: Below this many test images of a class, AUCs and their CIs are flagged as unreliable.
 MIN_PER_CLASS = 15
 
@@ -192,6 +193,10 @@ def _fit_harmonizer(
         raise InputError(f"--recipe must be one of {RECIPES}, got {recipe!r}")
     out = Path(out_dir)
     methods_base = {b: create_harmonizer(b) for b in baselines}  # unknown names fail before any training
+    for b, m in methods_base.items():
+        if m.needs:
+            raise InputError(f"--baselines {b!r}: it needs {', '.join(sorted(m.needs))} to be fitted, which only "
+                             "its own job gives; list harmonizers fitted from reference images alone")
     if recipe == "paper":  # fails on a missing weights file before any training
         feat, feat_desc = vgg16_conv2_2(str(vgg_weights) if vgg_weights else None), \
             f"VGG16 conv2_2 before ReLU ({Path(str(vgg_weights)).name})"
@@ -265,7 +270,7 @@ def _fit_harmonizer(
     save_predictor(predictors, out / "model.pt", cfg, reference=reference)
     vendor_tests = {v: (images[(vendor_of == v) & part["test"]], y[(vendor_of == v) & part["test"]],
                         patients[(vendor_of == v) & part["test"]]) for v in vendors if v != reference}
-    methods = {"gdce": PerVendorGDCE(predictors), **methods_base}
+    methods = {GDCE: create_harmonizer(GDCE, predictors=predictors), **methods_base}
     results = evaluate_methods(clf, ref_train, ref_test, vendor_tests, methods, retrain=retrain,
                                n_boot=n_boot, seed=seed)
     with atomic_path(out / "results.csv") as tmp:

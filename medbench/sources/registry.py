@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,24 +17,46 @@ from medbench.sources.model import SourceModel
 
 logger = logging.getLogger(__name__)
 
-SOURCES: Registry[SourceCard] = Registry("source")
 
-# Modules whose import registers the built-in cards (imported lazily to avoid cycles).
+
+class SourceLoader(Protocol):
+    """A card's ``loader``: builds the timm backbone (or ``(backbone, refined card)``) for the card."""
+
+    def __call__(self, card: SourceCard, *, arch: str, num_classes: int | None, in_chans: int,
+                 weights: str | os.PathLike[str] | None, drop_rate: float, **kwargs: Any) -> Any: ...
+
+
+class SourceCardProtocol(Protocol):
+    """The contract of a ``SOURCES`` entry (:class:`SourceCard` implements it): what the source is
+    (name, arch, preprocessing, weights policy, licence) and the ``loader`` that builds it."""
+
+    name: str
+    arch: str
+    loader: Callable[..., Any]
+    preprocessing: Any
+    needs_weights: bool
+    arch_choices: tuple[str, ...] | None
+    channel_policy: str
+    weights_in_chans: int | None
+    default_num_classes: int | None
+    extra: str | None
+    metadata: Mapping[str, str]
+
+    def with_options(self, *, preprocessing: Any = None, channel_policy: str | None = None) -> Any: ...
+
+
+# Modules whose import registers the built-in cards (imported on the first lookup; import errors raise).
 _BUILTIN_MODULES = (
     "medbench.sources.imagenet",
     "medbench.sources.efficientnet_lite",
     "medbench.sources.radimagenet",
     "medbench.sources.checkpoint_source",
 )
-_loaded = False
+SOURCES: Registry[SourceCard] = Registry("source", builtins=_BUILTIN_MODULES, protocol=SourceCardProtocol)
 
 
 def _ensure_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        for name in _BUILTIN_MODULES:
-            importlib.import_module(name)  # registers its cards once (module import is cached)
-        _loaded = True
+    SOURCES.load_builtins()
 
 
 def register_source(card: SourceCard, *, overwrite: bool = False) -> SourceCard:

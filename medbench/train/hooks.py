@@ -12,40 +12,67 @@ The engine (``medbench.train.engine``) knows nothing about GraB or N:M sparsity.
   may replace the optimizer and see every step.
 
 Registries are filled by the modules that implement entries (``medbench.train.ordering``: "rr" and
-"so"; ``medbench.train.grab``: "grab" and "pair";
-``medbench.train.sparsity``); :func:`load_builtin_entries` imports them.
+"so"; ``medbench.train.grab``: "grab" and "pair"; ``medbench.train.cdgrab``: "cdgrab";
+``medbench.train.sparsity``); each registry imports them on its first lookup, and an import error
+in one of them is raised, never skipped. :class:`Ordering` and :class:`Sparsity` are the contracts.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from medbench.registry import Registry
 
-ORDERINGS: Registry[Any] = Registry("example ordering")
-SPARSITY: Registry[Any] = Registry("sparsity recipe")
 
-_BUILTIN_MODULES = (
-    "medbench.train.ordering",
-    "medbench.train.grab",
-    "medbench.train.cdgrab",
-    "medbench.train.sparsity",
-)
+@runtime_checkable
+class Ordering(Protocol):
+    """An example ordering: a sampler built as ``entry(dataset_size=N, seed=S, **opts)``.
+
+    It yields each of the N dataset indices once per epoch. The engine also calls, when present,
+    ``set_epoch``, ``observe``, ``end_epoch``, ``state_dict``/``load_state_dict`` and ``summary``.
+    """
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class Sparsity(Protocol):
+    """A sparsity recipe: a :class:`TrainHook` built as ``entry(pattern="N:M", **opts)``."""
+
+    name: str
+
+    def make_optimizer(self, params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Optimizer | None: ...
+
+    def after_backward(self, model: nn.Module, step: int) -> None: ...
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+    def on_train_end(self, model: nn.Module) -> nn.Module: ...
+
+    def masks_final(self) -> bool: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+_ORDERING_MODULES = ("medbench.train.ordering", "medbench.train.grab", "medbench.train.cdgrab")
+ORDERINGS: Registry[Any] = Registry("example ordering", builtins=_ORDERING_MODULES, protocol=Ordering,
+                                    entry="class")
+SPARSITY: Registry[Any] = Registry("sparsity recipe", builtins=("medbench.train.sparsity",), protocol=Sparsity,
+                                   entry="class")
 
 
 def load_builtin_entries() -> None:
-    """Import the modules that register orderings and sparsity recipes (idempotent)."""
-    for name in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    """Import the modules that register orderings and sparsity recipes (idempotent; errors propagate)."""
+    ORDERINGS.load_builtins()
+    SPARSITY.load_builtins()
 
 
 class TrainHook:

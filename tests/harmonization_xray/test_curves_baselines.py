@@ -81,7 +81,7 @@ def test_predictor_shapes_range_and_identity_start():
     assert torch.allclose(net.harmonize(x), x)  # zero-initialised last layer -> identity
 
 
-@pytest.mark.parametrize("name", HARMONIZERS.names())
+@pytest.mark.parametrize("name", [n for n, cls in HARMONIZERS.items() if not cls.needs])
 def test_every_baseline_maps_into_unit_range(name):
     rng = np.random.default_rng(0)
     ref = rng.random((4, 24, 24)).astype(np.float32)

@@ -15,7 +15,7 @@ from harmonization.xray.gdce import load_predictors
 from harmonization.xray.predictor import CurvePredictor
 from medbench.cli import app
 from medbench.data.synthetic import write_cxr_dataset
-from medbench.errors import UnknownNameError
+from medbench.errors import InputError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,13 @@ def test_unknown_baseline_fails_before_training(tmp_path: Path, synthetic_cxr_di
         fit_harmonizer(table, tmp_path / "run", vendor_column="Manufacturer", reference="RefVendor",
                        baselines=("histmatc",), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_harmonizer_that_needs_the_fit_job_is_refused_as_a_baseline(tmp_path: Path, synthetic_cxr_dir: Path) -> None:
+    from harmonization.xray.fit_job import fit_harmonizer
+
+    table = pd.read_csv(synthetic_cxr_dir / "labels.csv")
+    with pytest.raises(InputError, match="'gdce': it needs labelled_source_images, reference_classifier"):
+        fit_harmonizer(table, tmp_path / "run", vendor_column="Manufacturer", reference="RefVendor",
+                       baselines=("histmatch", "gdce"), progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()  # refused before any training

@@ -208,7 +208,11 @@ class _ObservingSampler(torch.utils.data.Sampler):
 
 
 def test_hooks_and_sampler_are_called_in_documented_order(tmp_path: Path) -> None:
-    ORDERINGS.add("test-observing", _ObservingSampler, overwrite=True)
+    with ORDERINGS.temporary("test-observing", _ObservingSampler):
+        _check_observing_order(tmp_path)
+
+
+def _check_observing_order(tmp_path: Path) -> None:
     log: list = []
     _ObservingSampler.log = log
     data = H.blob_data(10, seed=8)
@@ -245,9 +249,9 @@ def test_sparsity_config_creates_hook_from_registry(tmp_path: Path) -> None:
         def summary(self):
             return {"steps": self.steps}
 
-    SPARSITY.add("test-fake", FakeRecipe, overwrite=True)
     cfg = TrainConfig(epochs=1, sparsity="2:4", sparsity_recipe="test-fake", sparsity_options={"strength": 0.5}, **FAST)
-    res = fit(H.TinyNet(), H.blob_data(32), None, cfg, tmp_path)
+    with SPARSITY.temporary("test-fake", FakeRecipe):
+        res = fit(H.TinyNet(), H.blob_data(32), None, cfg, tmp_path)
     assert created == [("2:4", 0.5)] and res.summary["hooks_summary"] == {"fake-sparsity": {"steps": 2}}
 
 

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from transferability.metrics import gbc, hscore, knn, leep, logme, ncti, parc, sfda, transrate  # noqa: F401
-from transferability.metrics.base import METRICS, MetricSpec, register_metric
+from transferability.metrics import (  # noqa: F401
+    fu,
+    gbc,
+    hscore,
+    knn,
+    leep,
+    logme,
+    ncti,
+    parc,
+    sfda,
+    transrate,
+)
+from transferability.metrics.base import (
+    METRICS,
+    MetricSpec,
+    TransferMetric,
+    register_combined,
+    register_metric,
+)
 
-__all__ = ["METRICS", "MetricSpec", "register_metric"]
+__all__ = ["METRICS", "MetricSpec", "TransferMetric", "register_combined", "register_metric"]

@@ -68,7 +68,7 @@ def ncti_combine(components: dict[str, tuple[float, float, float]], *, vc_sign: 
     return {m: float(norm[i, 0] + norm[i, 1] + vc_sign * norm[i, 2]) for i, m in enumerate(names)}
 
 
-@register_metric("ncti", reference="Wang et al., NCTI, ICCV 2023")
+@register_metric("ncti", reference="Wang et al., NCTI, ICCV 2023", part=ncti_components, combine=ncti_combine)
 def ncti(features: Any, labels: Any, *, logits: Any = None, pca_dims: int = 64) -> float:
     """Single-model raw NCTI seli + ncc + vc; rank models with :func:`ncti_combine` instead."""
     seli, ncc, vc = ncti_components(features, labels, pca_dims=pca_dims)
