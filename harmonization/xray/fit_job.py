@@ -104,6 +104,8 @@ def fit_harmonizer(table: pd.DataFrame, out_dir: str | Path, *, restart: bool = 
         raise InputError(f"--recipe must be one of {RECIPES}, got {args['recipe']!r}")
     for name in args["baselines"]:
         create_harmonizer(name)
+    if args["recipe"] == "paper":  # a missing or wrong VGG16 file fails before the run folder is written
+        vgg16_conv2_2(str(args["vgg_weights"]) if args.get("vgg_weights") else None)
     settings = {"command": "fit", "table_sha256": _table_hash(table),
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items() if k != "progress"}}
     vgg = args.get("vgg_weights")
