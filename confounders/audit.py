@@ -55,7 +55,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
+from confounders.audit_data import (
+    AuditData,
+    authors_sampled_sets,
+    load_dicom_folder,
+    load_nih_splits,
+    load_synthetic,
+)
 from confounders.audit_stats import compare_sources, summarise
 from confounders.base import check_fraction
 from confounders.injection import ARTIFACT_SCALES, inject
@@ -95,7 +101,8 @@ class AuditConfig:
             "positive"}``. Synthetic/DICOM data also take ``scheme`` ("fixed-test", the authors':
             one fixed test set + GroupShuffleSplit train/val; or "kfold": patient k-fold, whose
             test set changes per split), ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
-            NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
+            NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``; their
+            sex files ``gender/F_<100p>/`` from ``sex_csv_dir``, default ``<csv_dir>/gender``).
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
         drop_rate: Dropout before the new head (the paper: 0.5).
         seed: Seeds the artifact selection and (plus the split index) training.
@@ -240,7 +247,7 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     if "csv_dir" not in d:
         raise InputError("data kind 'nih' needs 'csv_dir' (the authors' train_foldK.csv/val_foldK.csv/test.csv)")
     return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
-                           positive=d.get("positive"), max_splits=splits)
+                           positive=d.get("positive"), max_splits=splits, sex_csv_dir=d.get("sex_csv_dir"))
 
 
 #: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
@@ -294,6 +301,9 @@ def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[s
     from confounders.sampled import add_age_band, build_prevalence_splits
 
     name, kw = spec_kwargs(unit.confounder)
+    authors = authors_sampled_sets(data, name, unit.p, unit.split)
+    if authors is not None:  # the authors' split files (e.g. Source Matters' gender/F_<100p>/)
+        return authors, {s: np.zeros(len(r), dtype=bool) for s, r in authors.items()}
     column, group = _sampled_column_group(unit.confounder)
     kw.pop("column", None)
     kw.pop("group", None)
@@ -431,6 +441,10 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> Un
                            "p": unit.p, "split": unit.split}
     preds = []
     for s in ("test", "ood", "clean"):
+        if len(sets[s]) == 0:  # e.g. the authors' sex files: an o.o.d. test set only
+            row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s],
+                                  pd.DataFrame({"label": [], "prob": []}), 0, 0))
+            continue
         pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=device,
                        keep_meta=("patient_id",))
         row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s], pred, cfg.n_boot,

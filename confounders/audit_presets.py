@@ -8,6 +8,12 @@ network, timm's initialisation, not Keras' glorot-uniform). Recipe as the author
 dropout 0.5, the best validation loss kept (their early-stopping patience of 30 never fires in 30
 epochs), one fixed test set and 5 train/val splits. The image size is not in their repository;
 the preset uses 224 px (Keras ResNet50's default input); ``--size`` changes it.
+
+Split files: ``--csv-dir`` is the authors' ``data/chest14/`` folder (``train_foldK.csv``,
+``val_foldK.csv``, ``test.csv``). The sex arm reads their ``gender/`` folder inside it when present
+(``F_0/`` ... ``F_100/`` with ``train_foldK.csv``/``val_foldK.csv``, and ``gender/test.csv``, the
+o.o.d. test set: male positives + female negatives); ``data: {sex_csv_dir: ...}`` in a config
+points elsewhere. Their sex experiment has no i.i.d. or clean test set, so those AUCs are empty.
 """
 
 from __future__ import annotations
