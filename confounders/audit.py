@@ -62,7 +62,7 @@ from confounders.audit_data import (
     load_nih_splits,
     load_synthetic,
 )
-from confounders.audit_stats import compare_sources, summarise
+from confounders.audit_stats import compare_sources, summarise, with_prevalence
 from confounders.base import check_fraction
 from confounders.injection import ARTIFACT_SCALES, inject
 from confounders.specs import (
@@ -438,7 +438,7 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> Un
     res = fit(model, sets["train"], sets["val"], tcfg, run_dir,
               run_info={"audit_unit": unit.uid, "p": unit.p})
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
-                           "p": unit.p, "split": unit.split}
+                           "prevalence": unit.p, "split": unit.split}
     preds = []
     for s in ("test", "ood", "clean"):
         if len(sets[s]) == 0:  # e.g. the authors' sex files: an o.o.d. test set only
@@ -508,7 +508,7 @@ def audit_warnings(cfg: AuditConfig, data: AuditData, results: pd.DataFrame) -> 
 def collect_rows(out_dir: Path) -> pd.DataFrame:
     """All finished units' rows (``units/*/row.json``)."""
     rows = [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*/row.json"))]
-    return pd.DataFrame(rows)
+    return with_prevalence(pd.DataFrame(rows))  # rows written before the rename carry "p"
 
 
 def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,
@@ -572,7 +572,7 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
     logger.info("audit: %d units run, %d already done", done, skipped)
     keys = {u.uid for u in todo}
     results = collect_rows(out)
-    results = results[results["unit"].isin(keys)].sort_values(["source", "confounder", "p", "split"])
+    results = results[results["unit"].isin(keys)].sort_values(["source", "confounder", "prevalence", "split"])
     results = results.reset_index(drop=True)
     summary = summarise(results)
     comparisons = compare_sources(results, seed=cfg.seed, n_perm=cfg.n_perm, alpha=cfg.alpha)

@@ -344,7 +344,7 @@ def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *
     root = Path(image_root) if image_root else Path(csv_dir)
     allrows["path"] = [str(p if Path(p).is_absolute() else root / p) for p in allrows["path"].astype(str)]
     allrows["class"] = allrows["class"].astype(str)
-    for group, g in allrows.groupby("_group"):
+    for _, g in allrows.groupby("_group"):
         pos, negate = _positive_class(set(g["class"]), positive)
         hit = g["class"] == str(pos)
         allrows.loc[g.index, "_label"] = (~hit if negate else hit).astype(int)

@@ -147,12 +147,12 @@ def step_audit(ctx: DemoContext) -> None:
     ctx.state["audit"] = res
     summ = res.summary
     for source, g in summ.groupby("source", sort=False):
-        g = g.sort_values("p")
+        g = g.sort_values("prevalence")
         ctx.notes.append(
             f"Audit ({source}): with the tag on a fraction p of positives, o.o.d. AUC goes "
-            + ", ".join(f"{r.auc_ood:.2f} at p={r.p:g}" for r in g.itertuples())
-            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['p'].iloc[-1]:g}; clean {g['auc_clean'].iloc[0]:.2f} "
-            f"at p={g['p'].iloc[0]:g}); details in audit/report.html.")
+            + ", ".join(f"{r.auc_ood:.2f} at p={r.prevalence:g}" for r in g.itertuples())
+            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['prevalence'].iloc[-1]:g}; clean {g['auc_clean'].iloc[0]:.2f} "
+            f"at p={g['prevalence'].iloc[0]:g}); details in audit/report.html.")
     for msg in res.warnings.loc[res.warnings["kind"] == "chance", "message"]:
         ctx.notes.append(f"Audit warning: {msg}.")
 

@@ -89,7 +89,7 @@ re-running the cell only re-reports.
 """),
     code("""
 result = run_audit(cfg, "audit_run", data=data)
-cols = ["source", "p", "auc_iid", "auc_ood", "auc_clean", "gap"]
+cols = ["source", "prevalence", "auc_iid", "auc_ood", "auc_clean", "gap"]
 display(result.summary[cols].round(3))
 """),
     md("""
@@ -113,8 +113,8 @@ With more splits (`splits=5`) the audit also compares the sources at each p with
 permutation t-test over splits (`result.comparisons`), as in the paper.
 """),
     code("""
-summ = result.summary.sort_values("p")
-out = {"notebook": "01_robustness_audit", "ps": sorted(summ.p.unique().tolist()), "sources": {}}
+summ = result.summary.sort_values("prevalence")
+out = {"notebook": "01_robustness_audit", "ps": sorted(summ.prevalence.unique().tolist()), "sources": {}}
 for src, g in summ.groupby("source"):
     out["sources"][src] = {k: [round(float(v), 4) for v in g[k]] for k in ("auc_iid", "auc_ood", "auc_clean")}
 out["report"] = bool(result.report_path and result.report_path.exists())

@@ -89,9 +89,9 @@ def test_cli_source_matters_preset_on_an_nih_folder(tmp_path: Path) -> None:
     assert set(sets.uid[sets.set == "test_iid"]) == test  # the authors' fixed test set
     assert set(sets.uid[sets.set == "train"]) == set(pd.read_csv(paths["csv"] / "train_fold1.csv").path)
     paper = pd.read_csv(tmp_path / "run" / "paper_comparison.csv")
-    assert list(paper.source) == ["random", "random"] and list(paper.p) == [0.5, 0.8]
+    assert list(paper.source) == ["random", "random"] and list(paper.prevalence) == [0.5, 0.8]
     assert list(paper.paper_auc_ood) == [PAPER_FIGURE[("paper-tag", p)]["random"] for p in (0.5, 0.8)]
-    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("p")
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("prevalence")
     assert np.allclose(paper.auc_ood, summary.loc[[0.5, 0.8], "auc_ood"])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Beside the paper" in html and "0.69" in html
@@ -145,7 +145,7 @@ def test_sex_arm_reads_the_authors_gender_files(tmp_path: Path) -> None:
             assert n_f == round(p * all_f) and (n_m == 0) == (p == 1.0)
             ood = sets[sets.set == "test_ood"]
             assert set(ood.sex[ood.label == 1]) == {"M"} and set(ood.sex[ood.label == 0]) == {"F"}
-    rows = res.results.set_index(["p", "split"])
+    rows = res.results.set_index(["prevalence", "split"])
     assert rows["auc_iid"].isna().all() and rows["auc_ood"].notna().all()
     with pytest.raises(InputError, match="p = 0, 0.5, 1, not 0.2"):
         run_audit(AuditConfig(**{**cfg.to_dict(), "ps": [0.2]}), tmp_path / "run2", report=False)
