@@ -56,7 +56,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from confounders.audit_data import AuditData, load_dicom_folder, load_nih_splits, load_synthetic
+from confounders.audit_data import (
+    AuditData,
+    authors_sampled_sets,
+    load_dicom_folder,
+    load_nih_splits,
+    load_synthetic,
+)
 from confounders.audit_folder import (
     open_audit_run,
     record_config,
@@ -64,7 +70,7 @@ from confounders.audit_folder import (
     run_settings,
     unit_settings,
 )
-from confounders.audit_stats import compare_sources, summarise
+from confounders.audit_stats import compare_sources, summarise, with_prevalence
 from confounders.base import check_fraction
 from confounders.injection import ARTIFACT_SCALES, inject
 from confounders.specs import (
@@ -105,7 +111,8 @@ class AuditConfig:
             one fixed test set + GroupShuffleSplit train/val; "kfold": patient k-fold, whose
             test set changes per split; "stratified-kfold": scikit-learn StratifiedGroupKFold),
             ``val_fraction`` (0.15) and ``test_fraction`` (0.25);
-            NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``).
+            NIH data use the split files (the authors' ``train_foldK.csv``/``test.csv``; their
+            sex files ``gender/F_<100p>/`` from ``sex_csv_dir``, default ``<csv_dir>/gender``).
             DICOM and NIH data take ``window``: ``(center, width)`` / ``"C,W"``, ``"minmax"``,
             ``"bits"``, or none (default: each DICOM's own VOI window; PNGs by bit depth).
         train: ``TrainConfig`` fields (defaults: :data:`DEFAULT_TRAIN`).
@@ -247,7 +254,8 @@ def load_data(data_cfg: dict[str, Any], *, splits: int, seed: int = 0) -> AuditD
     if "csv_dir" not in d:
         raise InputError("data kind 'nih' needs 'csv_dir' (the authors' train_foldK.csv/val_foldK.csv/test.csv)")
     return load_nih_splits(d["csv_dir"], d.get("image_root"), size=d.get("size", 128),
-                           positive=d.get("positive"), max_splits=splits, window=d.get("window"))
+                           positive=d.get("positive"), max_splits=splits, window=d.get("window"),
+                           sex_csv_dir=d.get("sex_csv_dir"))
 
 
 #: Keras' default number of thresholds of ``tf.keras.metrics.AUC`` (the paper's AUC).
@@ -301,6 +309,9 @@ def _sampled_sets(unit: Unit, cfg: AuditConfig, data: AuditData) -> tuple[dict[s
     from confounders.sampled import add_age_band, build_prevalence_splits
 
     name, kw = spec_kwargs(unit.confounder)
+    authors = authors_sampled_sets(data, name, unit.p, unit.split)
+    if authors is not None:  # the authors' split files (e.g. Source Matters' gender/F_<100p>/)
+        return authors, {s: np.zeros(len(r), dtype=bool) for s, r in authors.items()}
     column, group = _sampled_column_group(unit.confounder)
     kw.pop("column", None)
     kw.pop("group", None)
@@ -435,9 +446,13 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> Un
     res = fit(model, sets["train"], sets["val"], tcfg, run_dir,
               run_info={"audit_unit": unit.uid, "p": unit.p})
     row: dict[str, Any] = {"unit": unit.uid, "source": spec_label(unit.source), "confounder": key,
-                           "p": unit.p, "split": unit.split}
+                           "prevalence": unit.p, "split": unit.split}
     preds = []
     for s in ("test", "ood", "clean"):
+        if len(sets[s]) == 0:  # e.g. the authors' sex files: an o.o.d. test set only
+            row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s],
+                                  pd.DataFrame({"label": [], "prob": []}), 0, 0))
+            continue
         pred = predict(res.model, sets[s], batch_size=2 * tcfg.batch_size, device=device,
                        keep_meta=("patient_id",))
         row.update(_auc_block({"test": "iid", "ood": "ood", "clean": "clean"}[s], pred, cfg.n_boot,
@@ -502,12 +517,13 @@ def audit_warnings(cfg: AuditConfig, data: AuditData, results: pd.DataFrame) -> 
 
 
 def collect_rows(out_dir: Path, unit_names: list[str]) -> pd.DataFrame:
-    """The rows (``units/<unit>/row.json``) of the named units, sorted by source, confounder, p, split."""
+    """The rows (``units/<unit>/row.json``) of the named units, sorted by source, confounder,
+    prevalence, split (rows written before the rename carry ``p``)."""
     rows = [json.loads((Path(out_dir) / "units" / name / "row.json").read_text()) for name in unit_names]
     if not rows:
-        return pd.DataFrame(columns=["unit", "source", "confounder", "p", "split"])
-    df = pd.DataFrame(rows).drop(columns=["settings_hash"], errors="ignore")
-    return df.sort_values(["source", "confounder", "p", "split"]).reset_index(drop=True)
+        return pd.DataFrame(columns=["unit", "source", "confounder", "prevalence", "split"])
+    df = with_prevalence(pd.DataFrame(rows).drop(columns=["settings_hash"], errors="ignore"))
+    return df.sort_values(["source", "confounder", "prevalence", "split"]).reset_index(drop=True)
 
 
 def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,

@@ -1,7 +1,9 @@
 """Checks that say when an audit's numbers mean nothing (written into results and the report).
 
 - A source whose clean AUC at the lowest p (where no shortcut is available) has a bootstrap CI
-  that includes chance did not learn the task: its shortcut numbers are not interpretable.
+  that includes chance did not learn the task: its shortcut numbers are not interpretable. Without
+  a clean test set (the authors' sex files) the o.o.d. AUC at p = 0 stands in: at p = 0 training
+  holds no shortcut. Without CIs (``n_boot=0``) the mean AUC is compared with 0.5.
 - A test set too small for its CI: a mean 95% CI wider than :data:`MAX_CI_WIDTH` cannot resolve
   the AUC differences the audit looks for.
 - An artifact preset that is illegible at the working size (see :func:`legibility_warnings`).
@@ -26,19 +28,38 @@ MIN_TAG_PX = 12
 LOWPASS_NOOP = 1.0
 
 
+def _task_auc(low: pd.DataFrame, p: float) -> tuple[str, str] | None:
+    """``(column, label)`` of the AUC that measures the task at the lowest prevalence ``p``."""
+    if "auc_clean" in low and low["auc_clean"].notna().any():
+        return "auc_clean", "clean AUC"
+    if p == 0 and "auc_ood" in low and low["auc_ood"].notna().any():
+        return "auc_ood", "o.o.d. AUC (no shortcut in training at p = 0, no clean test set)"
+    return None
+
+
 def chance_warnings(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """Sources (per confounder) whose clean AUC at the lowest p is not above chance."""
+    """Sources (per confounder) whose clean AUC at the lowest prevalence is not above chance."""
+    from confounders.audit_stats import PREVALENCE, with_prevalence
+
     out = []
-    if results.empty or "auc_clean_lo" not in results:
+    results = with_prevalence(results)
+    if results.empty or PREVALENCE not in results:
         return out
     for (src, conf), g in results.groupby(["source", "confounder"], sort=False):
-        low = g[g.p == g.p.min()]
-        lo, mean = float(low["auc_clean_lo"].mean()), float(low["auc_clean"].mean())
-        if not lo > 0.5:
-            out.append({"kind": "chance", "source": src, "confounder": conf,
-                        "message": f"{src} / {conf}: clean AUC at p = {g.p.min():g} is {mean:.2f} (mean CI "
-                                   f"lower bound {lo:.2f} <= 0.5): {src} did not learn the task; its "
-                                   "shortcut numbers are not interpretable"})
+        p = float(g[PREVALENCE].min())
+        low = g[g[PREVALENCE] == p]
+        which = _task_auc(low, p)
+        if which is None:
+            continue
+        col, label = which
+        mean = float(low[col].mean())
+        lo = float(low[f"{col}_lo"].mean()) if f"{col}_lo" in low and low[f"{col}_lo"].notna().any() else None
+        if (mean if lo is None else lo) > 0.5:
+            continue
+        bound = "" if lo is None else f" (mean CI lower bound {lo:.2f} <= 0.5)"
+        out.append({"kind": "chance", "source": src, "confounder": conf,
+                    "message": f"{src} / {conf}: {label} at p = {p:g} is {mean:.2f}{bound}: {src} did not "
+                               "learn the task; its shortcut numbers are not interpretable"})
     return out
 
 

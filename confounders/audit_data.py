@@ -31,12 +31,17 @@ SETS = ("train", "val", "test")
 @dataclass
 class AuditData:
     """Images ``(N, 1, S, S)`` in [0, 1], metadata ``[uid, patient_id, label, ...]`` (label 0/1),
-    and per split a dict set name -> row positions (``splits``)."""
+    per split a dict set name -> row positions (``splits``), and optionally the authors' split
+    files of sampled confounders (``sampled_splits``)."""
 
     images: torch.Tensor
     meta: pd.DataFrame
     splits: list[dict[str, np.ndarray]] = field(default_factory=list)
     name: str = "data"
+    #: Authors' split files of sampled confounders: confounder name -> p -> per split the row
+    #: positions of "train", "val" and "test" (the o.o.d. test set), e.g. Source Matters'
+    #: ``gender/F_<100p>/`` folders (see :func:`find_sex_split_csvs`).
+    sampled_splits: dict[str, dict[float, list[dict[str, np.ndarray]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         need = [c for c in ("uid", "patient_id", "label") if c not in self.meta.columns]
@@ -189,7 +194,7 @@ _ENTRY_COLUMNS = {"Patient Gender": "sex", "Patient Age": "age", "View Position"
 
 def _join_data_entry(meta: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
     """Add ``sex``/``age``/``view`` from the first ``Data_Entry_2017.csv`` found in ``folders``
-    (matched on ``Image Index`` = file name); columns already present are kept."""
+    (matched on ``Image Index`` = file name); values already present are kept, missing ones filled."""
     table = next((f / DATA_ENTRY for f in folders if (f / DATA_ENTRY).is_file()), None)
     if table is None:
         return meta
@@ -199,38 +204,102 @@ def _join_data_entry(meta: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
     entry = entry.drop_duplicates("Image Index").set_index("Image Index")
     names = meta["path"].map(lambda p: Path(p).name)
     for col, new in _ENTRY_COLUMNS.items():
-        if col in entry.columns and new not in meta.columns:
-            meta[new] = names.map(entry[col]).to_numpy()
+        if col in entry.columns:
+            found = names.map(entry[col])
+            meta[new] = meta[new].fillna(found) if new in meta.columns else found.to_numpy()
     logger.info("joined %s (%d of %d images found)", table, int(names.isin(entry.index).sum()), len(meta))
     return meta
 
 
+#: The authors' sex-experiment folder inside their split folder (``data/chest14/gender/``).
+SEX_DIR = "gender"
+_SEX_FOLDER = re.compile(r"^F_(\d+)$")
+
+
+def find_sex_split_csvs(folder: str | Path) -> dict[float, list[dict[str, Path]]]:
+    """The authors' sex-experiment split files (Source Matters ``gender.py``): ``F_<100p>/``
+    subfolders holding ``train_fold<K>.csv``/``val_fold<K>.csv``, beside one ``test.csv`` (male
+    positives + female negatives, the o.o.d. test set shared by every p). Returns p -> splits."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"sex split folder {root} does not exist")
+    if not (root / "test.csv").is_file():
+        raise InputError(f"sex split folder {root} has no test.csv: expected the authors' gender/ layout "
+                         "(test.csv beside F_0/, F_50/, ... with train_foldK.csv, val_foldK.csv)")
+    out = {}
+    for sub in sorted(root.iterdir()):
+        m = _SEX_FOLDER.match(sub.name)
+        if m and sub.is_dir():
+            out[int(m.group(1)) / 100.0] = find_split_csvs(sub)
+    if not out:
+        raise InputError(f"sex split folder {root} has no F_<percent>/ subfolder (e.g. F_50/train_fold1.csv)")
+    return dict(sorted(out.items()))
+
+
+def _positive_class(classes: set[str], positive: object) -> tuple[object, bool]:
+    """``(positive, negate)``: the class that is label 1, or with ``negate`` the class that is label 0.
+    Default: "YES" for the authors' YES/NO files; every class but "No Finding" for their sex files
+    (``Atelectasis``/``No Finding``); else 1."""
+    if positive is not None:
+        return positive, False
+    if classes <= {"YES", "NO"}:
+        return "YES", False
+    if "No Finding" in classes:
+        return "No Finding", True
+    return 1, False
+
+
+def _read_split_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, index_col=0)
+    missing = [c for c in ("path", "pid", "class") if c not in df.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {missing}: expected the layout ',path,pid,class'")
+    return df
+
+
 def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *, size: int = 128,
-                    positive: object = None, max_splits: int | None = None, window: Window = None) -> AuditData:
+                    positive: object = None, max_splits: int | None = None, window: Window = None,
+                    sex_csv_dir: str | Path | None = None) -> AuditData:
     """NIH ChestX-ray14 with the paper's split CSVs (``,path,pid,class``: unnamed index, image path,
     patient id, class; a ``Patient Gender`` column becomes ``sex``). ``class`` equal to
     ``positive`` is label 1 (default: "YES" when the classes are YES/NO as in the authors' files,
-    else 1); relative paths join ``image_root``. ``window``: :func:`medbench.io.images.read_image`
-    (default: 8-bit PNGs divided by 255)."""
+    "not No Finding" for their sex files, else 1); relative paths join ``image_root``.
+    ``window``: :func:`medbench.io.images.read_image` (default: 8-bit PNGs divided by 255).
+
+    The authors' sex-experiment files (``sex_csv_dir``, default ``<csv_dir>/gender`` when it
+    exists; see :func:`find_sex_split_csvs`) go into ``sampled_splits["sex"]``: the ``sex``
+    confounder then trains on their files instead of sampling its own sets."""
     csvs = find_split_csvs(csv_dir)[: max_splits or None]
+    if sex_csv_dir is None and (Path(csv_dir) / SEX_DIR / "test.csv").is_file():
+        sex_csv_dir = Path(csv_dir) / SEX_DIR
+    sex_csvs = {} if sex_csv_dir is None else find_sex_split_csvs(sex_csv_dir)
     frames = []
     for i, sets in enumerate(csvs):
         for s, path in sets.items():
-            df = pd.read_csv(path, index_col=0)
-            missing = [c for c in ("path", "pid", "class") if c not in df.columns]
-            if missing:
-                raise InputError(f"{path} lacks column(s) {missing}: expected the layout ',path,pid,class'")
-            frames.append(df.assign(_split=i, _set=s))
+            frames.append(_read_split_csv(path).assign(_group="main", _p=np.nan, _split=i, _set=s))
+    for p, sex_splits in sex_csvs.items():
+        for i, sets in enumerate(sex_splits[: max_splits or None]):
+            for s, path in sets.items():
+                frames.append(_read_split_csv(path).assign(_group="sex", _p=p, _split=i, _set=s))
     allrows = pd.concat(frames, ignore_index=True)
     root = Path(image_root) if image_root else Path(csv_dir)
     allrows["path"] = [str(p if Path(p).is_absolute() else root / p) for p in allrows["path"].astype(str)]
+    allrows["class"] = allrows["class"].astype(str)
+    for _, g in allrows.groupby("_group"):
+        pos, negate = _positive_class(set(g["class"]), positive)
+        hit = g["class"] == str(pos)
+        allrows.loc[g.index, "_label"] = (~hit if negate else hit).astype(int)
     uniq = allrows.drop_duplicates("path").reset_index(drop=True)
-    if positive is None:
-        positive = "YES" if set(uniq["class"].astype(str)) <= {"YES", "NO"} else 1
+    clash = allrows.groupby("path")["_label"].nunique()
+    if (clash > 1).any():
+        raise InputError(f"{int((clash > 1).sum())} image(s) have different labels in different split files, "
+                         f"e.g. {clash[clash > 1].index[0]}: pass --positive to name the positive class")
     meta = pd.DataFrame({"uid": [Path(p).name for p in uniq["path"]], "patient_id": uniq["pid"].astype(str),
-                         "label": (uniq["class"].astype(str) == str(positive)).astype(int), "path": uniq["path"]})
-    if "Patient Gender" in uniq.columns:
-        meta["sex"] = uniq["Patient Gender"].astype(str).to_numpy()
+                         "label": uniq["_label"].astype(int), "path": uniq["path"]})
+    if "Patient Gender" in allrows.columns:
+        sex = allrows.dropna(subset=["Patient Gender"]).drop_duplicates("path").set_index("path")["Patient Gender"]
+        if len(sex):
+            meta["sex"] = meta["path"].map(sex).to_numpy()
     meta = _join_data_entry(meta, [Path(csv_dir), root, root.parent])
     missing = [p for p in meta["path"] if not Path(p).is_file()]
     if missing:
@@ -238,10 +307,39 @@ def load_nih_splits(csv_dir: str | Path, image_root: str | Path | None = None, *
                          "pass --image-root, the folder holding the NIH PNGs")
     if meta["uid"].duplicated().any():
         meta["uid"] = uniq["path"]
-    pos = {p: i for i, p in enumerate(uniq["path"])}
-    splits = []
-    for i in range(len(csvs)):
-        rows = allrows[allrows._split == i]
-        splits.append({s: np.array(sorted(pos[p] for p in rows.loc[rows._set == s, "path"])) for s in SETS})
+    pos_of = {p: i for i, p in enumerate(uniq["path"])}
+
+    def rows_of(sub: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {s: np.array(sorted(pos_of[p] for p in sub.loc[sub._set == s, "path"]), dtype=np.int64)
+                for s in SETS}
+
+    main = allrows[allrows._group == "main"]
+    splits = [rows_of(main[main._split == i]) for i in range(len(csvs))]
+    sampled: dict[str, dict[float, list[dict[str, np.ndarray]]]] = {}
+    if sex_csvs:
+        sex = allrows[allrows._group == "sex"]
+        sampled["sex"] = {p: [rows_of(g[g._split == i]) for i in sorted(set(g._split))]
+                          for p, g in sex.groupby("_p")}
+        logger.info("sex: the authors' split files of %s (p = %s)", sex_csv_dir,
+                    ", ".join(f"{p:g}" for p in sampled["sex"]))
     images = _load_paths(meta["path"].tolist(), size, parse_window(window))
-    return AuditData(images, meta, splits, "nih")
+    return AuditData(images, meta, splits, "nih", sampled_splits=sampled)
+
+
+def authors_sampled_sets(data: AuditData, name: str, p: float, split: int) -> dict[str, np.ndarray] | None:
+    """Row positions ``train``, ``val``, ``ood`` of the authors' split files for sampled confounder
+    ``name`` at ``p`` and ``split`` (None when the data has no such files). The authors' sex
+    experiment has one test set, the o.o.d. one: ``test``/``clean`` come back empty."""
+    by_p = data.sampled_splits.get(name)
+    if not by_p:
+        return None
+    key = next((q for q in by_p if abs(q - float(p)) < 1e-9), None)
+    if key is None:
+        raise InputError(f"the authors' {name} split files hold p = {', '.join(f'{q:g}' for q in by_p)}, "
+                         f"not {float(p):g}: run those p values (--ps)")
+    if split >= len(by_p[key]):
+        raise InputError(f"the authors' {name} split files at p = {key:g} hold {len(by_p[key])} split(s), "
+                         f"not split {split + 1}: lower --splits")
+    sets = by_p[key][split]
+    empty = np.zeros(0, dtype=np.int64)
+    return {"train": sets["train"], "val": sets["val"], "test": empty, "ood": sets["test"], "clean": empty}

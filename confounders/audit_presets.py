@@ -8,6 +8,12 @@ network, timm's initialisation, not Keras' glorot-uniform). Recipe as the author
 dropout 0.5, the best validation loss kept (their early-stopping patience of 30 never fires in 30
 epochs), one fixed test set and 5 train/val splits. The image size is not in their repository;
 the preset uses 224 px (Keras ResNet50's default input); ``--size`` changes it.
+
+Split files: ``--csv-dir`` is the authors' ``data/chest14/`` folder (``train_foldK.csv``,
+``val_foldK.csv``, ``test.csv``). The sex arm reads their ``gender/`` folder inside it when present
+(``F_0/`` ... ``F_100/`` with ``train_foldK.csv``/``val_foldK.csv``, and ``gender/test.csv``, the
+o.o.d. test set: male positives + female negatives); ``data: {sex_csv_dir: ...}`` in a config
+points elsewhere. Their sex experiment has no i.i.d. or clean test set, so those AUCs are empty.
 """
 
 from __future__ import annotations
@@ -68,20 +74,23 @@ def missing_weights(sources: list[Any]) -> list[str]:
 
 
 def paper_comparison(summary: Any) -> Any:
-    """Rows ``confounder, p, source, paper_auc_ood, auc_ood, auc_ood_keras, n_splits`` for the
+    """Rows ``confounder, prevalence, source, paper_auc_ood, auc_ood, auc_ood_keras, n_splits`` for the
     figure values of :data:`PAPER_FIGURE` whose source label and p the audit ran."""
     import pandas as pd
 
+    from confounders.audit_stats import with_prevalence
+
+    summary = with_prevalence(summary)
     rows = []
     for (conf, p), by_source in PAPER_FIGURE.items():
         for src, paper in by_source.items():
-            g = summary[(summary.confounder == conf) & (summary.source == src) & ((summary.p - p).abs() < 1e-9)]
+            g = summary[(summary.confounder == conf) & (summary.source == src) & ((summary.prevalence - p).abs() < 1e-9)]
             if g.empty:
                 continue
             r = g.iloc[0]
-            rows.append({"confounder": conf, "p": p, "source": src, "paper_auc_ood": paper,
+            rows.append({"confounder": conf, "prevalence": p, "source": src, "paper_auc_ood": paper,
                          "auc_ood": float(r.auc_ood),
                          "auc_ood_keras": float(r.get("auc_ood_keras", float("nan"))),
                          "n_splits": int(r.n_splits)})
-    return pd.DataFrame(rows, columns=["confounder", "p", "source", "paper_auc_ood", "auc_ood",
+    return pd.DataFrame(rows, columns=["confounder", "prevalence", "source", "paper_auc_ood", "auc_ood",
                                        "auc_ood_keras", "n_splits"])

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from confounders.audit_stats import PREVALENCE, with_prevalence
+
 if TYPE_CHECKING:  # pragma: no cover
     from confounders.audit import AuditConfig, AuditResult
     from confounders.audit_data import AuditData
@@ -21,6 +23,11 @@ CURVES = (("auc_iid", "i.i.d.", "-", "o"), ("auc_ood", "o.o.d.", "--", "s"), ("a
 LEARNED_DROP = 0.1
 #: i.i.d. AUC below which a level o.o.d. curve is reported as "learned little", not as robustness.
 WEAK_IID = 0.7
+#: Title of the report's box for sources at chance on clean data.
+CHANCE_TITLE = "At chance: these shortcut numbers mean nothing"
+#: What the tables' ``prevalence`` column is (it was ``p``, easily read as a p-value).
+PREVALENCE_NOTE = ("prevalence: the confounder strength p, the share of positives carrying the artifact "
+                   "(or drawn from the sampled group); not a p-value.")
 
 
 def auc_vs_p_figure(summary: pd.DataFrame) -> Any:
@@ -28,20 +35,21 @@ def auc_vs_p_figure(summary: pd.DataFrame) -> Any:
     per source (error bars: sd over splits)."""
     import matplotlib.pyplot as plt
 
+    summary = with_prevalence(summary)
     confs = list(dict.fromkeys(summary["confounder"]))
     sources = list(dict.fromkeys(summary["source"]))
     fig, axes = plt.subplots(1, len(confs), figsize=(4.2 * len(confs), 3.6), squeeze=False, sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, conf in zip(axes[0], confs):
         for j, src in enumerate(sources):
-            g = summary[(summary.confounder == conf) & (summary.source == src)].sort_values("p")
+            g = summary[(summary.confounder == conf) & (summary.source == src)].sort_values(PREVALENCE)
             for col, name, ls, mk in CURVES:
                 sd = g.get(f"{col}_sd")
-                ax.errorbar(g["p"], g[col], yerr=None if sd is None else sd.fillna(0), ls=ls, marker=mk,
+                ax.errorbar(g[PREVALENCE], g[col], yerr=None if sd is None else sd.fillna(0), ls=ls, marker=mk,
                             color=colours[j % len(colours)], capsize=2, ms=4, label=f"{src} {name}")
         ax.axhline(0.5, color="grey", lw=0.7)
         ax.set_title(conf)
-        ax.set_xlabel("p (fraction of positives with the artifact)")
+        ax.set_xlabel("prevalence p (share of positives with the confounder)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("AUC")
@@ -80,11 +88,19 @@ def examples_figure(data: AuditData, cfg: AuditConfig, n: int = 2) -> Any:
     return fig
 
 
-def plain_summary(summary: pd.DataFrame) -> list[str]:
-    """One sentence per source and confounder on how its o.o.d. AUC moves with p."""
+def plain_summary(summary: pd.DataFrame, at_chance: set[tuple[str, str]] | None = None) -> list[str]:
+    """One sentence per source and confounder on how its o.o.d. AUC moves with the prevalence p;
+    ``(source, confounder)`` pairs in ``at_chance`` get "not interpretable" instead of a verdict."""
     lines = []
+    summary = with_prevalence(summary)
     for (src, conf), g in summary.groupby(["source", "confounder"], sort=False):
-        g = g.sort_values("p")
+        g = g.sort_values(PREVALENCE).rename(columns={PREVALENCE: "p"})
+        if (src, conf) in (at_chance or set()):
+            lo, hi = g.iloc[0], g.iloc[-1]
+            lines.append(f"{src} / {conf}: at chance on clean data, so it did not learn the task, and its "
+                         f"o.o.d. AUC ({lo.auc_ood:.2f} at p = {lo.p:g}, {hi.auc_ood:.2f} at p = {hi.p:g}) says "
+                         "nothing about shortcuts (see the warning above).")
+            continue
         if len(g) < 2:
             r = g.iloc[0]
             lines.append(f"{src} / {conf}: at p = {r.p:g}, i.i.d. AUC {r.auc_iid:.2f}, o.o.d. AUC "
@@ -118,12 +134,13 @@ def comparison_sentences(comparisons: pd.DataFrame, alpha: float = 0.05) -> list
     out = []
     if comparisons.empty or "p_perm" not in comparisons:
         return out
+    comparisons = with_prevalence(comparisons).rename(columns={PREVALENCE: "prevalence_p"})
     for _, r in comparisons.dropna(subset=["p_perm"]).iterrows():
         better = ("equal means" if r.mean_diff == 0 else
                   f"{r.source_a if r.mean_diff > 0 else r.source_b} higher")
         sig = "significant" if r.p_perm < alpha else "not significant"
         p_txt = format_p(r.p_perm, r.get("p_perm_min"), exact=bool(r.get("p_perm_exact", False)))
-        line = (f"{r.confounder}, p = {r.p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
+        line = (f"{r.confounder}, prevalence {r.prevalence_p:g}: o.o.d. AUC {r.source_a} {r.mean_a:.2f} vs {r.source_b} "
                 f"{r.mean_b:.2f} ({better}; unpaired permutation t-test over {int(r.n_a)} vs "
                 f"{int(r.n_b)} splits p = {p_txt}, {sig} at alpha = {alpha:g}")
         if "p_paired" in r and pd.notna(r.p_paired):
@@ -136,8 +153,9 @@ def floor_warnings(comparisons: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     """Warnings for comparisons whose smallest reachable p is not below ``alpha``."""
     if comparisons.empty or "floor_above_alpha" not in comparisons:
         return []
-    bad = comparisons[comparisons["floor_above_alpha"].fillna(False).astype(bool)]
-    return [f"{r.confounder}, p = {r.p:g}, {r.source_a} vs {r.source_b}: with {int(r.n_a)} vs {int(r.n_b)} "
+    bad = with_prevalence(comparisons)
+    bad = bad[bad["floor_above_alpha"].fillna(False).astype(bool)]
+    return [f"{r.confounder}, prevalence {r.prevalence:g}, {r.source_a} vs {r.source_b}: with {int(r.n_a)} vs {int(r.n_b)} "
             f"splits the smallest p the test can give is {r.p_perm_min:.4f}, not below alpha = {alpha:g}; "
             "'not significant' here means nothing. Run more splits." for r in bad.itertuples()]
 
@@ -150,10 +168,13 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
                      f"{data.images.shape[-1]} px; {result.results['split'].nunique()} split(s)")
     rep.heading("Summary")
     warnings = getattr(result, "warnings", None)
+    at_chance: set[tuple[str, str]] = set()
     if warnings is not None and not warnings.empty:
-        for msg in warnings["message"]:
-            rep.text(f"Warning: {msg}.", css_class="warn")
-    rep.bullets(plain_summary(result.summary) or ["no finished units"])
+        chance = warnings[warnings["kind"] == "chance"]
+        at_chance = set(zip(chance["source"], chance["confounder"]))
+        rep.warning([f"{m}." for m in chance["message"]], title=CHANCE_TITLE)
+        rep.warning([f"{m}." for m in warnings.loc[warnings["kind"] != "chance", "message"]])
+    rep.bullets(plain_summary(result.summary, at_chance) or ["no finished units"])
     rep.text("Protocol: the artifact is put on a fraction p of the positives of the training, validation "
              "and i.i.d. test sets; the o.o.d. test set has it on every negative and no positive; the "
              "clean test set has none. A model that learned the artifact scores high i.i.d. and low "
@@ -169,9 +190,9 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
         else:
             rep.table(paper, caption="paper_auc_ood: o.o.d. AUC read off the paper's figure (Keras one-hot "
                       "AUC); auc_ood: yours (mean over splits), auc_ood_keras: yours the paper's way.")
-    rep.heading("AUC vs p")
+    rep.heading("AUC vs prevalence p")
     rep.figure(auc_vs_p_figure(result.summary), caption="Mean over splits (error bars: sd). Solid i.i.d., "
-               "dashed o.o.d., dotted clean; grey line: chance.")
+               "dashed o.o.d., dotted clean; grey line: chance. " + PREVALENCE_NOTE)
     rep.heading("Examples")
     rep.figure(examples_figure(data, cfg), caption="The same images without and with each artifact.")
     if not result.comparisons.empty:
@@ -179,16 +200,17 @@ def write_report(result: AuditResult, cfg: AuditConfig, data: AuditData, path: s
         alpha = getattr(cfg, "alpha", 0.05)
         rep.warning(floor_warnings(result.comparisons, alpha))
         rep.bullets(comparison_sentences(result.comparisons, alpha) or ["fewer than 2 splits: no test"])
-        rep.table(result.comparisons, caption="p_perm (headline, as the authors): unpaired Student t-test "
+        rep.table(with_prevalence(result.comparisons), caption=PREVALENCE_NOTE + " p_perm (headline, as the authors): unpaired Student t-test "
                   "over splits, p from permutations of the source labels (exact enumeration when there are "
                   "at most n_perm relabellings, else (k+1)/(B+1)); p_perm_min: the smallest p the design "
                   "can reach. p_paired (medbench's extra): exact sign-flip test over matching splits; "
                   "p_ttest: paired t-test.")
     rep.heading("Summary table")
-    rep.table(result.summary)
+    rep.table(with_prevalence(result.summary), caption=PREVALENCE_NOTE + " Means and sd over splits.")
     rep.heading("All units")
-    cols = [c for c in result.results.columns if c not in ("settings_hash", "unit")]
-    rep.table(result.results[cols])
+    results = with_prevalence(result.results)
+    cols = [c for c in results.columns if c not in ("settings_hash", "unit")]
+    rep.table(results[cols], caption=PREVALENCE_NOTE)
     rep.config(cfg.to_dict())
     out = rep.save(path)
     logger.info("report written to %s", out)

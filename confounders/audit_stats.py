@@ -1,4 +1,8 @@
-"""Statistics over audit rows: per-(source, confounder, p) summaries and source comparisons.
+"""Statistics over audit rows: per-(source, confounder, prevalence) summaries and source comparisons.
+
+``prevalence`` is the confounder's strength p (the fraction of positives carrying the artifact, or
+the sampled group's share of positives); it was called ``p`` before, which read like a p-value.
+:func:`with_prevalence` renames the old column when older tables or ``row.json`` files are read back.
 
 The headline comparison is the authors' (Source Matters, ``statistical_tests.ipynb``): an unpaired
 Student t-test between two sources' per-split AUCs, its p-value from 10,000 permutations of the
@@ -17,14 +21,25 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 METRICS = ("auc_iid", "auc_ood", "auc_clean", "gap")
+#: The column holding the confounder strength p (formerly ``p``).
+PREVALENCE = "prevalence"
 #: Keras one-hot AUCs (the paper's numbers), summarised when the rows carry them.
 KERAS_METRICS = ("auc_iid_keras", "auc_ood_keras", "auc_clean_keras")
 
 
+def with_prevalence(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with an older table's ``p`` column (the confounder strength) named ``prevalence``."""
+    if "p" in df.columns and PREVALENCE not in df.columns:
+        return df.rename(columns={"p": PREVALENCE})
+    return df
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean/sd over splits per source, confounder and p (Keras AUC columns included when present)."""
+    """Mean/sd over splits per source, confounder and prevalence (Keras AUC columns included when
+    present)."""
+    results = with_prevalence(results)
     metrics = list(METRICS) + [m for m in KERAS_METRICS if m in results.columns]
-    g = results.groupby(["source", "confounder", "p"], sort=True)[metrics]
+    g = results.groupby(["source", "confounder", PREVALENCE], sort=True)[metrics]
     mean, sd = g.mean(), g.std(ddof=1)
     out = mean.join(sd.add_suffix("_sd")).join(g.size().rename("n_splits"))
     return out.reset_index()
@@ -32,7 +47,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 
 def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int = 0, n_perm: int = 10000,
                     alpha: float = 0.05, equal_var: bool = True) -> pd.DataFrame:
-    """Every pair of sources per confounder and p.
+    """Every pair of sources per confounder and prevalence.
 
     Columns: ``p_perm`` (headline: unpaired permutation t-test over all finished splits of each
     source), ``p_perm_min``, ``p_perm_exact``; ``p_paired``/``p_paired_min`` (sign-flip test over
@@ -41,9 +56,10 @@ def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int
     """
     from medbench.eval.metrics import permutation_ttest_folds, permutation_ttest_ind, ttest_folds
 
+    results = with_prevalence(results)
     rows = []
     sources = list(dict.fromkeys(results["source"]))
-    for (conf, p), g in results.groupby(["confounder", "p"], sort=True):
+    for (conf, p), g in results.groupby(["confounder", PREVALENCE], sort=True):
         wide = g.pivot_table(index="split", columns="source", values=metric)
         for i, a in enumerate(sources):
             for b in sources[i + 1 :]:
@@ -51,7 +67,7 @@ def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int
                     continue
                 va, vb = wide[a].dropna(), wide[b].dropna()
                 pair = wide[[a, b]].dropna()
-                row = {"confounder": conf, "p": p, "metric": metric, "source_a": a, "source_b": b,
+                row = {"confounder": conf, PREVALENCE: p, "metric": metric, "source_a": a, "source_b": b,
                        "n_a": len(va), "n_b": len(vb), "n_splits": len(pair),
                        "mean_a": va.mean(), "mean_b": vb.mean()}
                 if len(va) >= 2 and len(vb) >= 2:
@@ -61,7 +77,7 @@ def compare_sources(results: pd.DataFrame, *, metric: str = "auc_ood", seed: int
                                 "floor_above_alpha": bool(ind["p_min"] >= alpha)})
                     if row["floor_above_alpha"]:
                         logger.warning(
-                            "%s p=%g, %s vs %s: %d vs %d splits cannot reach p < %g (smallest p %.4f); "
+                            "%s prevalence %g, %s vs %s: %d vs %d splits cannot reach p < %g (smallest p %.4f); "
                             "run more splits", conf, p, a, b, len(va), len(vb), alpha, ind["p_min"])
                 if len(pair) >= 2:
                     paired = permutation_ttest_folds(pair[a], pair[b], seed=seed, n_perm=n_perm)

@@ -134,13 +134,13 @@ def audit_command(
                          "and --radimagenet-weights (Keras .h5), or choose sources with --source")
     result = run_audit(AuditConfig.from_dict(cfg), out, progress=progress, restart=restart)
     console = Console()
-    cols = ["source", "confounder", "p", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
+    cols = ["source", "confounder", "prevalence", "auc_iid", "auc_ood", "auc_clean", "gap", "n_splits"]
     console.print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     console.print(f"results: {out / 'results.csv'}  report: {result.report_path}")
     from medbench.tracking import table_metrics, track_finished
 
     track_finished(tracker, out, name="audit", config=cfg,
-                   final=table_metrics(result.summary, ["source", "confounder", "p"], cols[3:]),
+                   final=table_metrics(result.summary, ["source", "confounder", "prevalence"], cols[3:]),
                    artifacts=(out / "results.csv", result.report_path or out / "report.html"))
 
 

@@ -28,24 +28,34 @@ def _run(path: str | os.PathLike[str], wanted: str, command: str) -> Path:
     raise InputError(f"{p}: no {wanted}; pass the folder of a finished `medbench {command}` run")
 
 
+def _prevalence(df: pd.DataFrame) -> pd.DataFrame:
+    """An audit table with the confounder strength named ``prevalence`` (tables written before the
+    rename call it ``p``, which read like a p-value)."""
+    if "p" in df.columns and "prevalence" not in df.columns:
+        return df.rename(columns={"p": "prevalence"})
+    return df
+
+
 def load_manifest(run: str | os.PathLike[str], *, quarantine: bool = False) -> pd.DataFrame:
     """The manifest (or with ``quarantine=True`` the quarantine table) of a ``medbench ingest`` run."""
     return pd.read_parquet(_run(run, "quarantine.parquet" if quarantine else "manifest.parquet", "ingest"))
 
 
 def audit_results(run: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per audit unit (source x confounder x p x split) of a ``medbench audit`` run."""
-    return pd.read_csv(_run(run, "results.csv", "audit"))
+    """One row per audit unit (source x confounder x prevalence x split) of a ``medbench audit`` run
+    (``prevalence``: the confounder strength p; older runs' ``p`` column is renamed)."""
+    return _prevalence(pd.read_csv(_run(run, "results.csv", "audit")))
 
 
 def audit_summary(run: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per (source, confounder, p): IID/OOD/clean AUC and gap, as ``medbench audit`` prints it."""
-    return pd.read_csv(_run(run, "summary.csv", "audit"))
+    """Per (source, confounder, prevalence): IID/OOD/clean AUC and gap, as ``medbench audit`` prints it."""
+    return _prevalence(pd.read_csv(_run(run, "summary.csv", "audit")))
 
 
 def audit_comparisons(run: str | os.PathLike[str]) -> pd.DataFrame:
-    """The paired source comparisons of a ``medbench audit`` run."""
-    return pd.read_csv(_run(run, "comparisons.csv", "audit"))
+    """The source comparisons of a ``medbench audit`` run (``p_perm``, ``p_paired``: p-values;
+    ``prevalence``: the confounder strength)."""
+    return _prevalence(pd.read_csv(_run(run, "comparisons.csv", "audit")))
 
 
 def transfer_scores(run: str | os.PathLike[str], *, wide: bool = False) -> pd.DataFrame:

@@ -5,7 +5,8 @@ Steps (each a small function of a :class:`DemoContext`; re-running skips finishe
 1. ``data``: write synthetic chest radiographs as DICOM (:func:`medbench.data.synthetic.write_cxr_dataset`);
 2. ``ingest``: scan them into a manifest (:func:`medbench.io.manifest.scan`);
 3. ``table``: join the labels, patient-grouped train/val/test split;
-4. ``train``: fine-tune each source (``random`` and ``efficientnet-lite0-imagenet`` when installed);
+4. ``train``: fine-tune each source (``random``: ResNet-10-T at 64 px, see :data:`ARCH`, and
+   ``efficientnet-lite0-imagenet`` when installed);
 5. ``audit``: a small confounder audit (an "R" tag on a fraction p of positives, p in {0, .5, 1},
    random-init ResNet-10-T vs ImageNet EfficientNet-Lite0) in ``OUT/audit/report.html``;
 6. ``report``: AUC with bootstrap CI per source, a paired comparison, ROC curves and subgroup
@@ -28,7 +29,14 @@ import typer
 logger = logging.getLogger(__name__)
 
 PRETRAINED = "efficientnet-lite0-imagenet"
-ARCH = "tf_efficientnet_lite0"  # the random source gets the pretrained source's architecture
+#: The random-init source: a randomly initialised EfficientNet-Lite0 (the pretrained source's
+#: architecture) stays at chance on the synthetic task in the demo's budget (test AUC 0.42 at
+#: 128 px, 5 epochs), and so does ResNet-10-T at 128 px (0.51). ResNet-10-T at 64 px for twice the
+#: epochs reaches a test AUC of about 0.79 (seed 0) in well under the demo's budget. The demo
+#: therefore compares "pretrained vs not", not architectures like for like; the report says so.
+ARCH = "resnet10t"
+RANDOM_SIZE = 64
+RANDOM_EPOCH_FACTOR = 2
 
 
 @dataclass
@@ -102,14 +110,16 @@ def step_train(ctx: DemoContext) -> None:
     from medbench.train.config import TrainConfig
     from medbench.train.experiment import run_experiment
 
-    cfg = TrainConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=1e-3, optimizer="adamw",
-                      schedule="cosine", patience=None, seed=ctx.seed, progress=ctx.progress)
     results = ctx.state.setdefault("results", {})
     for source in ctx.sources:
-        arch = ARCH if source == "random" else None
+        rand = source == "random"
+        epochs = ctx.epochs * (RANDOM_EPOCH_FACTOR if rand and not ctx.quick else 1)
+        cfg = TrainConfig(epochs=epochs, batch_size=ctx.batch_size, lr=1e-3, optimizer="adamw",
+                          schedule="cosine", patience=None, seed=ctx.seed, progress=ctx.progress)
         try:
-            res = run_experiment(ctx.state["table"], ctx.out / "runs" / source, source=source, arch=arch,
-                                 size=ctx.size, cfg=cfg, title=f"medbench demo: {source}")
+            res = run_experiment(ctx.state["table"], ctx.out / "runs" / source, source=source,
+                                 arch=ARCH if rand else None, size=min(ctx.size, RANDOM_SIZE) if rand else ctx.size,
+                                 cfg=cfg, title=f"medbench demo: {source}")
         except (MissingDependencyError, OfflineError) as exc:
             msg = f"source {source!r} skipped: {exc}"
             logger.warning(msg)
@@ -131,6 +141,10 @@ def step_report(ctx: DemoContext) -> None:
     lines = [f"{ctx.n} synthetic chest radiographs ({ctx.size} px, DICOM), patient-grouped split; "
              f"each source fine-tuned for up to {ctx.epochs} epochs (AdamW, cosine schedule, best "
              "validation-loss checkpoint)."]
+    if "random" in results:
+        lines.append(f"random: a randomly initialised {ARCH} at {min(ctx.size, RANDOM_SIZE)} px for "
+                     f"{ctx.epochs * (1 if ctx.quick else RANDOM_EPOCH_FACTOR)} epochs (a random EfficientNet-Lite0 stays at chance in this "
+                     "budget), so the comparison is pretrained vs not, not architecture for architecture.")
     for s, r in results.items():
         sm = r.fit.summary
         lines.append(f"{s} ({r.fit.summary.get('n_train')} training images): best epoch {sm['best_epoch']}, "
@@ -147,12 +161,12 @@ def step_audit(ctx: DemoContext) -> None:
     ctx.state["audit"] = res
     summ = res.summary
     for source, g in summ.groupby("source", sort=False):
-        g = g.sort_values("p")
+        g = g.sort_values("prevalence")
         ctx.notes.append(
             f"Audit ({source}): with the tag on a fraction p of positives, o.o.d. AUC goes "
-            + ", ".join(f"{r.auc_ood:.2f} at p={r.p:g}" for r in g.itertuples())
-            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['p'].iloc[-1]:g}; clean {g['auc_clean'].iloc[0]:.2f} "
-            f"at p={g['p'].iloc[0]:g}); details in audit/report.html.")
+            + ", ".join(f"{r.auc_ood:.2f} at p={r.prevalence:g}" for r in g.itertuples())
+            + f" (i.i.d. {g['auc_iid'].iloc[-1]:.2f} at p={g['prevalence'].iloc[-1]:g}; clean {g['auc_clean'].iloc[0]:.2f} "
+            f"at p={g['prevalence'].iloc[0]:g}); details in audit/report.html.")
     for msg in res.warnings.loc[res.warnings["kind"] == "chance", "message"]:
         ctx.notes.append(f"Audit warning: {msg}.")
 
@@ -213,7 +227,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic DICOM -> ingest -> fine-tune two sources -> AUC with CIs, paired test -> report.html.
 
-        Sources: `random` (EfficientNet-Lite0 architecture, random init) and `efficientnet-lite0-imagenet`
+        Sources: `random` (ResNet-10-T, random init, 64 px, twice the epochs) and `efficientnet-lite0-imagenet`
         (genuine ImageNet weights; skipped with a note when its package is not installed).
         """
         t0 = time.perf_counter()

@@ -1,8 +1,10 @@
 """Write the example notebooks from the cell sources below (outputs empty, execution counts null).
 
 Edit the cells here, then run ``python notebooks/make_notebooks.py``; commit the script and the
-``.ipynb`` files together. ``tests/test_notebooks.py`` executes every notebook and checks the
-``MEDBENCH_RESULTS`` line its last cell prints.
+``.ipynb`` files together. Each notebook's last cell gathers its key numbers in a ``results`` dict;
+``tests/test_notebooks.py`` executes every notebook, reads ``results`` back from the kernel (no
+marker line in the notebooks themselves) and checks that no INFO log line reached an output.
+jupytext pairing: not set up (jupytext is not installed in this environment).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def setup(*extra: str) -> str:
                       "", *lines, "",
                       'warnings.filterwarnings("ignore", category=UserWarning)',
                       "logging.basicConfig(level=logging.WARNING)",
+                      "for handler in logging.getLogger().handlers:  # run folders log INFO to their files only",
+                      "    handler.setLevel(logging.WARNING)",
                       "T0 = time.perf_counter()"])
 
 
@@ -89,7 +93,7 @@ re-running the cell only re-reports.
 """),
     code("""
 result = run_audit(cfg, "audit_run", data=data)
-cols = ["source", "p", "auc_iid", "auc_ood", "auc_clean", "gap"]
+cols = ["source", "prevalence", "auc_iid", "auc_ood", "auc_clean", "gap"]
 display(result.summary[cols].round(3))
 """),
     md("""
@@ -113,13 +117,14 @@ With more splits (`splits=5`) the audit also compares the sources at each p with
 permutation t-test over splits (`result.comparisons`), as in the paper.
 """),
     code("""
-summ = result.summary.sort_values("p")
-out = {"notebook": "01_robustness_audit", "ps": sorted(summ.p.unique().tolist()), "sources": {}}
+summ = result.summary.sort_values("prevalence")
+out = {"notebook": "01_robustness_audit", "ps": sorted(summ.prevalence.unique().tolist()), "sources": {}}
 for src, g in summ.groupby("source"):
     out["sources"][src] = {k: [round(float(v), 4) for v in g[k]] for k in ("auc_iid", "auc_ood", "auc_clean")}
 out["report"] = bool(result.report_path and result.report_path.exists())
 out["seconds"] = round(time.perf_counter() - T0, 1)
-print("MEDBENCH_RESULTS " + json.dumps(out))
+results = out
+print(json.dumps(results, indent=1))
 """),
 ]
 
@@ -266,7 +271,8 @@ out = {"notebook": "02_transferability", "sources": list(SOURCES),
        "finetuned_auc": {k: float(v) for k, v in aucs.items()},
        "weighted_tau": {r.metric: float(r.weighted_tau) for r in corr.itertuples()},
        "spectrum_centroid": centroids, "seconds": round(time.perf_counter() - T0, 1)}
-print("MEDBENCH_RESULTS " + json.dumps(out))
+results = out
+print(json.dumps(results, indent=1))
 """),
 ]
 
@@ -424,7 +430,8 @@ out = {"notebook": "03_harmonization", "worst_vendor": worst,
        "gdce_best_step": int(fit.best_step),
        "curve_rmse_to_inverse": float(np.sqrt(np.mean((curve_values(a_mean, len(grid)) - inverse(grid)) ** 2))),
        "seconds": round(time.perf_counter() - T0, 1)}
-print("MEDBENCH_RESULTS " + json.dumps(out))
+results = out
+print(json.dumps(results, indent=1))
 """),
 ]
 
@@ -562,7 +569,8 @@ out = {"notebook": "04_lowdose_ct", "n0": N0,
        "metrics": {d: {k: float(s.loc[d, k]) for k in ("psnr", "ssim", "rmse", "mtf50", "mtf50_ratio", "noise_sd")
                        if k in s.columns} for d in s.index},
        "seconds": round(time.perf_counter() - T0, 1)}
-print("MEDBENCH_RESULTS " + json.dumps(out))
+results = out
+print(json.dumps(results, indent=1))
 """),
 ]
 

@@ -1,10 +1,12 @@
 """The example notebooks: committed without outputs, and executed top to bottom (slow) with their key
 numbers checked.
 
-Each notebook's last cell prints one line ``MEDBENCH_RESULTS {json}``; the slow tests run the
+Each notebook's last cell gathers its key numbers in a ``results`` dict; the slow tests run the
 notebook with nbclient on a kernel that is this interpreter (``sys.executable``, through a
 kernelspec written to a temporary ``JUPYTER_PATH``, so no global Jupyter set-up is needed), in a
-temporary working directory, and assert real behaviour on those numbers.
+temporary working directory, print ``results`` through one extra cell appended in memory (the
+committed notebooks carry no CI marker), assert that no INFO log line reached a saved output, and
+assert real behaviour on those numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,7 +45,9 @@ def test_committed_notebook_has_no_outputs(name: str) -> None:
         assert cell.get("outputs") == [], f"{name}: code cell {i} has outputs; strip them before committing"
         assert cell.get("execution_count") is None, f"{name}: code cell {i} has an execution count"
     assert nb.cells[0].cell_type == "markdown", f"{name} should open with a markdown cell"
-    assert "MEDBENCH_RESULTS" in code[-1].source, f"{name}: the last code cell must print the results line"
+    assert "results = " in code[-1].source, f"{name}: the last code cell must gather its numbers in `results`"
+    assert not any("MEDBENCH_RESULTS" in c.source for c in nb.cells), f"{name}: no CI marker in the notebook"
+    assert "handler.setLevel(logging.WARNING)" in code[0].source, f"{name}: INFO logs must stay out of outputs"
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
@@ -86,14 +91,18 @@ def run_notebook(name: str, workdir: Path, kernel_path: Path, monkeypatch: pytes
     pytest.importorskip("ipykernel")
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
     nb = nbformat.read(NB_DIR / name, as_version=4)
+    n_cells = len(nb.cells)
+    nb.cells.append(nbformat.v4.new_code_cell(f'print("{RESULTS_PREFIX}" + json.dumps(results))'))
     client = nbclient.NotebookClient(nb, timeout=NOTEBOOK_TIMEOUT_S, kernel_name=KERNEL,
                                      resources={"metadata": {"path": str(workdir)}})
     t0 = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - t0
     figures, results = 0, None
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
+            if i < n_cells and out.get("output_type") == "stream":
+                assert not re.search(r"^INFO[: ]", out.get("text", ""), re.M), f"{name}: INFO log in cell {i}"
             if "image/png" in out.get("data", {}):
                 figures += 1
             text = out.get("text", "") if out.get("output_type") == "stream" else ""

@@ -155,7 +155,7 @@ def train_cmd(
         meta = load_checkpoint(path).get("meta", {})
         stage = spec.history_key
         track_finished(tracker, out, name=f"denoise train {model}", config=meta.get("config", {}),
-                       epochs=[{"epoch": i, f"{stage}_l1": v} for i, v in enumerate(meta.get("history", []))],
+                       epochs=[{"epoch": i, f"{stage}_l1": v} for i, v in enumerate(meta.get("history", []), start=1)],
                        final={f"{stage}_l1": (meta.get("history") or [float("nan")])[-1]})
 
 

@@ -209,7 +209,7 @@ class ArrayDataset(Dataset):
             t = t[:, None]
         if t.ndim != 4:
             raise InputError(f"images must be (N, C, H, W) or (N, H, W) (got shape {tuple(t.shape)})")
-        if not torch.isfinite(t).all() or t.min() < -1e-4 or t.max() > 1 + 1e-4:
+        if t.numel() and (not torch.isfinite(t).all() or t.min() < -1e-4 or t.max() > 1 + 1e-4):
             raise InputError("images must be finite and in [0, 1]: rescale them (e.g. medbench.io.to_unit)")
         n = t.shape[0]
         lab = labels.detach().cpu().numpy() if torch.is_tensor(labels) else labels

@@ -76,7 +76,8 @@ def training_curves_figure(history: pd.DataFrame, *, title: str = "Training curv
     plt = _plt()
     score = next((c for c in ("val_auc", "val_acc") if c in history.columns and history[c].notna().any()), None)
     fig, axes = plt.subplots(1, 2 if score else 1, figsize=(9.0 if score else 4.8, 3.4), squeeze=False)
-    x = history["epoch"].to_numpy() + 1 if "epoch" in history.columns else np.arange(1, len(history) + 1)
+    # history.csv numbers epochs from 1 (as the progress bar and the log do)
+    x = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(1, len(history) + 1)
     ax = axes[0, 0]
     for col, style in (("train_loss", "-o"), ("val_loss", "-s")):
         if col in history.columns and history[col].notna().any():

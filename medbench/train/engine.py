@@ -118,15 +118,22 @@ class FitResult:
     out_dir: Path | None = None
 
 
+def shown_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row as shown everywhere (log, ``history.csv``, trackers, reports): epochs are
+    numbered from 1, as in the progress bar ("epoch 1/5"). Internally (``last.pt``) they count
+    from 0."""
+    return {**row, "epoch": int(row["epoch"]) + 1}
+
+
 @dataclass
 class _Progress:
     """Counters saved in ``last.pt``."""
 
-    epoch: int = 0  # epoch in progress (== epochs done when batch == 0)
+    epoch: int = 0  # epoch in progress, 0-based (== epochs done when batch == 0); shown 1-based
     batch: int = 0  # batches of ``epoch`` already done
     step: int = 0  # optimizer steps in the run
     best_val_loss: float = math.inf
-    best_epoch: int = -1
+    best_epoch: int = -1  # 0-based like ``epoch``; -1: none yet
     bad_epochs: int = 0
     stopped_early: bool = False
     finished: bool = False
@@ -291,7 +298,8 @@ class _Trainer:
         self.p = _Progress(**state["progress"])
         if dist.rank() != 0:  # the saved partial epoch loss is the all-ranks total: count it once
             self.p.loss_sum, self.p.loss_count = 0.0, 0
-        logger.info("resumed %s at epoch %d, batch %d (step %d)", self.out, self.p.epoch, self.p.batch, self.p.step)
+        logger.info("resumed %s at epoch %d, batch %d (step %d)", self.out, self.p.epoch + 1, self.p.batch,
+                    self.p.step)
 
     def _save_last(self) -> None:
         sampler_state = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None
@@ -410,7 +418,7 @@ class _Trainer:
         train_loss = loss_sum / max(1.0, loss_count)
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
-                f"training loss is {train_loss} at epoch {p.epoch}: lower the learning rate (--lr) "
+                f"training loss is {train_loss} at epoch {p.epoch + 1}: lower the learning rate (--lr) "
                 "or enable gradient clipping"
             )
         row: dict[str, Any] = {"epoch": p.epoch, "train_loss": train_loss, "lr": p.epoch_lr}
@@ -435,7 +443,7 @@ class _Trainer:
                 row.update(hook.epoch_record())
         p.history.append(row)
         if self.on_epoch is not None and dist.is_main():
-            self.on_epoch(dict(row))
+            self.on_epoch(shown_row(row))
         if improved:
             p.best_val_loss = row["val_loss"] if math.isfinite(row["val_loss"]) else p.best_val_loss
             p.best_epoch, p.bad_epochs = p.epoch, 0
@@ -444,11 +452,11 @@ class _Trainer:
                                                         "val_loss": row["val_loss"]})
         elif final:
             p.bad_epochs += 1
-        logger.info("epoch %d: %s", p.epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        logger.info("epoch %d/%d: %s", p.epoch + 1, cfg.epochs, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         p.epoch, p.batch, p.loss_sum, p.loss_count = p.epoch + 1, 0, 0.0, 0
         if cfg.patience and p.bad_epochs >= cfg.patience and p.epoch < cfg.epochs:
             p.stopped_early = True
-            logger.info("early stopping after epoch %d (best epoch %d)", p.epoch - 1, p.best_epoch)
+            logger.info("early stopping after epoch %d (best epoch %d)", p.epoch, p.best_epoch + 1)
         self._save_last()
         if dist.is_main():
             write_history(self.out, self.history())
@@ -459,7 +467,8 @@ class _Trainer:
         return self.cfg.eval_batch_size or 2 * self.cfg.batch_size
 
     def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self.p.history)
+        """The per-epoch rows, epochs numbered from 1 (see :func:`shown_row`)."""
+        return pd.DataFrame([shown_row(r) for r in self.p.history])
 
     # ----------------------------------------------------------------- end of run
     def finish(self, test_ds: Dataset | None, keep_meta: Sequence[str]) -> FitResult:
@@ -475,7 +484,7 @@ class _Trainer:
         self.model = model
         preds = self._predictions(test_ds, keep_meta)
         summary = {
-            "best_epoch": self.p.best_epoch,
+            "best_epoch": self.p.best_epoch + 1 if self.p.best_epoch >= 0 else None,  # 1-based
             "best_val_loss": self.p.best_val_loss if math.isfinite(self.p.best_val_loss) else None,
             "epochs_run": len(self.p.history),
             "stopped_early": self.p.stopped_early,
@@ -558,6 +567,6 @@ def fit(
         t0 = time.perf_counter()
         trainer.run()
         logger.info("training done in %.1f s (%d epochs, best epoch %d)", time.perf_counter() - t0,
-                    len(trainer.p.history), trainer.p.best_epoch)
+                    len(trainer.p.history), trainer.p.best_epoch + 1)
         result = trainer.finish(test_ds, keep_meta)
     return result

@@ -94,7 +94,7 @@ def _fake_results() -> pd.DataFrame:
         for p in (0.0, 0.5, 1.0):
             for s in range(4):
                 ood = base + 0.5 * (1 - p) * (1 - base) + rng.normal(0, 0.02)
-                rows.append({"source": src, "confounder": "tag", "p": p, "split": s, "auc_iid": 0.8 + 0.2 * p,
+                rows.append({"source": src, "confounder": "tag", "prevalence": p, "split": s, "auc_iid": 0.8 + 0.2 * p,
                              "auc_ood": ood, "auc_clean": 0.75 + rng.normal(0, 0.01), "gap": 0.8 + 0.2 * p - ood})
     return pd.DataFrame(rows)
 
@@ -156,14 +156,14 @@ def test_headline_comparison_is_unpaired_and_reaches_significance_at_5_splits(
 def test_summary_and_source_comparison_match_scipy() -> None:
     res = _fake_results()
     summ = summarise(res)
-    g = res[(res.source == "A") & (res.p == 0.5)]
-    row = summ[(summ.source == "A") & (summ.p == 0.5)].iloc[0]
+    g = res[(res.source == "A") & (res.prevalence == 0.5)]
+    row = summ[(summ.source == "A") & (summ.prevalence == 0.5)].iloc[0]
     assert row.auc_ood == pytest.approx(g.auc_ood.mean()) and row.auc_ood_sd == pytest.approx(g.auc_ood.std(ddof=1))
     assert row.n_splits == 4
     comp = compare_sources(res)
-    c = comp[comp.p == 0.5].iloc[0]
-    a = res[(res.source == "A") & (res.p == 0.5)].sort_values("split").auc_ood.to_numpy()
-    b = res[(res.source == "B") & (res.p == 0.5)].sort_values("split").auc_ood.to_numpy()
+    c = comp[comp.prevalence == 0.5].iloc[0]
+    a = res[(res.source == "A") & (res.prevalence == 0.5)].sort_values("split").auc_ood.to_numpy()
+    b = res[(res.source == "B") & (res.prevalence == 0.5)].sort_values("split").auc_ood.to_numpy()
     assert c.p_ttest == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert c.mean_diff == pytest.approx((a - b).mean())
     # extra column: exact sign-flip permutation over 4 paired splits, all 16 flips
@@ -246,7 +246,7 @@ def _tiny_cfg(**kw) -> AuditConfig:
 def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _tiny_cfg()
     res = run_audit(cfg, tmp_path)
-    assert len(res.results) == 2 and set(res.results.p) == {0.0, 1.0}
+    assert len(res.results) == 2 and set(res.results.prevalence) == {0.0, 1.0}
     row = json.loads((tmp_path / "units" / "tiny__tag__p1.000__s0" / "row.json").read_text())
     assert row["gap"] == pytest.approx(row["auc_iid"] - row["auc_ood"])
     assert row["auc_iid_lo"] <= row["auc_iid"] <= row["auc_iid_hi"]
@@ -262,7 +262,7 @@ def test_audit_writes_rows_and_resumes_per_unit(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "units" / "tiny__tag__p0.000__s0" / "predictions.parquet").unlink()  # a unit with a file lost
     again = run_audit(cfg, tmp_path, report=False)
     assert calls == ["tiny__tag__p0.000__s0"]
-    assert again.results.loc[again.results.p == 1.0, "auc_ood"].item() == row["auc_ood"]
+    assert again.results.loc[again.results.prevalence == 1.0, "auc_ood"].item() == row["auc_ood"]
 
 
 def test_unit_folders_hold_sets_and_predictions_that_reproduce_the_summary(tmp_path: Path) -> None:
@@ -382,7 +382,7 @@ def test_perfect_tag_is_learned_and_ood_auc_falls_with_p(tmp_path: Path) -> None
                       confounders=[{"name": "tag", "size": 256, "position": [120, 120], "font": "sans-bold"}],
                       ps=[0.0, 0.5, 1.0], splits=1, data={"kind": "synthetic", "n": 300, "size": 64},
                       train={"epochs": 6, "batch_size": 16, "device": "cpu"}, n_boot=100)
-    res = run_audit(cfg, tmp_path, report=False).results.set_index("p")
+    res = run_audit(cfg, tmp_path, report=False).results.set_index("prevalence")
     assert res.loc[1.0, "auc_iid"] > 0.95
     assert res.loc[1.0, "auc_ood"] < 0.2
     # monotone fall within CI: each o.o.d. AUC is at most the previous one's upper CI bound
@@ -421,7 +421,11 @@ def test_demo_audit_small(tmp_path: Path) -> None:
     assert set(res.comparisons.columns) >= {"p_perm", "p_ttest", "mean_diff"}
     assert len(res.comparisons) == 2 and res.comparisons.n_splits.eq(2).all()
     html = res.report_path.read_text()
-    assert "tag-R" in html and "o.o.d. AUC goes from" in html
+    from confounders.audit_report import CHANCE_TITLE
+
+    at_chance = set(res.warnings.source[res.warnings.kind == "chance"])
+    assert "tag-R" in html and ("o.o.d. AUC goes from" in html) == (at_chance != {"tiny", "tiny-b"})
+    assert (CHANCE_TITLE in html) == bool(at_chance)
 
 
 def test_unit_datasets_follow_the_protocol_with_paper_noise_baseline() -> None:

@@ -61,3 +61,43 @@ def test_chance_and_ci_width_warnings() -> None:
     widths = ci_width_warnings(rows)
     assert [w["message"].split(" test set")[0] for w in widths] == ["the i.i.d."]  # mean width 0.325 > 0.2
     assert ci_width_warnings(rows.assign(auc_iid_lo=0.75, auc_iid_hi=0.85)) == []
+
+
+def test_chance_warning_without_a_clean_set_or_cis() -> None:
+    # the authors' sex files: no clean test set; at p = 0 training holds no shortcut, so o.o.d. AUC stands in
+    rows = pd.DataFrame({"source": ["a", "a", "b", "b"], "confounder": "sex", "prevalence": [0.0, 1.0] * 2,
+                         "auc_clean": np.nan, "auc_clean_lo": np.nan, "auc_ood": [0.48, 0.2, 0.8, 0.3],
+                         "auc_ood_lo": [0.4, 0.1, 0.7, 0.2]})
+    chance = chance_warnings(rows)
+    assert [w["source"] for w in chance] == ["a"] and "o.o.d. AUC" in chance[0]["message"]
+    assert chance_warnings(rows[rows.prevalence > 0]) == []  # at p = 1 the o.o.d. set is no task measure
+    no_ci = rows.drop(columns=["auc_clean_lo", "auc_ood_lo"]).assign(auc_clean=[0.5, 0.5, 0.51, 0.5])
+    assert [w["source"] for w in chance_warnings(no_ci)] == ["a"]  # n_boot = 0: the mean AUC vs 0.5
+
+
+def test_audit_report_boxes_a_source_at_chance_and_names_prevalence(tmp_path) -> None:
+    import re
+    from types import SimpleNamespace
+
+    from confounders.audit import WARNING_COLUMNS, AuditConfig, AuditResult
+    from confounders.audit_report import CHANCE_TITLE, write_report
+    from confounders.audit_stats import compare_sources, summarise
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame([{"unit": f"{s}{p}{k}", "source": s, "confounder": "tag", "p": p, "split": k,
+                          "auc_iid": 0.9, "auc_ood": 0.9 - 0.5 * p + 0.01 * rng.random(), "auc_clean": c,
+                          "auc_clean_lo": c - 0.1, "auc_clean_hi": c + 0.1, "gap": 0.5 * p, "n_test": 40}
+                         for s, c in (("good", 0.9), ("dud", 0.45)) for p in (0.0, 1.0) for k in range(2)])
+    warnings = pd.DataFrame(chance_warnings(rows), columns=WARNING_COLUMNS)
+    result = AuditResult(tmp_path, rows, summarise(rows), compare_sources(rows, n_perm=10), warnings=warnings)
+    data = SimpleNamespace(name="synthetic", meta=pd.DataFrame({"label": [1, 0], "uid": ["a", "b"]}),
+                           images=torch.full((2, 1, 32, 32), 0.4))
+    html = write_report(result, AuditConfig(confounders=["paper-tag"], ps=[0, 1], splits=2), data,
+                        tmp_path / "r.html").read_text()
+    boxes = re.findall(r"<div class='warnbox'[^>]*><strong>(.*?)</strong>(.*?)</div>", html, re.S)
+    chance_box = [b for b in boxes if "did not learn" in b[1]]
+    assert [b[0] for b in chance_box] == [CHANCE_TITLE] and "dud / tag" in chance_box[0][1]
+    assert "good /" not in chance_box[0][1]
+    assert "dud / tag: at chance on clean data" in html and "good&#x27;s o.o.d. AUC goes from" in html
+    assert "<th>prevalence</th>" in html and "<th>p</th>" not in html  # not a p-value column
+    assert list(result.summary.columns[:3]) == ["source", "confounder", "prevalence"]

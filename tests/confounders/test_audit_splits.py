@@ -12,7 +12,7 @@ import pytest
 from confounders.audit_data import find_split_csvs, load_nih_splits, make_splits, patient_fixed_test
 from medbench.errors import InputError
 
-from .nih_folder import write_nih_folder
+from .nih_folder import write_nih_folder, write_sex_folders
 
 
 def _meta(n_patients: int = 97, seed: int = 0) -> pd.DataFrame:
@@ -90,9 +90,9 @@ def test_cli_source_matters_preset_on_an_nih_folder(tmp_path: Path) -> None:
     assert set(sets.uid[sets.set == "test_iid"]) == test  # the authors' fixed test set
     assert set(sets.uid[sets.set == "train"]) == set(pd.read_csv(paths["csv"] / "train_fold1.csv").path)
     paper = pd.read_csv(tmp_path / "run" / "paper_comparison.csv")
-    assert list(paper.source) == ["random", "random"] and list(paper.p) == [0.5, 0.8]
+    assert list(paper.source) == ["random", "random"] and list(paper.prevalence) == [0.5, 0.8]
     assert list(paper.paper_auc_ood) == [PAPER_FIGURE[("paper-tag", p)]["random"] for p in (0.5, 0.8)]
-    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("p")
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("prevalence")
     assert np.allclose(paper.auc_ood, summary.loc[[0.5, 0.8], "auc_ood"])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Beside the paper" in html and "0.69" in html
@@ -107,3 +107,46 @@ def test_authors_sex_folders_share_the_test_csv_one_level_up(tmp_path: Path) -> 
     (csvs,) = find_split_csvs(tmp_path / "F_50")
     assert csvs == {"test": tmp_path / "test.csv", "train": tmp_path / "F_50" / "train_fold1.csv",
                     "val": tmp_path / "F_50" / "val_fold1.csv"}
+
+
+def test_sex_arm_reads_the_authors_gender_files(tmp_path: Path) -> None:
+    """With ``<csv_dir>/gender/`` in the authors' layout the sex units train and test on those files:
+    negatives all male at every p, female share of positives = p, o.o.d. = gender/test.csv."""
+    from confounders.audit import AuditConfig, run_audit
+
+    paths = write_nih_folder(tmp_path, n_patients=24, size=24, folds=2)
+    gender = write_sex_folders(paths["csv"], paths["entry"], ps=(0, 50, 100), folds=2)
+    cfg = AuditConfig(sources=[{"name": "random", "arch": "test_resnet", "label": "tiny"}], confounders=["sex"],
+                      ps=[0.0, 0.5, 1.0], splits=2, n_boot=0, n_perm=10,
+                      data={"kind": "nih", "csv_dir": str(paths["csv"]), "image_root": str(paths["images"]),
+                            "size": 16},
+                      train={"epochs": 1, "batch_size": 8, "device": "cpu"})
+    res = run_audit(cfg, tmp_path / "run", report=False)
+    sex_of = pd.read_csv(paths["entry"]).set_index("Image Index")["Patient Gender"]
+    test = pd.read_csv(gender / "test.csv", index_col=0)
+    for pct, p in ((0, 0.0), (50, 0.5), (100, 1.0)):
+        for k in (1, 2):
+            sets = pd.read_parquet(next((tmp_path / "run" / "units").glob(f"*sex*p{p:.3f}__s{k - 1}/sets.parquet")))
+            train = pd.read_csv(gender / f"F_{pct}" / f"train_fold{k}.csv", index_col=0)
+            tr = sets[sets.set == "train"]
+            assert sorted(tr.uid) == sorted(train.path)
+            assert sorted(sets.uid[sets.set == "val"]) == sorted(
+                pd.read_csv(gender / f"F_{pct}" / f"val_fold{k}.csv", index_col=0).path)
+            assert sorted(sets.uid[sets.set == "test_ood"]) == sorted(test.path)
+            assert not {"test_iid", "test_clean"} & set(sets.set)  # the authors have the o.o.d. set only
+            assert list(tr.label) == [int(c != "No Finding") for c in train.set_index("path").loc[tr.uid, "class"]]
+            assert list(tr.sex) == [sex_of[u] for u in tr.uid]
+            assert set(tr.sex[tr.label == 0]) == {"M"}  # negatives all male at every p
+            both = pd.concat([tr, sets[sets.set == "val"]])
+            pos = both[both.label == 1]
+            n_f, n_m = (pos.sex == "F").sum(), (pos.sex == "M").sum()
+            # the files draw all female positives times p and the training male positives times 1 - p
+            all_f = ((sex_of == "F") & (pd.read_csv(paths["entry"]).set_index("Image Index")["Finding Labels"]
+                                        != "No Finding")).sum()
+            assert n_f == round(p * all_f) and (n_m == 0) == (p == 1.0)
+            ood = sets[sets.set == "test_ood"]
+            assert set(ood.sex[ood.label == 1]) == {"M"} and set(ood.sex[ood.label == 0]) == {"F"}
+    rows = res.results.set_index(["prevalence", "split"])
+    assert rows["auc_iid"].isna().all() and rows["auc_ood"].notna().all()
+    with pytest.raises(InputError, match="p = 0, 0.5, 1, not 0.2"):
+        run_audit(AuditConfig(**{**cfg.to_dict(), "ps": [0.2]}), tmp_path / "run2", report=False)

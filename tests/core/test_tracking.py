@@ -140,7 +140,7 @@ def test_denoise_train_tracks_its_loss_history(tmp_path: Path) -> None:
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     got = acc.Scalars("image_l1")
-    assert [e.step for e in got] == list(range(len(hist))) and len(hist) == 2
+    assert [e.step for e in got] == list(range(1, len(hist) + 1)) and len(hist) == 2  # epochs from 1
     assert [e.value for e in got] == pytest.approx(hist, rel=1e-6)
 
 
@@ -169,7 +169,7 @@ def test_audit_cli_tracks_its_summary_and_shows_unit_progress(tmp_path: Path) ->
         mlflow.set_tracking_uri(None)
     (row,) = runs.to_dict("records")
     for s in summary.to_dict("records"):
-        key = f"metrics.final/source:{s['source']}/confounder:{s['confounder']}/p:{s['p']}/gap"
+        key = f"metrics.final/source:{s['source']}/confounder:{s['confounder']}/prevalence:{s['prevalence']}/gap"
         assert row[key] == pytest.approx(s["gap"]), key
 
 

@@ -39,7 +39,7 @@ def _headings(html: str) -> list[str]:
 
 def test_chance_model_report_has_warning_curves_examples_and_yaml(tmp_path) -> None:
     pred = _pred(40, 0.0, seed=1)  # no signal, 20 per class: at chance and too small
-    history = pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [0.7, 0.69, 0.68], "val_loss": [0.7, 0.71, 0.7],
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.69, 0.68], "val_loss": [0.7, 0.71, 0.7],
                             "val_auc": [0.5, 0.48, 0.52]})
     examples = [(np.full((8, 8), v, np.float32), f"label {v > .5:d}, prob {v:.2f}") for v in (0.2, 0.8)]
     cfg = {"train": {"epochs": 3, "lr": 1e-3}, "data": {"size": 64, "aug": ("flip", 0.5)}}
@@ -112,12 +112,12 @@ def test_reliability_figure_shows_bin_counts() -> None:
 
 
 def test_training_curves_plot_the_history() -> None:
-    h = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.1, 0.9, 0.8, 0.85],
+    h = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.1, 0.9, 0.8, 0.85],
                       "val_auc": [0.6, 0.7, 0.75, 0.74]})
     fig = figures.training_curves_figure(h)
     loss_ax, auc_ax = fig.axes[:2]
     lines = {ln.get_label(): ln for ln in loss_ax.get_lines()}
-    assert list(lines["train loss"].get_xdata()) == [1, 2, 3, 4]  # 1-based, as the progress bar
+    assert list(lines["train loss"].get_xdata()) == [1, 2, 3, 4]  # history.csv is 1-based, as the progress bar
     assert list(lines["val loss"].get_ydata()) == [1.1, 0.9, 0.8, 0.85]
     assert list(auc_ax.get_lines()[0].get_ydata()) == [0.6, 0.7, 0.75, 0.74]
     import matplotlib.pyplot as plt

@@ -39,6 +39,18 @@ def test_audit_summary_and_transfer_scores(tmp_path: Path) -> None:
         audit.summary[["source", "confounder"]].astype(str).values.tolist()
     assert got["gap"].tolist() == pytest.approx(audit.summary["gap"].tolist())
     assert len(api.audit_results(tmp_path / "audit")) == len(audit.results) == 2
+    # runs written before the rename call the confounder strength "p": read back as "prevalence"
+    import json
+
+    summary_csv = tmp_path / "audit" / "summary.csv"
+    pd.read_csv(summary_csv).rename(columns={"prevalence": "p"}).to_csv(summary_csv, index=False)
+    assert api.audit_summary(tmp_path / "audit")["prevalence"].tolist() == [0.0, 1.0]
+    for row_json in (tmp_path / "audit" / "units").glob("*/row.json"):
+        row = json.loads(row_json.read_text())
+        row_json.write_text(json.dumps({("p" if k == "prevalence" else k): v for k, v in row.items()}))
+    again = run_audit(cfg, tmp_path / "audit", report=False)  # old rows are reused, not retrained
+    assert again.results["prevalence"].tolist() == [0.0, 1.0] and "p" not in again.results
+    assert again.results["auc_ood"].tolist() == audit.results["auc_ood"].tolist()
 
     write_cxr_dataset(tmp_path / "target", 24, size=32, seed=1, progress=False)
     tr = run_transfer(read_table(tmp_path / "target"), tmp_path / "transfer", sources=["random:resnet18"],

@@ -42,7 +42,7 @@ def test_fit_writes_run_folder_and_predictions_match_model(tmp_path: Path) -> No
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["lr"] == 3e-2 and saved["resolved"]["n_train"] == 100
     hist = pd.read_csv(tmp_path / "history.csv")
-    assert list(hist["epoch"]) == [0, 1, 2] and list(hist["step"]) == [7, 14, 21]
+    assert list(hist["epoch"]) == [1, 2, 3] and list(hist["step"]) == [7, 14, 21]  # from 1, as the bar
     # predictions: one row per val/test item, prob = softmax(model(x))[:, 1] of the returned model
     pred = pd.read_parquet(tmp_path / "predictions.parquet")
     assert list(pred.columns[:5]) == ["uid", "split", "label", "prob", "pred"] and "group" in pred
@@ -81,7 +81,7 @@ def test_early_stopping_keeps_best_val_loss_epoch(tmp_path: Path) -> None:
     hist = res.history
     best = int(hist.loc[hist["val_loss"].idxmin(), "epoch"])
     assert res.summary["best_epoch"] == best
-    assert res.summary["stopped_early"] and len(hist) == best + 1 + cfg.patience < cfg.epochs
+    assert res.summary["stopped_early"] and len(hist) == best + cfg.patience < cfg.epochs
     # the returned model is the best epoch's: recompute its val loss independently
     x, y = _stack(data[64:])
     res.model.eval()
@@ -316,3 +316,36 @@ def test_amp_is_a_no_op_on_cpu(tmp_path: Path) -> None:
     assert runs[1].summary["amp_dtype"] == "none" and not runs[1].summary["channels_last"]
     for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_epochs_are_numbered_from_1_in_bar_log_history_and_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    from medbench.train import engine
+
+    descs: list[str] = []
+
+    def recording_tqdm(*args, **kw):
+        descs.append(kw.get("desc", ""))
+        return real_tqdm(*args, **kw)
+
+    real_tqdm = engine.tqdm
+    monkeypatch.setattr(engine, "tqdm", recording_tqdm)
+    data = H.blob_data(96, seed=3, random_labels=True)
+    cfg = TrainConfig(epochs=12, lr=5e-2, patience=2, schedule="constant", optimizer="adam",
+                      **{**FAST, "progress": True})
+    seen: list[int] = []
+    with caplog.at_level("INFO", logger="medbench.train.engine"):
+        res = fit(H.TinyNet(width=16), data[:64], data[64:], cfg, tmp_path, on_epoch=lambda r: seen.append(r["epoch"]))
+    n = len(res.history)
+    assert res.summary["stopped_early"] and n < cfg.epochs  # so "stopped after epoch n" is tested too
+    shown = list(range(1, n + 1))
+    bars = [int(m) for d in descs for m in re.findall(r"^epoch (\d+)/12$", d)]
+    logged = [int(m) for m in re.findall(r"^epoch (\d+)/12:", caplog.text, re.M)]
+    on_disk = pd.read_csv(tmp_path / "history.csv")["epoch"].tolist()
+    assert bars == logged == on_disk == res.history["epoch"].tolist() == seen == shown
+    best_row = int(res.history.loc[res.history["val_loss"].idxmin(), "epoch"])
+    assert res.summary["best_epoch"] == best_row
+    assert f"early stopping after epoch {n} (best epoch {best_row})" in caplog.text
+    assert f"best epoch {best_row})" in caplog.text.splitlines()[-1]

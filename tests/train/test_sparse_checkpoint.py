@@ -46,8 +46,8 @@ def test_asp_late_pruning_exports_best_sparse_epoch(tmp_path: Path) -> None:
     hist = res.history
     assert len(hist) == 12  # no early stop before or right after pruning
     final = hist[hist["masks_final"].astype(bool)]
-    assert list(final["epoch"]) == [9, 10, 11]
-    assert not hist.loc[hist["epoch"] < 9, "masks_final"].astype(bool).any()
+    assert list(final["epoch"]) == [10, 11, 12]  # history numbers epochs from 1
+    assert not hist.loc[hist["epoch"] < 10, "masks_final"].astype(bool).any()
     # best epoch = the lowest validation loss among the sparse epochs only (here not the dense minimum)
     best = int(final.loc[final["val_loss"].idxmin(), "epoch"])
     assert res.summary["best_epoch"] == best
