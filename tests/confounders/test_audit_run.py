@@ -52,7 +52,7 @@ def _config_matches_tables(out: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     resolved = config["resolved"]
     assert sorted(results["unit"]) == sorted(resolved["units"])
-    assert sorted(results["p"]) == sorted(resolved["ps"]) and sorted(summary["p"]) == sorted(resolved["ps"])
+    assert sorted(results["prevalence"]) == sorted(resolved["ps"]) and sorted(summary["prevalence"]) == sorted(resolved["ps"])
     assert metrics["units"] == len(resolved["units"]) == len(results)
     assert (results["epochs_run"] == config["settings"]["train"]["epochs"]).all()
     for unit in results["unit"]:
