@@ -112,7 +112,10 @@ def test_demo_killed_mid_run_resumes_to_the_uninterrupted_outputs(tmp_path: Path
     import signal
     import subprocess
     import sys
+    import threading
     import time
+
+    from medbench.cli import app
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -120,20 +123,27 @@ def test_demo_killed_mid_run_resumes_to_the_uninterrupted_outputs(tmp_path: Path
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "medbench", "demo", "--out", str(out), *DEMO, "--quick", "--epochs", "2"]
 
-    ref = subprocess.Popen(command(tmp_path / "ref"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     last = tmp_path / "run" / "runs" / "random" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 180
-    while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
+
+    def kill_at_first_checkpoint() -> None:
+        deadline = time.monotonic() + 180
+        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+    watcher.start()
+    # the uninterrupted reference, meanwhile, in this process (one torch thread here too, see conftest)
+    ref = CliRunner().invoke(app, command(tmp_path / "ref")[3:])
+    assert ref.exit_code == 0, ref.output + repr(ref.exception)
+    watcher.join()
     assert killed.wait() == -signal.SIGKILL  # killed mid-run, not finished
     a, b = tmp_path / "ref", tmp_path / "run"
     assert not (b / "units" / "report.json").exists() and (b / "units" / "data.json").exists()
-    again = subprocess.run(command(b), env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert ref.wait(timeout=300) == 0, ref.stderr.read() if ref.stderr else ""
+    again = CliRunner().invoke(app, command(b)[3:])  # the same command again (in this process: no start-up)
+    assert again.exit_code == 0, again.output + repr(again.exception)
     assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
     for name in ("runs/random/predictions.parquet", ):
         pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))

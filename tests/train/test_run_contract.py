@@ -119,7 +119,10 @@ def test_train_killed_mid_run_resumes_to_the_uninterrupted_outputs(synth: Path, 
     import signal
     import subprocess
     import sys
+    import threading
     import time
+
+    from medbench.cli import app
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -128,19 +131,26 @@ def test_train_killed_mid_run_resumes_to_the_uninterrupted_outputs(synth: Path, 
         return [sys.executable, "-m", "medbench", "train", "--manifest", str(synth / "table.csv"), "--out", str(out),
                 *TRAIN, "--epochs", "3", "--checkpoint-every", "1"]
 
-    ref = subprocess.Popen(command(tmp_path / "ref"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
+
+    def kill_at_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+    watcher.start()
+    # the uninterrupted reference, meanwhile, in this process (one torch thread here too, see conftest)
+    ref = CliRunner().invoke(app, command(tmp_path / "ref")[3:])
+    assert ref.exit_code == 0, ref.output + repr(ref.exception)
+    watcher.join()
     assert killed.wait() == -signal.SIGKILL  # killed mid-run, not finished
     assert not (tmp_path / "run" / "units" / "fit.json").exists()
-    again = subprocess.run(command(tmp_path / "run"), env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert ref.wait(timeout=300) == 0, ref.stderr.read() if ref.stderr else ""
+    again = CliRunner().invoke(app, command(tmp_path / "run")[3:])  # the same command again (in this process: no start-up)
+    assert again.exit_code == 0, again.output + repr(again.exception)
     a, b = tmp_path / "ref", tmp_path / "run"
     pd.testing.assert_frame_equal(pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet"))
     timing = ["time_s"]
