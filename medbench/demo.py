@@ -1,5 +1,11 @@
 """``medbench demo``: the whole workbench on embedded synthetic data, end to end, in a few minutes.
 
+The output folder is a :func:`medbench.runs.open_run` folder of workflow "demo": ``config.yaml``,
+``settings.yaml``, ``demo.log``, ``units/`` and ``metrics.json``. The same command again resumes
+(finished units are skipped: the data, the ingest, each source's training run, which is a
+``medbench train`` run folder of its own under ``runs/<source>``); any changed setting is refused
+with every change listed, ``--restart`` starts over.
+
 Steps (each a small function of a :class:`DemoContext`; re-running skips finished units):
 
 1. ``data``: write synthetic chest radiographs as DICOM (:func:`medbench.data.synthetic.write_cxr_dataset`);
@@ -22,9 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from medbench.runs import Run
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ class DemoContext:
     batch_size: int = 32
     progress: bool = True
     sources: tuple[str, ...] = ("random", PRETRAINED)
+    audit: bool = True
+    run: Run | None = None
     state: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -64,6 +75,20 @@ class DemoContext:
     def report_path(self) -> Path:
         return self.out / "report.html"
 
+    def settings(self) -> dict[str, Any]:
+        """What determines the demo's results (recorded in settings.yaml and config.yaml)."""
+        return {"n": self.n, "size": self.size, "quick": self.quick, "seed": self.seed, "epochs": self.epochs,
+                "batch_size": self.batch_size, "sources": list(self.sources), "audit": self.audit}
+
+    def unit(self, name: str, settings: dict[str, Any], outputs: list[str]) -> bool:
+        """True when unit ``name`` of the run folder is done with ``settings`` (its outputs there)."""
+        return self.run is not None and self.run.unit_done(name, settings, outputs=outputs)
+
+    def mark(self, name: str, settings: dict[str, Any]) -> None:
+        """Record unit ``name`` as done with ``settings``."""
+        if self.run is not None:
+            self.run.mark_unit(name, settings)
+
 
 DemoStep = Callable[[DemoContext], None]
 
@@ -74,11 +99,12 @@ def step_data(ctx: DemoContext) -> None:
 
     from medbench.data.synthetic import write_cxr_dataset
 
-    labels = ctx.data_dir / "labels.csv"
-    if labels.is_file() and len(pd.read_csv(labels)) == ctx.n:
+    unit = {"n": ctx.n, "size": ctx.size, "seed": ctx.seed}
+    if ctx.unit("data", unit, ["data/labels.csv"]) and len(pd.read_csv(ctx.data_dir / "labels.csv")) == ctx.n:
         logger.info("data: %s already holds %d images", ctx.data_dir, ctx.n)
         return
     write_cxr_dataset(ctx.data_dir, ctx.n, size=ctx.size, seed=ctx.seed, progress=ctx.progress)
+    ctx.mark("data", unit)
 
 
 def step_ingest(ctx: DemoContext) -> None:
@@ -86,11 +112,13 @@ def step_ingest(ctx: DemoContext) -> None:
     from medbench.io.manifest import ScanResult, scan
 
     run = ctx.out / "ingest"
-    if (run / "manifest.parquet").is_file():
+    unit = {"n": ctx.n, "size": ctx.size, "seed": ctx.seed}
+    if ctx.unit("ingest", unit, ["ingest/manifest.parquet"]):
         result = ScanResult.load(run)
     else:
         result = scan(ctx.data_dir / "images", progress=ctx.progress)
         result.save(run)
+        ctx.mark("ingest", unit)
     ctx.state["manifest"] = result.manifest
     if len(result.quarantine):
         ctx.notes.append(f"{len(result.quarantine)} files were quarantined during ingest (see ingest/quarantine.csv).")
@@ -126,6 +154,7 @@ def step_train(ctx: DemoContext) -> None:
             ctx.notes.append(msg)
             continue
         results[source] = res
+        ctx.mark(f"train-{source}", {"source": source, "arch": arch, "size": ctx.size, "train": cfg.settings()})
     if not results:
         raise RuntimeError("no source could be trained; see the messages above")
 
@@ -150,12 +179,18 @@ def step_report(ctx: DemoContext) -> None:
         lines.append(f"{s} ({r.fit.summary.get('n_train')} training images): best epoch {sm['best_epoch']}, "
                      f"{sm['train_time_s']:.0f} s of training, run folder runs/{s}.")
     write_evaluation(pred, ctx.out, title="medbench demo", split="test", notes=lines + ctx.notes)
+    if ctx.run is not None:  # config.yaml: the settings and what was actually computed
+        ctx.run.write_config({"trained": sorted(results), "notes": ctx.notes})
+        ctx.mark("report", ctx.settings())
 
 
 def step_audit(ctx: DemoContext) -> None:
     """A small robustness audit on in-memory synthetic data (resumable like any audit)."""
     from confounders.demo_audit import run_demo_audit
 
+    if not ctx.audit:
+        ctx.notes.append("The audit step was left out (--no-audit).")
+        return
     kw = dict(n=80, size=48, ps=(0.0, 1.0), epochs=1) if ctx.quick else dict(n=300, size=64, ps=(0.0, 0.5, 1.0), epochs=10)
     res = run_demo_audit(ctx.out / "audit", **kw)
     ctx.state["audit"] = res
@@ -189,26 +224,42 @@ def add_step(name: str, fn: DemoStep, *, before: str | None = None) -> None:
     STEPS.insert(names.index(before) if before else len(STEPS), (name, fn))
 
 
-def run_demo(out: str | Path = "runs/demo", *, n: int = 400, size: int = 128, quick: bool = False,
-             seed: int = 0, progress: bool = True, epochs: int | None = None) -> DemoContext:
-    """Run every step of :data:`STEPS` and return the context (``ctx.report_path`` is the report).
+#: What the demo writes into its folder besides the run layer's own files (removed by ``restart``,
+#: with the ``subgroup_*.csv`` tables found there).
+DEMO_OUTPUTS = ["data", "ingest", "runs", "audit", "report.html", "metrics_per_source.csv", "pairwise_tests.csv"]
 
-    ``quick`` shrinks the run for tests (at most 80 images of 48 px, one epoch).
+
+def run_demo(out: str | Path = "runs/demo", *, n: int = 400, size: int = 128, quick: bool = False,
+             seed: int = 0, progress: bool = True, epochs: int | None = None,
+             sources: tuple[str, ...] | None = None, audit: bool = True, restart: bool = False) -> DemoContext:
+    """Run every step of :data:`STEPS` in the run folder ``out`` and return the context.
+
+    ``quick`` shrinks the run for tests (at most 80 images of 48 px, one epoch). ``sources``
+    defaults to ``random`` and the pretrained EfficientNet-Lite0; ``audit=False`` leaves the audit
+    step out. ``ctx.report_path`` is the report.
+
+    Raises:
+        InputError: ``out`` holds a demo run with other settings (every change listed) and
+            ``restart`` is False.
     """
     from medbench.errors import InputError
+    from medbench.runs import open_run
 
     if n < 20 or size < 32:
         raise InputError(f"--n {n} / --size {size}: the demo needs at least 20 images of 32 px")
     if quick:
         n, size = min(n, 80), min(size, 48)
     ctx = DemoContext(Path(out), n=n, size=size, quick=quick, seed=seed, progress=progress,
-                      epochs=epochs or (1 if quick else 5), batch_size=16 if quick else 32)
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    for name, fn in STEPS:
-        t0 = time.perf_counter()
-        logger.info("demo step %s", name)
-        fn(ctx)
-        ctx.timings[name] = time.perf_counter() - t0
+                      epochs=epochs or (1 if quick else 5), batch_size=16 if quick else 32,
+                      sources=tuple(sources or ("random", PRETRAINED)), audit=audit)
+    outputs = DEMO_OUTPUTS + sorted(p.name for p in ctx.out.glob("subgroup_*.csv"))
+    with open_run(ctx.out, "demo", ctx.settings(), outputs=outputs, restart=restart) as run:
+        ctx.run = run
+        for name, fn in STEPS:
+            t0 = time.perf_counter()
+            logger.info("demo step %s", name)
+            fn(ctx)
+            ctx.timings[name] = time.perf_counter() - t0
     return ctx
 
 
@@ -223,16 +274,22 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(0, "--epochs", help="Training epochs per source (0: 5, or 1 with --quick)."),
         quick: bool = typer.Option(False, "--quick", help="Tiny run (80 images, 48 px, 1 epoch) to check the installation."),
         seed: int = typer.Option(0, "--seed", help="Seed of data, split and training."),
+        source: Optional[list[str]] = typer.Option(None, "--source", help=f"A source to fine-tune (repeat for several; default: random and {PRETRAINED})."),  # noqa: UP045
+        audit: bool = typer.Option(True, "--audit/--no-audit", help="Run the small confounder audit step."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        restart: bool = typer.Option(False, "--restart", help="Discard a previous demo in OUT whose settings differ, instead of refusing."),
     ) -> None:
         """Synthetic DICOM -> ingest -> fine-tune two sources -> AUC with CIs, paired test -> report.html.
 
         Sources: `random` (ResNet-10-T, random init, 64 px, twice the epochs) and `efficientnet-lite0-imagenet`
         (genuine ImageNet weights; skipped with a note when its package is not installed).
+        OUT holds config.yaml, demo.log, metrics.json and report.html; the same command again resumes
+        it, a changed setting is refused listing every change (--restart starts over).
         """
         t0 = time.perf_counter()
-        ctx = run_demo(out, n=n, size=size, quick=quick, seed=seed, progress=progress, epochs=epochs or None)
-        for s, r in ctx.state["results"].items():
+        ctx = run_demo(out, n=n, size=size, quick=quick, seed=seed, progress=progress, epochs=epochs or None,
+                       sources=tuple(source) if source else None, audit=audit, restart=restart)
+        for s, r in ctx.state.get("results", {}).items():
             for row in r.metrics.get("per_source", []):
                 typer.echo(f"{s}: test AUC {row['auc']:.3f} (95% CI {row['lo']:.3f}-{row['hi']:.3f})")
         for note in ctx.notes:

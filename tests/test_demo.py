@@ -57,3 +57,99 @@ def test_demo_rejects_tiny_inputs(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="--n"):
         demo.run_demo(tmp_path, n=5)
+
+
+DEMO = ["--n", "20", "--size", "32", "--no-progress", "--source", "random", "--no-audit"]
+
+
+def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit status and stderr of the console entry point ``medbench ARGV``."""
+    import sys
+
+    from medbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["medbench", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return int(exc.value.code), capsys.readouterr().err
+
+
+def test_demo_rerun_with_changed_settings_refuses_listing_every_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the cheap data step runs (the refusal comes before any step); config.yaml and the data
+    unit always describe the data on disk."""
+    import yaml
+
+    from medbench.data.synthetic import write_cxr_dataset
+
+    monkeypatch.setattr(demo, "STEPS", [("data", demo.step_data)])
+    out = tmp_path / "demo"
+    assert _main(["demo", "--out", str(out), *DEMO], monkeypatch, capsys)[0] == 0
+    labels = (out / "data" / "labels.csv").read_bytes()
+    code, err = _main(["demo", "--out", str(out), *DEMO, "--seed", "1", "--epochs", "3"], monkeypatch, capsys)
+    assert code == 2
+    assert "(2 changed: epochs: 5 -> 3; seed: 0 -> 1)" in err and "--restart" in err, err
+    assert (out / "data" / "labels.csv").read_bytes() == labels  # refused: nothing touched
+    assert yaml.safe_load((out / "config.yaml").read_text())["settings"]["seed"] == 0
+    code, err = _main(["demo", "--out", str(out), *DEMO, "--seed", "1", "--epochs", "3", "--restart"],
+                      monkeypatch, capsys)
+    assert code == 0, err
+    config = yaml.safe_load((out / "config.yaml").read_text())["settings"]
+    assert (config["seed"], config["epochs"], config["sources"], config["audit"]) == (1, 3, ["random"], False)
+    unit = json.loads((out / "units" / "data.json").read_text())
+    assert unit["settings"] == {"n": 20, "size": 32, "seed": 1}
+    write_cxr_dataset(tmp_path / "seed1", 20, size=32, seed=1, progress=False)  # what seed 1 must give
+    expect = pd.read_csv(tmp_path / "seed1" / "labels.csv").drop(columns="path")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "data" / "labels.csv").drop(columns="path"), expect)
+    assert "demo step data" in (out / "demo.log").read_text()
+
+
+@pytest.mark.slow
+def test_demo_killed_mid_run_resumes_to_the_uninterrupted_outputs(tmp_path: Path) -> None:
+    """SIGKILL once the source's first checkpoint exists, the same command again: the outputs of an
+    uninterrupted run (CPU, one thread, fixed seed: exactly equal), and no temporary file left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from medbench.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "medbench", "demo", "--out", str(out), *DEMO, "--quick", "--epochs", "2"]
+
+    killed = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "runs" / "random" / "checkpoints" / "last.pt"
+
+    def kill_at_first_checkpoint() -> None:
+        deadline = time.monotonic() + 180
+        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+
+    watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
+    watcher.start()
+    # the uninterrupted reference, meanwhile, in this process (one torch thread here too, see conftest)
+    ref = CliRunner().invoke(app, command(tmp_path / "ref")[3:])
+    assert ref.exit_code == 0, ref.output + repr(ref.exception)
+    watcher.join()
+    assert killed.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    a, b = tmp_path / "ref", tmp_path / "run"
+    assert not (b / "units" / "report.json").exists() and (b / "units" / "data.json").exists()
+    again = CliRunner().invoke(app, command(b)[3:])  # the same command again (in this process: no start-up)
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+    for name in ("runs/random/predictions.parquet", ):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
+    for name in ("metrics_per_source.csv", "settings.yaml", "runs/random/metrics.json", "runs/random/splits.csv"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+    assert sorted(p.name for p in (b / "units").iterdir()) == ["data.json", "ingest.json", "report.json",
+                                                                "train-random.json"]
+    assert "resumed " in (b / "demo.log").read_text()  # the training run continued from its checkpoint
+    assert not [p for p in b.rglob(".*.tmp")]

@@ -56,36 +56,22 @@ def register(app: typer.Typer) -> None:
         """Fine-tune SOURCE on the labelled images, then predict and evaluate the test split.
 
         Writes into OUT: config.yaml, splits.csv, checkpoints/, history.csv, predictions.parquet/.csv,
-        metrics.json (test AUC with a patient-level bootstrap CI), report.html and train.log.
-        Splits are grouped by patient unless --split-column is given. Interrupted runs resume.
+        metrics.json (test AUC with a patient-level bootstrap CI), report.html, train.log, settings.yaml
+        and units/. Splits are grouped by patient unless --split-column is given. The same command
+        again resumes an interrupted run (a finished one just prints its result); any changed
+        setting, an edited table included, is refused listing every change (--restart starts over).
         Runs unchanged under torchrun (DDP); --batch-size is then the global batch.
         """
-        settings = {k: v for k, v in locals().items() if v is None or isinstance(v, (str, int, float, bool, Path))}
-        from medbench.train.finished import fingerprint, read_finished, write_finished
-
-        fp = fingerprint(settings, {"manifest": manifest, "labels": labels, "augment": augment,
-                                    "weights": weights})
-        done = read_finished(out, fp)
-        if done is not None:  # the same command on a finished run: print its result, no torch needed
-            if tracker != "none":
-                from medbench.tracking import log_run_folder, tracking
-
-                with tracking(tracker, out, name=f"train {source}", config=settings) as track:
-                    log_run_folder(track, out)
-            _report(source, done["summary"], done["metrics"], out, done["report"])
-            return
-
-        import os
-
         from medbench.io.images import parse_window
         from medbench.train.config import TrainConfig
+        from medbench.train.experiment import (
+            finished_train,
+            join_labels,
+            read_table,
+            train_settings,
+        )
 
         parse_window(window)  # a bad --window fails before any work
-        from medbench.train.experiment import join_labels, read_table, run_experiment
-        from medbench.utils.files import remove_stale_temps
-
-        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 cleans up
-            remove_stale_temps(out)  # hidden *.tmp of a killed run
 
         table = read_table(manifest)
         if labels is not None:
@@ -98,18 +84,32 @@ def register(app: typer.Typer) -> None:
             progress=progress, compile=compile_model, channels_last=channels_last,
         )
         from medbench.data.augment import load_augmentation
+
+        transform = load_augmentation(augment, seed=seed) if augment is not None else None
+        data = {"label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
+                "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate, "weights": weights,
+                "window": window, "pad": pad}
+        done = None if restart else finished_train(out, train_settings(table, cfg=cfg, train_transform=transform,
+                                                                        **data))
+        if done is not None:  # the same command on a finished run: print its result, no torch needed
+            if tracker != "none":
+                from medbench.tracking import log_run_folder, tracking
+
+                with tracking(tracker, out, name=f"train {source}", config={**data, **cfg.to_dict()}) as track:
+                    log_run_folder(track, out)
+            _report(source, done["summary"], done["metrics"], out, done["report"])
+            return
+
         from medbench.tracking import NullTracker, log_run_folder, make_tracker
         from medbench.train import dist
+        from medbench.train.experiment import run_experiment
 
         track = make_tracker(tracker, out, name=f"train {source}") if dist.is_main() else NullTracker()
         try:
             track.log_config({"source": source, "arch": arch, "size": size, "label": label, **cfg.to_dict()})
             res = run_experiment(
-                table, out, label=label, source=source, arch=arch, size=size, cfg=cfg,
-                split_column=split_column, val_frac=val_frac, test_frac=test_frac, drop_rate=drop_rate,
-                weights=weights, on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])),
-                train_transform=load_augmentation(augment, seed=seed) if augment is not None else None,
-                restart=restart, window=window, pad=pad,
+                table, out, cfg=cfg, train_transform=transform, restart=restart,
+                on_epoch=lambda row: track.log_metrics(row, step=int(row["epoch"])), **data,
             )
             log_run_folder(track, out, final=res.metrics, history=None)
         finally:
@@ -117,7 +117,6 @@ def register(app: typer.Typer) -> None:
 
         if not dist.is_main():  # under torchrun only rank 0 reports
             return
-        write_finished(out, fp, res.report)
         _report(source, res.fit.summary, res.metrics, res.out_dir, res.report)
 
 

@@ -14,7 +14,6 @@ SCHEDULES = ("cosine", "step", "constant")
 INTERVALS = ("epoch", "step")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
-# Fields that may change between a run and its resumption without invalidating the checkpoint.
 #: Fields that change how a run executes, not what it computes (epochs and patience do change it).
 RUNTIME_FIELDS = frozenset(
     {"device", "num_workers", "progress", "checkpoint_every", "eval_batch_size", "compile"}
@@ -149,10 +148,3 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
-
-    def differences(self, other: dict[str, Any], *, ignore: frozenset[str] = RUNTIME_FIELDS) -> dict[str, tuple[Any, Any]]:
-        """Fields whose value differs from ``other`` (a ``to_dict()``), ignoring runtime-only ones."""
-        mine = self.to_dict()
-        return {
-            k: (other.get(k), v) for k, v in mine.items() if k not in ignore and other.get(k, v) != v
-        }

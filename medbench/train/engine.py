@@ -2,7 +2,9 @@
 
 ``fit(model, train_ds, val_ds, cfg, out_dir)`` writes into ``out_dir``::
 
-    config.yaml          the resolved configuration
+    config.yaml, settings.yaml, train.log, units/fit.json
+                         the run folder of :func:`medbench.runs.open_run` (workflow "train"): the
+                         settings, what was resolved at run time, the log, the finished fit
     checkpoints/last.pt  everything needed to resume (written atomically at each epoch end and
                          every ``cfg.checkpoint_every`` optimizer steps)
     checkpoints/best.pt  model weights of the lowest validation loss (the last epoch without val),
@@ -13,7 +15,11 @@
 
 Calling ``fit`` again with the same folder resumes from ``last.pt`` (a finished run only reloads
 its best weights and predictions). With the same seed on CPU the resumed run ends bit-identical
-to an uninterrupted one.
+to an uninterrupted one. The run layer decides whether the folder may be resumed: called alone,
+``fit`` opens ``out_dir`` itself with the settings ``{"train": cfg.settings()}`` (other settings are
+refused, every change listed; ``restart=True`` starts over); a workflow that already opened the
+folder (``medbench train``) passes its :class:`~medbench.runs.Run` instead. ``last.pt`` carries the
+hash of the settings it was computed with, so a checkpoint from other settings is never resumed.
 
 Extension points (see :mod:`medbench.train.hooks`), in call order:
 
@@ -63,6 +69,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medbench.errors import InputError, MedbenchError
+from medbench.runs import Run, open_run, settings_hash
 from medbench.train import dist
 from medbench.train.batching import IndexedDataset, collate_train, first_image
 from medbench.train.checkpoint import (
@@ -94,12 +101,16 @@ from medbench.train.predict import (
     predictions_frame,
     save_predictions,
 )
-from medbench.train.runfiles import run_log, write_config, write_history, write_summary
+from medbench.train.runfiles import write_history, write_summary
 from medbench.utils.rng import torch_generator
 
-__all__ = ["FitResult", "TrainConfig", "TrainingDivergedError", "fit", "predict"]
+__all__ = ["FIT_OUTPUTS", "FitResult", "TrainConfig", "TrainingDivergedError", "fit", "predict"]
 
 logger = logging.getLogger(__name__)
+
+
+#: What ``fit`` writes into its folder besides the run layer's own files (removed by a restart).
+FIT_OUTPUTS = ["checkpoints", "history.csv", "summary.json", PREDICTIONS, "predictions.csv"]
 
 
 class TrainingDivergedError(MedbenchError):
@@ -153,10 +164,12 @@ class _Trainer:
     def __init__(
         self, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
         out_dir: Path, hooks: Sequence[TrainHook], head: nn.Module | None,
-        run_info: dict[str, Any] | None = None,
+        run_info: dict[str, Any] | None = None, run: Run | None = None,
     ) -> None:
         self.cfg, self.out, self.train_ds, self.val_ds, self.head = cfg, out_dir, train_ds, val_ds, head
         self.run_info = dict(run_info or {})
+        self.folder = run  # the open run folder (main rank only)
+        self.settings_hash = settings_hash(run.settings) if run is not None else None
         self.ckpt_dir = out_dir / "checkpoints"
         self.device = dist.init_from_env(cfg.device)
         self.world = dist.world_size()
@@ -251,8 +264,8 @@ class _Trainer:
             if self.cfg.seed is not None:
                 torch.manual_seed(self.cfg.seed)
         self._ran_nothing = self.p.finished
-        if dist.is_main():
-            write_config(self.out, self.cfg, self._resolved(), self.run_info)
+        if self.folder is not None:  # config.yaml: the run's settings and what this process resolved
+            self.folder.write_config({**self._resolved(), **({"run": self.run_info} if self.run_info else {})})
         dist.barrier()
 
     def _resolved(self) -> dict[str, Any]:
@@ -267,12 +280,12 @@ class _Trainer:
         }
 
     def _resume(self, state: dict[str, Any]) -> None:
-        diff = self.cfg.differences(state.get("config", {}))
-        if diff:
-            details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        # The run layer already refused other settings; this only catches a checkpoint the run folder
+        # does not account for (copied in, or left by a medbench without run settings).
+        if self.settings_hash is not None and state.get("settings_hash") != self.settings_hash:
             raise InputError(
-                f"{self.out} holds a run with a different configuration ({len(diff)} changed: {details}); "
-                "use a new output folder or delete it to start over"
+                f"{self.ckpt_dir / LAST} was computed with settings other than {self.out}'s settings.yaml: "
+                "delete the checkpoints folder, or use a new output folder"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -314,6 +327,7 @@ class _Trainer:
         progress["loss_sum"], progress["loss_count"] = float(loss_total[0]), int(round(loss_total[1]))
         state = {
             "config": self.cfg.to_dict(),
+            "settings_hash": self.settings_hash,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler_state(self.scheduler),
@@ -535,6 +549,8 @@ def fit(
     keep_meta: Sequence[str] = (),
     run_info: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    run: Run | None = None,
+    restart: bool = False,
 ) -> FitResult:
     """Fine-tune ``model`` on ``train_ds``, keep the best validation-loss weights, resume from ``out_dir``.
 
@@ -544,24 +560,34 @@ def fit(
         train_ds: Dataset of ``(image, label[, meta])`` items.
         val_ds: Validation dataset (early stopping, best checkpoint); None = keep the last epoch.
         cfg: A :class:`TrainConfig` (or its dict).
-        out_dir: The run folder (created; an existing run in it is resumed).
+        out_dir: The run folder (created; an existing run with the same ``cfg`` is resumed, one with
+            another ``cfg`` refused, every changed setting listed).
         hooks: Extra :class:`TrainHook` objects (after the sparsity hook of ``cfg.sparsity``).
         test_ds: Also predict this set (split "test") with the best weights.
         keep_meta: Meta keys copied into the predictions table (e.g. "sex", "vendor").
         run_info: Extra facts recorded under ``run`` in config.yaml (data, source, image size, ...).
         on_epoch: Called on the main rank with each epoch's history row (e.g. an experiment tracker).
+        run: ``out_dir`` already opened by the calling workflow (:func:`medbench.runs.open_run`);
+            None: ``fit`` opens it itself (main rank) with the settings ``{"train": cfg.settings()}``.
+        restart: With ``run=None``: discard a previous run in ``out_dir`` instead of refusing it.
 
     Returns:
         FitResult with the best weights loaded into ``model`` (or the model a hook returned).
+
+    Raises:
+        InputError: ``out_dir`` holds a run with other settings (and ``restart`` is False).
     """
     if not isinstance(cfg, TrainConfig):
         cfg = TrainConfig.from_dict(dict(cfg))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dist.init_from_env(cfg.device)
-    log_ctx = run_log(out / "train.log") if dist.is_main() else contextlib.nullcontext()
-    with log_ctx, frozen_backbone(model, cfg.linear_probe) as head:
-        trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head, run_info)
+    if run is None and dist.is_main():
+        run_ctx: Any = open_run(out, "train", {"train": cfg.settings()}, outputs=FIT_OUTPUTS, restart=restart)
+    else:
+        run_ctx = contextlib.nullcontext(run)
+    with run_ctx as opened, frozen_backbone(model, cfg.linear_probe) as head:
+        out.mkdir(parents=True, exist_ok=True)
+        trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head, run_info, opened)
         trainer.on_epoch = on_epoch
         trainer.start()
         t0 = time.perf_counter()
@@ -569,4 +595,7 @@ def fit(
         logger.info("training done in %.1f s (%d epochs, best epoch %d)", time.perf_counter() - t0,
                     len(trainer.p.history), trainer.p.best_epoch + 1)
         result = trainer.finish(test_ds, keep_meta)
+        if opened is not None:
+            opened.mark_unit("fit", opened.settings, epochs_run=result.summary["epochs_run"],
+                             best_epoch=result.summary["best_epoch"])
     return result

@@ -1,24 +1,37 @@
 """A whole supervised experiment from a table of images: join labels, split by patient, fine-tune a
 source, predict the test split, evaluate. Used by ``medbench train`` and ``medbench demo``.
+
+The run folder is a :func:`medbench.runs.open_run` folder of workflow "train": its settings
+(:func:`train_settings`: the engine settings, the data settings and a digest of the input table)
+are recorded once; a re-run with the same settings resumes (the engine continues from its
+checkpoint), one with any other setting, an edited table included, is refused listing every change.
+Two units are marked with the settings hash: ``fit`` (the engine finished) and ``evaluation``
+(metrics.json and report.html written); a re-run of a finished run is answered by
+:func:`finished_train` without importing torch. This module imports torch only when training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medbench.data.splits import train_val_test
 from medbench.errors import InputError
-from medbench.runs import check_settings, restart_run
+from medbench.runs import Run, open_run
 from medbench.train.config import TrainConfig
-from medbench.train.engine import FitResult, fit
 from medbench.utils.files import atomic_path, hash_id, write_json_atomic
+
+if TYPE_CHECKING:
+    from medbench.train.engine import FitResult
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +152,68 @@ class ExperimentResult:
     report: Path | None
 
 
-#: What ``run_experiment`` writes into its folder (removed by ``restart``).
-RUN_OUTPUTS = ["finished.json", "checkpoints", "config.yaml", "splits.csv", "history.csv", "summary.json", "train.log",
-               "predictions.parquet", "predictions.csv", "metrics.json", "report.html", "figures"]
+#: What ``run_experiment`` writes into its folder besides the run layer's own files (removed by
+#: ``restart``, with the ``subgroup_*.csv`` tables found there).
+RUN_OUTPUTS = ["checkpoints", "splits.csv", "history.csv", "summary.json", "predictions.parquet", "predictions.csv",
+               "report.html", "metrics_per_source.csv", "pairwise_tests.csv"]
+#: The unit written last: metrics.json (and report.html for a binary task) of the finished fit.
+EVALUATION = "evaluation"
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """A 16-hex digest of a table's columns and values (row order included): an edited table differs."""
+    h = hashlib.sha256("\x1f".join(map(str, table.columns)).encode())
+    try:
+        values = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    except TypeError:  # unhashable cells (lists, dicts): hash their text
+        values = pd.util.hash_pandas_object(table.astype(str), index=False).to_numpy()
+    h.update(values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _file_facts(path: str | Path | None) -> Any:
+    """``[path, size]`` of a local file (so replaced weights are a changed setting), else the text."""
+    if path is None:
+        return None
+    p = Path(path)
+    return [str(p), p.stat().st_size] if p.is_file() else str(path)
+
+
+def train_settings(
+    table: pd.DataFrame, *, label: str = "label", source: str = "random", arch: str | None = None,
+    size: int = 224, cfg: TrainConfig | None = None, split_column: str | None = None, val_frac: float = 0.15,
+    test_frac: float = 0.2, drop_rate: float = 0.0, weights: str | None = None, train_transform: Any = None,
+    window: Any = None, pad: bool = False,
+) -> dict[str, Any]:
+    """The settings that determine a :func:`run_experiment` result (arguments as there)."""
+    cfg = cfg or TrainConfig()
+    return {"train": cfg.settings(), "data": {
+        "label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
+        "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate, "weights": _file_facts(weights),
+        "n_rows": len(table), "table": table_digest(table),
+        "train_transform": repr(train_transform) if train_transform is not None else None,
+        "window": list(window) if isinstance(window, tuple) else (window or "auto"), "pad": bool(pad)}}
+
+
+def finished_train(out_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"metrics", "summary", "report"}`` of a run in ``out_dir`` finished with ``settings``, else None.
+
+    Reads only the run folder (no torch): the ``evaluation`` unit must carry these settings' hash
+    and its files must still be there.
+    """
+    out = Path(out_dir)
+    run = Run(out=out, workflow="train", settings=settings, resumed=True)
+    if not run.unit_done(EVALUATION, settings, outputs=["metrics.json", "summary.json"]):
+        return None
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    report = out / "report.html"
+    if "per_source" in metrics and not report.is_file():  # a binary task's report went missing: rebuild it
+        return None
+    return {"metrics": metrics, "summary": summary, "report": report if report.is_file() else None}
 
 
 def run_experiment(
@@ -169,7 +241,7 @@ def run_experiment(
 
     Args:
         table: Rows with ``path`` and the ``label`` column (see :func:`prepare_table`).
-        out_dir: The run folder (resumed when it holds a run).
+        out_dir: The run folder (resumed when it holds a run with the same settings).
         label: Label column (class ids).
         source: A name in ``medbench.sources`` ("random", "imagenet", "efficientnet-lite0-imagenet", ...).
         arch: Architecture for sources that take one.
@@ -200,102 +272,77 @@ def run_experiment(
     from medbench.io.images import parse_window
     from medbench.sources import create_source
     from medbench.train import dist
+    from medbench.train.engine import fit
 
     cfg = cfg or TrainConfig()
     window = parse_window(window)
     dist.init_from_env(cfg.device)  # under torchrun: every rank builds the same splits, rank 0 writes
     out = Path(out_dir)
-    settings = {"train": cfg.settings(), "data": {
-        "label": label, "source": source, "arch": arch, "size": size, "split_column": split_column,
-        "val_frac": val_frac, "test_frac": test_frac, "drop_rate": drop_rate,
-        "weights": str(weights) if weights is not None else None, "n_rows": len(table),
-        "train_transform": repr(train_transform) if train_transform is not None else None,
-        "window": list(window) if isinstance(window, tuple) else (window or "auto"), "pad": bool(pad)}}
+    settings = train_settings(table, label=label, source=source, arch=arch, size=size, cfg=cfg,
+                              split_column=split_column, val_frac=val_frac, test_frac=test_frac,
+                              drop_rate=drop_rate, weights=weights, train_transform=train_transform,
+                              window=window, pad=pad)
     df = prepare_table(table, label)
     present = sorted(int(v) for v in df[label].unique())
     if len(present) < 2:  # checked before any training, not when the AUC is computed at the end
         raise InputError(f"label column {label!r} holds only class {present or '(none)'}: AUC is undefined and "
                          "training would learn nothing; pass a table with at least two classes")
-    if dist.is_main():
-        if restart:
-            restart_run(out, RUN_OUTPUTS)
-        check_settings(out, settings)  # refuses, before any work, a folder computed otherwise
-    dist.barrier()
-    df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
-                                seed=cfg.seed).to_numpy()
-    if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        _save_splits(df, out)
-    dist.barrier()
-    counts = df["split"].value_counts().to_dict()
-    if not counts.get("train") or not counts.get("test"):
-        raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other fractions)")
-    keep = [c for c in META_KEEP if c in df.columns]
-    cache = len(df) * size * size * 4 < CACHE_LIMIT_BYTES  # decode each file once, not every epoch
-    from medbench.data.augment import as_transform
+    outputs = RUN_OUTPUTS + sorted(p.name for p in out.glob("subgroup_*.csv"))
+    # refuses, before any work, a folder computed otherwise (rank 0 only: it alone writes)
+    run_ctx: Any = (open_run(out, "train", settings, outputs=outputs, restart=restart) if dist.is_main()
+                    else contextlib.nullcontext(None))
+    with run_ctx as run:
+        dist.barrier()
+        df["split"] = assign_splits(df, split_column=split_column, val_frac=val_frac, test_frac=test_frac,
+                                    seed=cfg.seed).to_numpy()
+        counts = df["split"].value_counts().to_dict()
+        if not counts.get("train") or not counts.get("test"):
+            raise InputError(f"split sizes {counts}: train and test must not be empty (more images, or other "
+                             "fractions)")
+        if run is not None:
+            _save_splits(df, out)
+        keep = [c for c in META_KEEP if c in df.columns]
+        cache = len(df) * size * size * 4 < CACHE_LIMIT_BYTES  # decode each file once, not every epoch
+        from medbench.data.augment import as_transform
 
-    aug = as_transform(train_transform)
-    ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache,
-                          transform=aug if s == "train" else None, window=window, pad=pad)
-          for s in SPLITS}
-    n_classes = max(2, int(df[label].max()) + 1)
-    torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
-    model = create_source(source, arch=arch, num_classes=n_classes, in_chans=1, drop_rate=drop_rate, weights=weights)
-    info = {"source": source, "arch": arch or model.card.arch, "size": size, "label": label,
-            "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
-    logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
-    before = _stamp(out / "predictions.parquet")
-    res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
-              test_ds=ds["test"], keep_meta=keep, run_info=info, on_epoch=on_epoch)
-    pred = res.predictions.assign(source=source)
-    metrics: dict[str, Any] = {}
-    report: Path | None = None
-    if dist.is_main():
-        finished = _finished_evaluation(out, before)
-        if finished is not None:  # a finished run re-run: its predictions are unchanged, reuse the report
-            logger.info("%s: finished run; reusing metrics.json and report.html", out)
-            metrics, report = finished
-        else:
-            metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}",
-                                           history=res.history, config=settings,
-                                           examples=_examples(ds["test"], pred))
-    dist.barrier()
+        aug = as_transform(train_transform)
+        ds = {s: ImageDataset(df[df["split"] == s], label_column=label, size=size, channels=1, cache=cache,
+                              transform=aug if s == "train" else None, window=window, pad=pad)
+              for s in SPLITS}
+        n_classes = max(2, int(df[label].max()) + 1)
+        torch.manual_seed(cfg.seed)  # reproducible random initialisation of the new head/backbone
+        model = create_source(source, arch=arch, num_classes=n_classes, in_chans=1, drop_rate=drop_rate,
+                              weights=weights)
+        info = {"source": source, "arch": arch or model.card.arch, "size": size, "label": label,
+                "n_classes": n_classes, "splits": {k: int(v) for k, v in counts.items()}}
+        logger.info("training %s (%s) on %s", source, info["arch"], info["splits"])
+        fitted_before = run is not None and run.unit_done("fit", settings)
+        res = fit(model, ds["train"], ds["val"] if counts.get("val") else None, cfg, out,
+                  test_ds=ds["test"], keep_meta=keep, run_info=info, on_epoch=on_epoch, run=run)
+        pred = res.predictions.assign(source=source)
+        metrics: dict[str, Any] = {}
+        report: Path | None = None
+        if run is not None:
+            done = finished_train(out, settings) if fitted_before else None
+            if done is not None:  # a finished run re-run: its predictions are unchanged, reuse the report
+                logger.info("%s: finished run; reusing metrics.json and report.html", out)
+                metrics, report = done["metrics"], done["report"]
+            else:
+                metrics, report = evaluate_run(pred, out, title=title or f"medbench train: {source}",
+                                               history=res.history, config=settings,
+                                               examples=_examples(ds["test"], pred))
+                run.mark_unit(EVALUATION, settings, report=report.name if report is not None else None)
+        dist.barrier()
     return ExperimentResult(out, res, metrics, report)
 
 
-def _stamp(path: Path) -> int | None:
-    return path.stat().st_mtime_ns if path.is_file() else None
-
-
-def _finished_evaluation(out: Path, predictions_before: int | None) -> tuple[dict[str, Any], Path | None] | None:
-    """metrics.json and report of an earlier evaluation, when ``fit`` left the predictions untouched."""
-    import json
-
-    pred, metrics = out / "predictions.parquet", out / "metrics.json"
-    if predictions_before is None or _stamp(pred) != predictions_before or not metrics.is_file():
-        return None
-    if metrics.stat().st_mtime_ns < predictions_before:
-        return None
-    report = out / "report.html"
-    try:
-        data = json.loads(metrics.read_text())
-    except json.JSONDecodeError:
-        return None
-    if "per_source" in data and not report.is_file():  # a binary task's report went missing: rebuild it
-        return None
-    return data, (report if report.is_file() else None)
-
-
 def _save_splits(df: pd.DataFrame, out: Path) -> None:
+    """``splits.csv`` (once: the settings, the table digest among them, fix the split)."""
     path = out / "splits.csv"
-    cols = ["uid", "patient_hash", "split"]
     if path.exists():
-        old = pd.read_csv(path, dtype=str)
-        if old["uid"].tolist() != df["uid"].astype(str).tolist() or old["split"].tolist() != df["split"].tolist():
-            raise InputError(f"{out} holds a run on other data or splits; use a new --out folder")
         return
     with atomic_path(path) as tmp:
-        df[cols].to_csv(tmp, index=False)
+        df[["uid", "patient_hash", "split"]].to_csv(tmp, index=False)
 
 
 def _examples(ds: Any, pred: pd.DataFrame, *, per_class: int = 4) -> list[tuple[np.ndarray, str]]:
@@ -319,8 +366,6 @@ def evaluate_run(pred: pd.DataFrame, out: Path, *, title: str, history: pd.DataF
                  examples: list[tuple[np.ndarray, str]] | None = None) -> tuple[dict[str, Any], Path | None]:
     """metrics.json (+ report.html for binary tasks, with training curves, examples and config) from a
     predictions table's test rows."""
-    import json
-
     test = pred[pred["split"] == "test"]
     if "prob" in pred.columns:
         from medbench.eval.evaluate import write_evaluation

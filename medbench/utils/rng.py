@@ -6,9 +6,12 @@ Library code never touches global RNG state; every random transform asks for its
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -28,6 +31,8 @@ def numpy_rng(seed: int, *keys: object) -> np.random.Generator:
 
 def torch_generator(seed: int, *keys: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch Generator seeded by ``(seed, *keys)`` on ``device``."""
+    import torch  # here, so that numpy-only users (splits, the torch-free re-run of `train`) skip it
+
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *keys))
     return g

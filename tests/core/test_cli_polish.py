@@ -118,28 +118,31 @@ def test_offline_imagenet_error_names_the_cli_flag(monkeypatch: pytest.MonkeyPat
     assert "--weights PATH" in msg and "create_source(" not in msg
 
 
-def test_finished_fingerprint_follows_settings_and_input_files(tmp_path: Path) -> None:
+def test_finished_train_follows_settings_and_the_input_table(tmp_path: Path) -> None:
+    """A finished train run is recognised without torch; other settings or an edited table are not it."""
     import json
-    import os
 
-    from medbench.train.finished import fingerprint, read_finished, write_finished
+    import pandas as pd
 
-    table = tmp_path / "labels.csv"
-    table.write_text("path,label\na.png,0\n")
-    base = {"source": "random", "lr": 1e-3, "epochs": 2, "progress": True, "out": tmp_path / "run"}
-    fp = fingerprint(base, {"manifest": table})
-    assert fingerprint({**base, "progress": False, "out": tmp_path / "elsewhere"}, {"manifest": table}) == fp
-    assert fingerprint({**base, "lr": 1e-2}, {"manifest": table}) != fp
+    from medbench.runs import open_run
+    from medbench.train.config import TrainConfig
+    from medbench.train.experiment import EVALUATION, finished_train, table_digest, train_settings
+
+    table = pd.DataFrame({"path": ["/d/a.dcm", "/d/b.dcm"], "label": [0, 1]})
+    base = train_settings(table, source="random", cfg=TrainConfig(epochs=2))
+    # runtime-only settings (progress, workers, device) do not change what is computed
+    assert train_settings(table, source="random", cfg=TrainConfig(epochs=2, progress=False, num_workers=2,
+                                                                   device="cpu")) == base
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "metrics.json").write_text(json.dumps({"per_source": []}))
-    (run / "summary.json").write_text(json.dumps({"epochs_run": 2}))
-    (run / "report.html").write_text("<html></html>")
-    write_finished(run, fp, run / "report.html")
-    assert read_finished(run, fp)["summary"] == {"epochs_run": 2}
-    assert read_finished(run, fingerprint({**base, "epochs": 3}, {"manifest": table})) is None
-    st = table.stat()
-    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an edited table: not the finished run
-    assert read_finished(run, fingerprint(base, {"manifest": table})) is None
+    with open_run(run, "train", base) as r:
+        (run / "metrics.json").write_text(json.dumps({"per_source": []}))
+        (run / "summary.json").write_text(json.dumps({"epochs_run": 2}))
+        (run / "report.html").write_text("<html></html>")
+        r.mark_unit(EVALUATION, base)
+    assert finished_train(run, base)["summary"] == {"epochs_run": 2}
+    assert finished_train(run, train_settings(table, source="random", cfg=TrainConfig(epochs=3))) is None
+    edited = table.assign(label=[1, 0])
+    assert table_digest(edited) != table_digest(table) and table_digest(table.copy()) == table_digest(table)
+    assert finished_train(run, train_settings(edited, source="random", cfg=TrainConfig(epochs=2))) is None
     (run / "report.html").unlink()
-    assert read_finished(run, fp) is None
+    assert finished_train(run, base) is None  # a binary task's report went missing: not finished

@@ -91,7 +91,7 @@ def test_rerunning_a_finished_train_reuses_its_report(trained: dict[str, Path]) 
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert [p.stat().st_mtime_ns for p in files] == stamps
-    assert (run / "finished.json").is_file()
+    assert (run / "units" / "evaluation.json").is_file()
     auc = json.loads((run / "metrics.json").read_text())["per_source"][0]["auc"]
     assert f"test AUC {auc:.3f}" in res.output
 

@@ -64,7 +64,9 @@ def test_run_experiment_augments_only_the_training_split(synthetic_cxr_dir: Path
         seen["train"], seen["val"], seen["test"] = train_ds.transform, val_ds.transform, kw["test_ds"].transform
         raise Stop
 
-    monkeypatch.setattr(exp, "fit", fake_fit)
+    import medbench.train.engine as engine
+
+    monkeypatch.setattr(engine, "fit", fake_fit)  # run_experiment imports fit (and torch) when it runs
     table = exp.read_table(synthetic_cxr_dir / "labels.csv")
     with pytest.raises(Stop):
         exp.run_experiment(table, tmp_path / "run", size=16, arch="resnet10t",

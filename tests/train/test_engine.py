@@ -40,7 +40,7 @@ def test_fit_writes_run_folder_and_predictions_match_model(tmp_path: Path) -> No
                  "summary.json", "train.log", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / name).is_file(), name
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert saved["lr"] == 3e-2 and saved["resolved"]["n_train"] == 100
+    assert saved["settings"]["train"]["lr"] == 3e-2 and saved["resolved"]["n_train"] == 100
     hist = pd.read_csv(tmp_path / "history.csv")
     assert list(hist["epoch"]) == [1, 2, 3] and list(hist["step"]) == [7, 14, 21]  # from 1, as the bar
     # predictions: one row per val/test item, prob = softmax(model(x))[:, 1] of the returned model
@@ -265,11 +265,23 @@ def test_config_round_trip_and_validation(tmp_path: Path) -> None:
         TrainConfig(optimizer="adan")
     with pytest.raises(InputError, match="N:M"):
         TrainConfig(sparsity="4:2")
-    # resuming a folder with a different training config is refused, naming the field
+    # resuming a folder with a different training config is refused, listing every changed field
+    # (runtime-only fields such as progress do not count); restart=True starts over
     data = H.blob_data(16)
     fit(H.TinyNet(), data, None, TrainConfig(epochs=1, **FAST), tmp_path)
-    with pytest.raises(InputError, match="lr"):
-        fit(H.TinyNet(), data, None, TrainConfig(epochs=1, **{**FAST, "batch_size": 16}, lr=0.5), tmp_path)
+    with pytest.raises(InputError, match=r"2 changed: train\.epochs: 1 -> 2; train\.lr: 0\.001 -> 0\.5.*--restart"):
+        fit(H.TinyNet(), data, None, TrainConfig(epochs=2, **{**FAST, "progress": True}, lr=0.5), tmp_path)
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1  # refused: the folder is untouched
+    res = fit(H.TinyNet(), data, None, TrainConfig(epochs=2, **FAST, lr=0.5), tmp_path, restart=True)
+    assert len(res.history) == 2 and len(pd.read_csv(tmp_path / "history.csv")) == 2
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["settings"]["train"]["epochs"] == 2
+    # a checkpoint the run folder does not account for (copied from another run) is never resumed
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "checkpoints", other / "checkpoints")
+    with pytest.raises(InputError, match="settings other than"):
+        fit(H.TinyNet(), data, None, TrainConfig(epochs=3, **FAST), other)
 
 
 class _GradNorms(TrainHook):
