@@ -154,7 +154,8 @@ def step_train(ctx: DemoContext) -> None:
             ctx.notes.append(msg)
             continue
         results[source] = res
-        ctx.mark(f"train-{source}", {"source": source, "arch": arch, "size": ctx.size, "train": cfg.settings()})
+        ctx.mark(f"train-{source}", {"source": source, "arch": ARCH if rand else None,
+                                     "size": min(ctx.size, RANDOM_SIZE) if rand else ctx.size, "train": cfg.settings()})
     if not results:
         raise RuntimeError("no source could be trained; see the messages above")
 
