@@ -37,7 +37,7 @@ import pandas as pd
 from medbench.errors import InputError
 from medbench.runs import METRICS_FILE, Run, open_run
 from medbench.utils.files import atomic_path, write_json_atomic
-from transferability.report_text import RELATIVE_METRICS, metric_note
+from transferability.report_text import metric_note
 
 log = logging.getLogger(__name__)
 
@@ -381,13 +381,20 @@ def _scores_figure(scores: pd.DataFrame, wide: pd.DataFrame) -> Any:
                             ha="center", fontsize=7)
         ax.set_yticks(y, sources, fontsize=8)
         ax.set_ylim(len(sources) - 0.4, -0.6)
-        ax.set_title(m + (" (relative)" if m in RELATIVE_METRICS else ""), fontsize=9)
+        ax.set_title(m + (" (relative)" if m in relative_metrics() else ""), fontsize=9)
         ax.margins(x=0.25)
         ax.xaxis.set_major_locator(MaxNLocator(3))
         ax.xaxis.set_major_formatter(FormatStrFormatter("%.4g"))
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def relative_metrics() -> list[str]:
+    """Registered metrics scored relative to the candidate sources of one run (their spec's ``relative``)."""
+    from transferability.metrics import METRICS
+
+    return [name for name in METRICS.names() if METRICS.get(name).relative]
 
 
 def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, finetune: bool,
@@ -409,7 +416,7 @@ def _report(out: Path, scores: pd.DataFrame, wide: pd.DataFrame, target: str, fi
     rep.heading("Ranks").table(ranks.reset_index(), float_format="{:.0f}",
                                caption="1 = best source for that column (ties share the best rank)")
     rep.figure(_scores_figure(scores, wide), caption="Raw scores per metric, each on its own scale; the label is "
-               "the rank among sources. Relative metrics (" + ", ".join(RELATIVE_METRICS) + ") are min-max scaled "
+               "the rank among sources. Relative metrics (" + ", ".join(relative_metrics()) + ") are min-max scaled "
                "across the sources, so with two sources they read 0 or 1 by construction.")
     rep.heading("What the metrics measure").bullets([metric_note(m) for m in ["auc", *sorted(scores["metric"].unique())]
                                                      if m != "auc" or finetune])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-#: Metrics scaled across the candidate sources (min-max): with two sources they are 0 or 1 by construction.
-RELATIVE_METRICS = ("lp_x_fu", "ncti")
-
 METRIC_NOTES: dict[str, str] = {
     "auc": "fine-tuned test AUC of the source on the target (the ground truth the metrics try to predict).",
     "lp": "feature quality: k-NN (k=5) on NCA-projected features, mean probability of the true class (0-1).",
