@@ -6,11 +6,7 @@ from a fixed random head with 1000 source classes.
 
 Usage:
     python benchmarks/transferability.py [--n 5000 --d 2048 --c 10] [--metrics logme,sfda]
-        [--backends numpy,torch] [--device cpu] [--threads 0] [--lp-baseline]
-
-``--lp-baseline`` also times LP the way the authors compute it, with scikit-learn's
-``NeighborhoodComponentsAnalysis`` (dense N x N float64 matrices), in the same run, and prints the
-speed ratio and the difference of the two LP values.
+        [--backends numpy,torch] [--device cpu] [--threads 0]
 """
 
 from __future__ import annotations
@@ -48,7 +44,6 @@ def main() -> None:
     ap.add_argument("--backends", default="numpy,torch")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument("--lp-baseline", action="store_true", help="also time scikit-learn's NCA for LP")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,21 +62,6 @@ def main() -> None:
                 torch.cuda.synchronize()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             print(f"{name:<12}{backend:<8}{dt:>10.2f}{dc:>10.2f}{score:>16.6g}", flush=True)
-            if name == "lp" and args.lp_baseline:
-                lp_baseline(x, y, score, dt)
-
-
-def lp_baseline(x: np.ndarray, y: np.ndarray, score: float, seconds: float) -> None:
-    """Time LP with scikit-learn's own NCA (the authors' call) and compare with medbench's."""
-    from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
-
-    t0 = time.perf_counter()
-    z = NeighborhoodComponentsAnalysis(n_components=min(50, x.shape[1]), random_state=42).fit_transform(x, y)
-    proba = KNeighborsClassifier(n_neighbors=5).fit(z, y).predict_proba(z)
-    ref = float(proba[np.arange(len(y)), y].mean())
-    dt = time.perf_counter() - t0
-    print(f"{'lp-sklearn':<12}{'numpy':<8}{dt:>10.2f}{'':>10}{ref:>16.6g}   "
-          f"speed-up {dt / seconds:.1f}x, |delta LP| = {abs(ref - score):.2e}", flush=True)
 
 
 if __name__ == "__main__":

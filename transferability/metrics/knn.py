@@ -16,9 +16,6 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
     """Feature quality LP: NCA to ``n_components`` dims, ``k``-NN, mean probability of the true
     class on the fitted samples (each sample counts among its own neighbours).
 
-    The NCA is scikit-learn's (``NeighborhoodComponentsAnalysis(n_components, random_state=seed)``,
-    as the authors call it), evaluated in blocks by :func:`transferability.metrics.nca.fit_nca`.
-
     Args:
         features: (N, D) source features.
         labels: (N,) integer labels in [0, C).
@@ -27,14 +24,11 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
         k: Neighbours (5; capped at N).
         seed: NCA initialisation seed (42, the authors' ``random_state``).
     """
-    from sklearn.neighbors import KNeighborsClassifier
-
-    from transferability.metrics.nca import fit_nca
+    from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
 
     x, y, _ = prepare(features, labels)
-    # scikit-learn's NCA (the authors' call), computed blockwise: same start, objective and optimiser
-    components = fit_nca(x, y, min(n_components, x.shape[1]), seed=seed)
-    z = x @ components.T
+    nca = NeighborhoodComponentsAnalysis(n_components=min(n_components, x.shape[1]), random_state=seed)
+    z = nca.fit_transform(x, y)
     knn = KNeighborsClassifier(n_neighbors=min(k, len(y))).fit(z, y)
     proba = knn.predict_proba(z)
     return float(np.mean(proba[np.arange(len(y)), y]))
