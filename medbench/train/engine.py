@@ -358,6 +358,8 @@ class _Trainer:
             self.train_ds.set_epoch(p.epoch)
         order = list(iter(self.sampler))
         batches = [order[i : i + self.local_batch] for i in range(0, len(order), self.local_batch)]
+        if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one image: join the previous batch
+            batches[-2] = batches[-2] + batches.pop()
         loader = DataLoader(
             IndexedDataset(self.train_ds), batch_sampler=batches[p.batch :], num_workers=cfg.num_workers,
             collate_fn=collate_train, pin_memory=self.device.type == "cuda",

@@ -361,3 +361,26 @@ def test_epochs_are_numbered_from_1_in_bar_log_history_and_best(tmp_path: Path, 
     assert res.summary["best_epoch"] == best_row
     assert f"early stopping after epoch {n} (best epoch {best_row})" in caplog.text
     assert f"best epoch {best_row})" in caplog.text.splitlines()[-1]
+
+
+def test_a_last_batch_of_one_image_joins_the_previous_batch(tmp_path: Path) -> None:
+    """17 images at batch 8 leave one image over; BatchNorm1d cannot train on it alone."""
+
+    class PooledBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 4), nn.BatchNorm1d(4))
+            self.classifier = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.backbone(x))
+
+    seen: list[int] = []
+
+    class Sizes(TrainHook):
+        def on_batch_end(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+            seen.append(int(targets.shape[0]))
+
+    data = H.blob_data(17)
+    fit(PooledBN(), data, None, TrainConfig(epochs=1, **{**FAST, "batch_size": 8}), tmp_path, hooks=[Sizes()])
+    assert sorted(seen) == [8, 9]  # every image trained on, no batch of one
