@@ -166,15 +166,20 @@ def default_views(size: int) -> int:
 def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                     n0: float | None = None, dose_fraction: float | None = None, n0_ref: float = 1e6,
                     n_views: int | None = None, electronic_sd: float = 0.0, seed: int = 0,
-                    workers: int | None = None, progress: bool = True, restart: bool = False) -> list[Path]:
-    """Write a simulated low-dose version of every CT series under ``path`` (a resumable run folder)."""
+                    workers: int | None = None, progress: bool = True, restart: bool = False,
+                    filter_name: str = "shepp-logan") -> list[Path]:
+    """Write a simulated low-dose version of every CT series under ``path`` (a resumable run folder).
+
+    ``filter_name`` is the FBP filter (default Shepp-Logan, the TMD-LDCT authors'; ``"ramp"`` selectable).
+    """
     from harmonization.ct.simulate import Geometry, resolve_n0, simulate_low_dose
 
     n0_val = resolve_n0(n0, dose_fraction, n0_ref)
 
     def fn(series: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
         vol = _square(series.hu, series.paths[0])
-        geo = Geometry(n_views=n_views or default_views(vol.shape[-1]), pixel_mm=float(series.spacing[2]))
+        geo = Geometry(n_views=n_views or default_views(vol.shape[-1]), pixel_mm=float(series.spacing[2]),
+                       filter_name=filter_name)
         res = simulate_low_dose(vol, n0=n0_val, geometry=geo, seed=seed, uid=series.series_uid,
                                 electronic_sd=electronic_sd, workers=workers, progress=progress)
         ld = np.where(vol < PADDING_HU, vol, res.ld_hu)
@@ -182,7 +187,7 @@ def simulate_series(path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                 f", electronic SD {electronic_sd:g}, FBP {geo.filter_name}")
         return ld, desc, {"n0": n0_val, "n_views": geo.n_views, "seed": seed}
 
-    settings = {"n0": n0_val, "n_views": n_views, "electronic_sd": electronic_sd, "seed": seed}
+    settings = {"n0": n0_val, "n_views": n_views, "electronic_sd": electronic_sd, "seed": seed, "filter": filter_name}
     return _process_all(path, out_dir, "simulate", fn, settings=settings, restart=restart, progress=progress)
 
 
@@ -202,7 +207,7 @@ def simulate_phantoms(out_dir: str | os.PathLike[str], n_volumes: int, *, n0: fl
 
     out_root = Path(out_dir)
     settings = {"command": "simulate", "synthetic": n_volumes, "n0": float(n0), "slices": n_slices, "size": size,
-                "n_views": geometry.n_views, "pixel_mm": geometry.pixel_mm, "seed": seed}
+                "n_views": geometry.n_views, "pixel_mm": geometry.pixel_mm, "filter": geometry.filter_name, "seed": seed}
     names = [f"phantom-{i:03d}" for i in range(n_volumes)]
     old = {p.name for p in out_root.glob("phantom-*") if p.is_dir()} if out_root.is_dir() else set()
     written = []

@@ -12,6 +12,8 @@ from medbench.utils.text import split_list
 RESTART_HELP = ("Discard this folder's previous run (its outputs, units and config) and start over; "
                 "without it a re-run with other settings is refused and one with the same settings resumes.")
 SYNTHETIC_FOV_MM = 350.0  # default field of view of synthetic phantoms: a body scan
+FILTER_HELP = ("FBP filter (scikit-image name: shepp-logan, ramp, cosine, hamming, hann). Default shepp-logan, "
+               "the TMD-LDCT authors' filter; ramp was medbench's earlier default.")
 
 denoise_app = typer.Typer(help="Low-dose CT: simulate, train, apply and evaluate denoisers.",
                           no_args_is_help=True)
@@ -51,6 +53,7 @@ def simulate_cmd(
     size: int = typer.Option(64, help="Synthetic slice size in pixels."),
     pixel_mm: float = typer.Option(None, "--pixel-mm", help="Synthetic pixel size in mm (default: a 350 mm "
                                    "field of view, 350/size; the phantom body spans ~80% of it)."),
+    filter_name: str = typer.Option("shepp-logan", "--filter", help=FILTER_HELP),
     seed: int = typer.Option(0, help="Noise seed (per series/slice)."),
     workers: int = typer.Option(None, help="Worker processes (default: CPU count)."),
     restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
@@ -70,7 +73,7 @@ def simulate_cmd(
         n0_val = resolve_n0(n0, dose_fraction, n0_ref)
         if pixel_mm is not None and not pixel_mm > 0:
             raise InputError(f"--pixel-mm must be positive, got {pixel_mm}")
-        geo = Geometry(n_views=views or 180, pixel_mm=pixel_mm or SYNTHETIC_FOV_MM / size)
+        geo = Geometry(n_views=views or 180, pixel_mm=pixel_mm or SYNTHETIC_FOV_MM / size, filter_name=filter_name)
         log.info("synthetic phantoms: %d px at %.3g mm (field of view %.0f mm), %d views", size, geo.pixel_mm,
                  size * geo.pixel_mm, geo.n_views)
         simulate_phantoms(out, synthetic, n0=n0_val, n_slices=slices, size=size, geometry=geo, seed=seed,
@@ -83,7 +86,7 @@ def simulate_cmd(
 
     done = simulate_series(input, out, n0=n0 if dose_fraction is None else None, dose_fraction=dose_fraction,
                            n0_ref=n0_ref, n_views=views, electronic_sd=electronic_sd, seed=seed, workers=workers,
-                           restart=restart)
+                           restart=restart, filter_name=filter_name)
     log.info("simulated %d series into %s", len(done), out)
 
 
@@ -100,6 +103,7 @@ def train_cmd(
                                           "mixed-dose training; overrides --n0)."),
     views: int = typer.Option(180, help="Projection views."),
     pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
+    filter_name: str = typer.Option("shepp-logan", "--filter", help=FILTER_HELP),
     epochs: int = typer.Option(10, help="Training epochs (per stage)."),
     iters: int = typer.Option(100, help="Steps per epoch."),
     batch_size: int = typer.Option(16, help="Patches per step."),
@@ -140,12 +144,13 @@ def train_cmd(
     doses = [float(v) for v in split_list(mixed_doses)] or n0
     settings = {"command": "train", "model": model, "train": asdict(cfg),
                 "data": {"n_volumes": n_volumes, "slices": slices, "size": size, "n0": doses, "views": views,
-                         "pixel_mm": pixel_mm, "seed": seed}}
+                         "pixel_mm": pixel_mm, "filter": filter_name, "seed": seed}}
     module, _, func = spec.trainer.partition(":")
     fn = getattr(importlib.import_module(module), func)
     with open_run(out, WORKFLOW, settings, outputs=[f"{model}.pt", *spec.trainer_outputs], restart=restart) as run:
         data = make_training_data(n_volumes, slices, size=size, n0=doses, seed=seed,
-                                  geometry=Geometry(n_views=views, pixel_mm=pixel_mm), workers=workers)
+                                  geometry=Geometry(n_views=views, pixel_mm=pixel_mm, filter_name=filter_name),
+                                  workers=workers)
         path = fn(data, cfg, out, run=run)
     logging.getLogger(__name__).info("model written to %s", path)
     if tracker != "none":
@@ -219,6 +224,7 @@ def evaluate_cmd(
     n0: float = typer.Option(2.5e4, help="Low-dose photon count."),
     views: int = typer.Option(180, help="Projection views."),
     pixel_mm: float = typer.Option(5.0, help="Pixel size in mm."),
+    filter_name: str = typer.Option("shepp-logan", "--filter", help=FILTER_HELP),
     window: str = typer.Option("-160,240", help="HU window LO,HI for PSNR/SSIM/RMSE."),
     seed: int = typer.Option(0, help="Seed of the held-out phantoms and noise."),
     restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
@@ -233,5 +239,5 @@ def evaluate_cmd(
     paths = evaluate_to_folder(
         out, split_list(denoisers), checkpoint=checkpoint,
         redcnn_checkpoint=redcnn_checkpoint, n_volumes=n_volumes, n_slices=slices, size=size, n0=n0,
-        geometry=Geometry(n_views=views, pixel_mm=pixel_mm), window=(lo, hi), seed=seed, restart=restart)
+        geometry=Geometry(n_views=views, pixel_mm=pixel_mm, filter_name=filter_name), window=(lo, hi), seed=seed, restart=restart)
     logging.getLogger(__name__).info("report: %s", paths["report"])

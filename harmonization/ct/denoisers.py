@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from harmonization.ct.simulate import DEFAULT_FILTER
 from medbench.errors import InputError
 from medbench.registry import Registry
 from medbench.utils.optional import optional_import
@@ -218,7 +219,7 @@ def estimate_noise_hu(hu: np.ndarray, body_hu: float = -500.0) -> float:
     return float(estimate_sigma(img, channel_axis=None))
 
 
-def fbp_noise_psd(shape: tuple[int, int], filter_name: str = "ramp") -> np.ndarray:
+def fbp_noise_psd(shape: tuple[int, int], filter_name: str = DEFAULT_FILTER) -> np.ndarray:
     """Shape of the noise power spectrum of parallel-beam FBP, normalised to mean 1 (FFT layout).
 
     Back-projecting filtered white projection noise gives a radial NPS ``|f| W(|f|)^2`` (``W``:
@@ -254,13 +255,15 @@ class BM3D(Denoiser):
         psd: ``"fbp"`` (default): the noise power spectrum of parallel-beam FBP with
             ``filter_name`` (:func:`fbp_noise_psd`), as the ``bm3d`` package accepts for correlated
             noise; ``"white"``: one white-noise SD (the classic, mismatched for CT).
-        filter_name: The FBP filter of the images (scikit-image name).
+        filter_name: The FBP filter of the images (scikit-image name); default: the simulation
+            geometry's default (:data:`harmonization.ct.simulate.DEFAULT_FILTER`, Shepp-Logan).
+            Pass the filter the images were reconstructed with when it differs.
     """
 
     name = "bm3d"
     axes = {"sigma_hu": (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)}
 
-    def __init__(self, sigma_hu: float = 30.0, psd: str = "fbp", filter_name: str = "ramp") -> None:
+    def __init__(self, sigma_hu: float = 30.0, psd: str = "fbp", filter_name: str = DEFAULT_FILTER) -> None:
         if psd not in ("fbp", "white"):
             raise InputError(f"bm3d psd={psd!r}: choose 'fbp' (FBP noise spectrum) or 'white'")
         self.sigma_hu = float(sigma_hu)

@@ -99,7 +99,9 @@ class TwoStageModel:
         if ck.get("model") != "two_stage":
             raise InputError(f"{path} is not a two-stage checkpoint (model={ck.get('model')!r})")
         proj = network_from_state(ck["projection"]) if ck.get("projection") else None
-        return cls(network_from_state(ck["image"]), proj, Geometry(**ck["geometry"]), ck["n0"],
+        # the recorded geometry wins; checkpoints that predate the filter field were ramp-filtered
+        geo = Geometry(**{"filter_name": "ramp", **ck["geometry"]})
+        return cls(network_from_state(ck["image"]), proj, geo, ck["n0"],
                    ck.get("meta", {}))
 
     def denoise(self, hu: np.ndarray, *, sinograms: np.ndarray | None = None, n0: float | None = None,

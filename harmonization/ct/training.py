@@ -171,6 +171,7 @@ def describe_data(data: list[LowDoseResult]) -> dict[str, Any]:
             "n0": [float(d.n0) for d in data],
             "n_views": int(data[0].geometry.n_views) if data else None,
             "pixel_mm": float(data[0].geometry.pixel_mm) if data else None,
+            "filter": data[0].geometry.filter_name if data else None,
             "sha256": digest.hexdigest()[:16]}
 
 
@@ -206,7 +207,7 @@ def _stack(data: list[LowDoseResult], attr: str) -> list[np.ndarray]:
 def _check_data(data: list[LowDoseResult]) -> None:
     if not data:
         raise InputError("no training data: simulate at least one phantom volume")
-    geos = {(d.geometry.n_views, d.geometry.pixel_mm) for d in data}
+    geos = {(d.geometry.n_views, d.geometry.pixel_mm, d.geometry.filter_name) for d in data}
     if len(geos) > 1:
         raise InputError("training volumes mix geometries: simulate them with one Geometry")
 
@@ -373,7 +374,7 @@ def _train_redcnn(data: list[LowDoseResult], cfg: DenoiserTrainConfig, out: Path
             "n0_train": sorted({float(d.n0) for d in data}), "size": int(data[0].ld_hu.shape[-1]),
             "pixel_mm": float(data[0].geometry.pixel_mm)}
     save_checkpoint(final, {"model": "redcnn", "image": network_entry("redcnn", _net_config(net), net),
-                            "meta": meta})
+                            "geometry": asdict(data[0].geometry), "meta": meta})
     run.mark_unit("redcnn", settings, final_l1=hist[-1] if hist else None)
     run.write_metrics({"redcnn_l1": hist})
     return final

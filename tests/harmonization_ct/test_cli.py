@@ -157,3 +157,19 @@ def test_simulate_synthetic_pixel_size(tmp_path) -> None:
                 "--out", str(out), "--workers", "1", *extra)
         ds = pydicom.dcmread(_files(out / "phantom-000" / "low_dose")[0])
         assert [float(v) for v in ds.PixelSpacing] == pytest.approx([expected, expected], rel=1e-5)
+
+
+def test_simulate_filter_option(tmp_path) -> None:
+    """--filter picks the FBP filter (default shepp-logan, the authors'); it is a recorded setting, so a
+    re-run of the folder with another filter is refused; an unknown name is an input error."""
+    out = tmp_path / "s"
+    args = ("denoise", "simulate", "--synthetic", "1", "--slices", "1", "--size", "32", "--views", "48",
+            "--out", str(out), "--workers", "1")
+    _invoke(*args)
+    assert "shepp-logan" in (out / "settings.yaml").read_text()
+    res = runner.invoke(app, [*args, "--filter", "ramp"])
+    assert res.exit_code != 0 and "ramp" in str(res.exception)
+    _invoke(*args, "--filter", "ramp", "--restart")
+    assert "ramp" in (out / "settings.yaml").read_text()
+    res = runner.invoke(app, [*args, "--filter", "ram-lak", "--restart"])
+    assert res.exit_code != 0 and "FBP filter" in str(res.exception)

@@ -62,6 +62,7 @@ def test_ablation_variants_and_redcnn(data, tmp_path) -> None:
     path = train_redcnn(data, replace(CFG, patch=24), tmp_path / "red", progress=False)
     den = create_denoiser("redcnn", checkpoint=path)
     assert den(data[0].ld_hu).shape == data[0].ld_hu.shape
+    assert load_checkpoint(path)["geometry"]["filter_name"] == GEO.filter_name == "shepp-logan"
     with pytest.raises(InputError, match="not a two-stage"):
         TwoStageModel.from_checkpoint(path)
 
@@ -111,3 +112,28 @@ def test_networks_wire_the_prior_and_residual_channels() -> None:
     x = torch.rand(2, 3, 16, 16) * 100
     assert torch.count_nonzero(img(x, torch.zeros_like(x))) == 0
     assert ImageDomainNet(n_adjacent=3, use_residual=False, width=4, depth=3)(x).shape == (2, 1, 16, 16)
+
+
+def test_checkpoints_keep_their_fbp_filter(tmp_path) -> None:
+    """The bundled two-stage weights were trained with the ramp filter and record it, so they keep
+    loading as ramp after the default became Shepp-Logan; a checkpoint without the field is ramp too."""
+    from harmonization.ct.denoisers import WEIGHTS_DIR
+
+    bundled = WEIGHTS_DIR / "two_stage.pt"
+    assert TwoStageModel.from_checkpoint(bundled).geometry.filter_name == "ramp"
+    ck = torch.load(bundled, weights_only=True)
+    ck["geometry"].pop("filter_name")
+    torch.save(ck, tmp_path / "old.pt")
+    assert TwoStageModel.from_checkpoint(tmp_path / "old.pt").geometry.filter_name == "ramp"
+    ck["geometry"]["filter_name"] = "hann"
+    torch.save(ck, tmp_path / "hann.pt")
+    assert TwoStageModel.from_checkpoint(tmp_path / "hann.pt").geometry.filter_name == "hann"
+
+
+def test_training_data_description_names_the_filter(data, tmp_path) -> None:
+    from harmonization.ct.training import describe_data
+
+    ramp = make_training_data(1, 1, size=32, geometry=replace(GEO, filter_name="ramp"), split="unit")
+    assert describe_data(data)["filter"] == "shepp-logan" and describe_data(ramp)["filter"] == "ramp"
+    with pytest.raises(InputError, match="mix geometries"):
+        train_redcnn([data[0], ramp[0]], replace(CFG, patch=24), tmp_path, progress=False)
