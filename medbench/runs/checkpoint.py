@@ -8,6 +8,7 @@ process never leaves a torn file and no checkpoint is ever unpickled as code.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, fix: str | None = None) -> 
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "unusable checkpoint"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]  # torch's are long
-        raise InputError(f"cannot read checkpoint {p} ({reason}): {fix}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, pickle.UnpicklingError) or first.startswith("Weights only load failed"):
+            # torch's message here suggests weights_only=False, which would run code from the file
+            reason = "not a weights-only PyTorch checkpoint: corrupt, truncated, or holding objects medbench will not unpickle"
+        else:
+            reason = first[:200]
+        raise InputError(f"checkpoint {p} cannot be read ({reason}): {fix}") from exc
     if not isinstance(state, dict):
         raise InputError(f"{p} is not a medbench checkpoint: {fix}")
     return state
