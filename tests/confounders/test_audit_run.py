@@ -88,7 +88,7 @@ def test_audit_refuses_changed_settings_and_adds_units_for_a_new_p(
     assert len(after) == 3 and {u: after[u] for u in before} == before
     # leaving a p out: the tables and config.yaml describe the current units only (the unit stays on disk)
     res = run_audit({**_cfg_dict(), "ps": [0.5]}, out, report=False)
-    assert list(res.results.p) == [0.5]
+    assert list(res.results.prevalence) == [0.5]
     _config_matches_tables(out)
     # --restart discards the audit and recomputes with the new settings
     assert _cli_main(monkeypatch, ["audit", "-o", str(out), *changed, "--p", "1", "--restart"]) == 0
