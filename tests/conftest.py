@@ -106,3 +106,34 @@ def synthetic_ct_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic_ct")
     write_ct_series_dataset(out, 2, n_slices=6, size=64, seed=0, progress=False)
     return out
+
+
+@pytest.fixture
+def kill_at():
+    """``kill_at(argv, marker)``: run ``python -m medbench *argv`` in a subprocess (one thread, this
+    checkout on the path) and SIGKILL it once ``marker`` exists (or it ends, or 180 s pass).
+    Returns ``(process, watcher thread)``; join the watcher, then ``process.wait()``."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def start(argv: list[str], marker: Path) -> tuple[subprocess.Popen, threading.Thread]:
+        proc = subprocess.Popen([sys.executable, "-m", "medbench", *argv], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def watch() -> None:
+            deadline = time.monotonic() + 180
+            while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        return proc, watcher
+
+    return start

@@ -105,36 +105,18 @@ def test_demo_rerun_with_changed_settings_refuses_listing_every_change(
 
 
 @pytest.mark.slow
-def test_demo_killed_mid_run_resumes_to_the_uninterrupted_outputs(tmp_path: Path) -> None:
+def test_demo_killed_mid_run_resumes_to_the_uninterrupted_outputs(tmp_path: Path, kill_at) -> None:
     """SIGKILL once the source's first checkpoint exists, the same command again: the outputs of an
     uninterrupted run (CPU, one thread, fixed seed: exactly equal), and no temporary file left."""
-    import os
     import signal
-    import subprocess
     import sys
-    import threading
-    import time
 
     from medbench.cli import app
-
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "medbench", "demo", "--out", str(out), *DEMO, "--quick", "--epochs", "2"]
 
-    killed = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    last = tmp_path / "run" / "runs" / "random" / "checkpoints" / "last.pt"
-
-    def kill_at_first_checkpoint() -> None:
-        deadline = time.monotonic() + 180
-        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        killed.send_signal(signal.SIGKILL)
-
-    watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
-    watcher.start()
+    killed, watcher = kill_at(command(tmp_path / "run")[3:], tmp_path / "run" / "runs" / "random" / "checkpoints" / "last.pt")
     # the uninterrupted reference, meanwhile, in this process (one torch thread here too, see conftest)
     ref = CliRunner().invoke(app, command(tmp_path / "ref")[3:])
     assert ref.exit_code == 0, ref.output + repr(ref.exception)

@@ -111,38 +111,20 @@ def test_train_rerun_with_more_epochs_refuses_then_restarts(synth: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_train_killed_mid_run_resumes_to_the_uninterrupted_outputs(synth: Path, tmp_path: Path) -> None:
+def test_train_killed_mid_run_resumes_to_the_uninterrupted_outputs(synth: Path, tmp_path: Path, kill_at) -> None:
     """SIGKILL after the first checkpoint, the same command again: the outputs of an uninterrupted
     run (CPU, one thread, fixed seed: exactly equal), and no temporary file left."""
     import json
-    import os
     import signal
-    import subprocess
     import sys
-    import threading
-    import time
 
     from medbench.cli import app
-
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "medbench", "train", "--manifest", str(synth / "table.csv"), "--out", str(out),
                 *TRAIN, "--epochs", "3", "--checkpoint-every", "1"]
 
-    killed = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    last = tmp_path / "run" / "checkpoints" / "last.pt"
-
-    def kill_at_first_checkpoint() -> None:
-        deadline = time.monotonic() + 120
-        while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        killed.send_signal(signal.SIGKILL)
-
-    watcher = threading.Thread(target=kill_at_first_checkpoint, daemon=True)
-    watcher.start()
+    killed, watcher = kill_at(command(tmp_path / "run")[3:], tmp_path / "run" / "checkpoints" / "last.pt")
     # the uninterrupted reference, meanwhile, in this process (one torch thread here too, see conftest)
     ref = CliRunner().invoke(app, command(tmp_path / "ref")[3:])
     assert ref.exit_code == 0, ref.output + repr(ref.exception)
