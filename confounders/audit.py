@@ -44,7 +44,6 @@ A YAML config for ``medbench audit -c audit.yaml -o runs/audit`` (flags override
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -64,13 +63,17 @@ from confounders.audit_data import (
     load_synthetic,
 )
 from confounders.audit_folder import (
+    UNIT_FILES,
+    collect_rows,
     open_audit_run,
     record_config,
     resolved_config,
     run_settings,
+    unit_dir,
     unit_settings,
+    write_unit,
 )
-from confounders.audit_stats import compare_sources, summarise, with_prevalence
+from confounders.audit_stats import compare_sources, summarise
 from confounders.base import check_fraction
 from confounders.injection import ARTIFACT_SCALES, inject
 from confounders.specs import (
@@ -83,7 +86,6 @@ from confounders.specs import (
 from medbench.errors import InputError
 from medbench.registry import did_you_mean
 from medbench.runs import settings_hash
-from medbench.utils.files import write_json_atomic
 from medbench.utils.rng import numpy_rng
 
 logger = logging.getLogger(__name__)
@@ -468,25 +470,6 @@ def run_unit(unit: Unit, cfg: AuditConfig, data: AuditData, run_dir: Path) -> Un
     return UnitOutput(row, sets_table(unit, data, *plan), pd.concat(preds, ignore_index=True))
 
 
-def unit_dir(out_dir: str | Path, unit: Unit) -> Path:
-    """The unit's folder ``<out>/units/<unit uid>/``."""
-    return Path(out_dir) / "units" / unit.uid
-
-
-#: A unit's files in its folder; ``units/<unit>.json`` (written after them) marks it finished.
-UNIT_FILES = ("sets.parquet", "predictions.parquet", "row.json")
-
-
-def write_unit(folder: Path, output: UnitOutput) -> None:
-    """Write ``sets.parquet``, ``predictions.parquet`` and ``row.json``, each atomically."""
-    from medbench.utils.files import atomic_path
-
-    for name, df in (("sets", output.sets), ("predictions", output.predictions)):
-        with atomic_path(folder / f"{name}.parquet") as tmp:
-            df.to_parquet(tmp, index=False)
-    write_json_atomic(folder / "row.json", output.row)
-
-
 @dataclass
 class AuditResult:
     """Rows (one per unit), the per-(source, confounder, p) summary and the source comparisons."""
@@ -514,16 +497,6 @@ def audit_warnings(cfg: AuditConfig, data: AuditData, results: pd.DataFrame) -> 
         if r["kind"] != "legibility":
             logger.warning("%s", r["message"])
     return pd.DataFrame(rows, columns=WARNING_COLUMNS)
-
-
-def collect_rows(out_dir: Path, unit_names: list[str]) -> pd.DataFrame:
-    """The rows (``units/<unit>/row.json``) of the named units, sorted by source, confounder,
-    prevalence, split (rows written before the rename carry ``p``)."""
-    rows = [json.loads((Path(out_dir) / "units" / name / "row.json").read_text()) for name in unit_names]
-    if not rows:
-        return pd.DataFrame(columns=["unit", "source", "confounder", "prevalence", "split"])
-    df = with_prevalence(pd.DataFrame(rows).drop(columns=["settings_hash"], errors="ignore"))
-    return df.sort_values(["source", "confounder", "prevalence", "split"]).reset_index(drop=True)
 
 
 def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: AuditData | None = None,
@@ -613,9 +586,3 @@ def run_audit(cfg: AuditConfig | dict[str, Any], out_dir: str | Path, *, data: A
 
             result.report_path = write_report(result, cfg, data, out / "report.html")
     return result
-
-
-#: The demo's arms. Random init uses the small ResNet-10-T: a randomly initialised EfficientNet-Lite0
-#: does not learn the synthetic task in the demo's budget (clean AUC ~0.45, so its shortcut
-#: numbers would mean nothing); resnet10t reaches a clean AUC of about 0.88 in 10 epochs. The
-#: architectures differ, so the demo compares "pretrained vs not", not sources like for like.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from confounders.audit_stats import with_prevalence
 from confounders.specs import is_sampled
 from medbench.errors import InputError
 from medbench.runs import METRICS_FILE, Run, open_run
+from medbench.utils.files import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from confounders.audit import AuditConfig, Unit
@@ -114,3 +117,30 @@ def open_audit_run(out: Path, settings: dict[str, Any], *, restart: bool = False
             raise InputError(message)
         dist.barrier()
         yield run if run is not None else Run(out=out, workflow="audit", settings=settings, resumed=True)
+
+
+def unit_dir(out_dir: str | Path, unit: Any) -> Path:
+    """The unit's folder ``<out>/units/<unit uid>/``."""
+    return Path(out_dir) / "units" / unit.uid
+
+
+#: A unit's files in its folder; ``units/<unit>.json`` (written after them) marks it finished.
+UNIT_FILES = ("sets.parquet", "predictions.parquet", "row.json")
+
+
+def write_unit(folder: Path, output: Any) -> None:
+    """Write ``sets.parquet``, ``predictions.parquet`` and ``row.json``, each atomically."""
+    for name, df in (("sets", output.sets), ("predictions", output.predictions)):
+        with atomic_path(folder / f"{name}.parquet") as tmp:
+            df.to_parquet(tmp, index=False)
+    write_json_atomic(folder / "row.json", output.row)
+
+
+def collect_rows(out_dir: Path, unit_names: list[str]) -> pd.DataFrame:
+    """The rows (``units/<unit>/row.json``) of the named units, sorted by source, confounder,
+    prevalence, split (rows written before the rename carry ``p``)."""
+    rows = [json.loads((Path(out_dir) / "units" / name / "row.json").read_text()) for name in unit_names]
+    if not rows:
+        return pd.DataFrame(columns=["unit", "source", "confounder", "prevalence", "split"])
+    df = with_prevalence(pd.DataFrame(rows).drop(columns=["settings_hash"], errors="ignore"))
+    return df.sort_values(["source", "confounder", "prevalence", "split"]).reset_index(drop=True)
