@@ -24,6 +24,7 @@ from medbench.io.fastheader import header_value, header_values
 
 REASONS = (
     "not_dicom",
+    "stray_bytes",  # a preamble-less data set after a few junk bytes (pydicom's no_meta.dcm)
     "no_pixel_data",
     "missing_decoder",
     "unsupported_syntax",
@@ -81,6 +82,18 @@ class DicomReadError(InputError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # picklable across worker processes
         return (type(self), (self.path, self.reason, self.detail))
+
+
+def stray_bytes_error(path: str | os.PathLike[str]) -> DicomReadError:
+    """The ``stray_bytes`` error for a file whose data set starts a few bytes in, with the fix."""
+    from medbench.io.sniff import stray_offset
+
+    with open(path, "rb") as fh:
+        k = stray_offset(fh.read(16))
+    return DicomReadError(path, "stray_bytes",
+                          f"a preamble-less DICOM data set starts at byte {k}, after {k} stray leading "
+                          f"byte(s), which pydicom cannot read either; to use it, strip them into a copy "
+                          f"(tail -c +{k + 1} FILE > FIXED.dcm) and ingest the copy")
 
 
 def pixel_keyword(ds: Dataset) -> str | None:

@@ -35,6 +35,7 @@ from medbench.io.checks import (
     _frames,
     check_pixel_data,
     pixel_keyword,
+    stray_bytes_error,
     transfer_syntax,
 )
 from medbench.io.lut import to_unit
@@ -98,6 +99,8 @@ def _read(
     fmt: str | None = None,
 ) -> Dataset:
     fmt = fmt or sniff(path)
+    if fmt == "dicom_shifted":
+        raise stray_bytes_error(path)
     if fmt not in ("dicom", "dicom_raw"):
         raise DicomReadError(path, "not_dicom", f"not a DICOM file (looks like {fmt})")
     with warnings.catch_warnings(record=True) as caught:

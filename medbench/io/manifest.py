@@ -29,7 +29,7 @@ from pydicom.errors import BytesLengthException
 from pydicom.uid import UID
 
 from medbench.errors import InputError
-from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields, parse_frames
+from medbench.io.checks import CHECK_KEYWORDS, check_pixel_fields, parse_frames, stray_bytes_error
 from medbench.io.checks import pixel_budget as pixel_budget_of
 from medbench.io.dicom import REASONS, DicomReadError, check_pixel_data, read_dicom, read_header
 from medbench.io.dicom import _spacing as _dicom_spacing
@@ -251,6 +251,8 @@ def scan_file(path: str, decode: bool = False, *, fast: bool = True, budget: int
                 return _raster_row(path, fmt, decode)
             if fmt in ("dicom", "dicom_raw"):
                 return _dicom_row(path, decode, fmt, head if fast else b"", size, budget)
+            if fmt == "dicom_shifted":
+                raise stray_bytes_error(path)
             raise DicomReadError(path, "not_dicom", f"not DICOM or PNG/JPEG/TIFF (looks like {fmt})")
     except DicomReadError as exc:
         return _quarantine(path, exc.reason, exc.detail, fmt)
@@ -266,7 +268,7 @@ def scan_file(path: str, decode: bool = False, *, fast: bool = True, budget: int
 
 
 def _quarantine(path: str, reason: str, message: str, fmt: str) -> dict[str, Any]:
-    fmt = "dicom" if fmt == "dicom_raw" else fmt
+    fmt = "dicom" if fmt in ("dicom_raw", "dicom_shifted") else fmt
     return {"path": path, "reason": reason, "message": message, "format": fmt, "status": "quarantined"}
 
 

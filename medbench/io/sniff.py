@@ -14,7 +14,8 @@ def sniff(path: str | os.PathLike[str]) -> str:
     Returns:
         ``"dicom"`` (128-byte preamble + ``DICM``), ``"dicom_raw"`` (no preamble, but the file
         starts like a group 0002/0008 DICOM element), ``"png"``, ``"jpeg"``, ``"tiff"``,
-        ``"gzip"``, ``"empty"`` or ``"unknown"``.
+        ``"gzip"``, ``"dicom_shifted"`` (a preamble-less data set after a few stray bytes; see
+        :func:`stray_offset`), ``"empty"`` or ``"unknown"``.
     """
     with open(path, "rb") as fh:
         head = fh.read(132)
@@ -37,7 +38,28 @@ def sniff_bytes(head: bytes) -> str:
         return "gzip"
     if len(head) >= 8 and _looks_like_raw_dicom(head):
         return "dicom_raw"
+    if stray_offset(head):
+        return "dicom_shifted"
     return "unknown"
+
+
+#: Most stray leading bytes :func:`stray_offset` looks past.
+MAX_STRAY_BYTES = 4
+
+
+def stray_offset(head: bytes) -> int:
+    """Bytes before a preamble-less data set that starts a few bytes in (0: none found).
+
+    pydicom's own ``no_meta.dcm`` is such a file: one 0x20 byte, then an explicit-VR
+    little-endian data set. pydicom (``force=True``) reads it as one junk element, so medbench
+    quarantines it rather than guess, but says where the data set starts and how to recover it.
+    Only an explicit-VR start counts (a VR of two upper-case letters), which junk rarely has.
+    """
+    for k in range(1, MAX_STRAY_BYTES + 1):
+        part = head[k:]
+        if len(part) >= 8 and _looks_like_raw_dicom(part) and part[4:6].isalpha() and part[4:6].isupper():
+            return k
+    return 0
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:

@@ -190,6 +190,34 @@ def test_truncated_header_and_preambleless_file(tmp_path: Path, ct_small_path: s
     assert row["status"] == "ok" and row["sop_uid"] == ref["sop_uid"]
 
 
+def test_stray_leading_bytes_are_quarantined_with_the_fix(tmp_path: Path) -> None:
+    """pydicom's no_meta.dcm: one stray byte, then a preamble-less explicit-LE data set."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = Path(get_testdata_file("no_meta.dcm"))
+    data = src.read_bytes()
+    assert data[1:5] == b"\x08\x00\x05\x00"  # (0008,0005) little endian, one byte in
+    assert "PixelData" not in pydicom.dcmread(src, force=True)  # pydicom reads it as junk too
+    for fast in (True, False):
+        row = scan_file(str(src), decode=True, fast=fast)
+        assert row["status"] == "quarantined" and row["reason"] == "stray_bytes", row
+        assert "byte 1" in row["message"] and "tail -c +2" in row["message"]
+    assert src.read_bytes() == data  # the input is never modified
+    fixed = tmp_path / "fixed.dcm"  # the fix the message names
+    fixed.write_bytes(data[1:])
+    row = scan_file(str(fixed), decode=True)
+    ref = pydicom.dcmread(fixed, force=True)
+    assert row["status"] == "ok" and row["sop_uid"] == ref.SOPInstanceUID
+    assert (row["rows"], row["columns"]) == (ref.Rows, ref.Columns)
+
+
+def test_junk_with_an_element_like_start_a_few_bytes_in_is_not_dicom(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"\x00" * 6 + b"\x08\x00\x05\x00CS\x0a\x00" + b"x" * 200)  # 6 stray bytes: too many
+    assert scan_file(str(junk))["reason"] == "not_dicom"
+
+
 def test_parse_age_follows_dicom_as() -> None:
     assert parse_age("045Y") == 45.0 and parse_age("006M") == 0.5 and parse_age("010W") == pytest.approx(70 / 365.25)
     assert all(np.isnan(parse_age(v)) for v in ("000Y", "000D", "45Y", "0045Y", "04AY"))
