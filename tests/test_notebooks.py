@@ -1,5 +1,5 @@
-"""The example notebooks: committed without outputs, and executed top to bottom (slow) with their key
-numbers checked.
+"""The example notebooks: generated from their jupytext scripts (``notebooks/src``), committed
+without outputs, and executed top to bottom (slow) with their key numbers checked.
 
 Each notebook's last cell gathers its key numbers in a ``results`` dict; the slow tests run the
 notebook with nbclient on a kernel that is this interpreter (``sys.executable``, through a
@@ -51,20 +51,25 @@ def test_committed_notebook_has_no_outputs(name: str) -> None:
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
-def test_notebooks_match_their_generator() -> None:
-    """The committed .ipynb files are what ``notebooks/make_notebooks.py`` writes (edit the script)."""
+def test_notebooks_match_their_percent_scripts() -> None:
+    """Each committed .ipynb has the cells of its jupytext percent script ``notebooks/src/<name>.py``
+    (edit the script, then run ``python notebooks/sync.py``)."""
     import importlib.util
 
     nbformat = pytest.importorskip("nbformat")
-    spec = importlib.util.spec_from_file_location("make_notebooks", NB_DIR / "make_notebooks.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    built = gen.notebooks()
-    assert sorted(built) == sorted(NOTEBOOKS)
-    for name, cells in built.items():
-        expected = nbformat.writes(gen.build(cells))
-        assert (NB_DIR / name).read_text().strip() == expected.strip(), \
-            f"{name} differs from make_notebooks.py: rerun it"
+    jupytext = pytest.importorskip("jupytext")
+    assert sorted(f"{p.stem}.ipynb" for p in (NB_DIR / "src").glob("*.py")) == sorted(NOTEBOOKS)
+    spec = importlib.util.spec_from_file_location("notebooks_sync", NB_DIR / "sync.py")
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    for name in NOTEBOOKS:
+        script = NB_DIR / "src" / f"{Path(name).stem}.py"
+        cells = [(c.cell_type, c.source) for c in jupytext.read(script, fmt="py:percent").cells]
+        committed = [(c.cell_type, c.source) for c in nbformat.read(NB_DIR / name, as_version=4).cells]
+        assert committed == cells, f"{name} differs from {script.relative_to(NB_DIR)}: run notebooks/sync.py"
+        # and byte for byte what sync.py writes (metadata, stable cell ids, no outputs)
+        assert (NB_DIR / name).read_text().strip() == nbformat.writes(sync.build(script)).strip(), \
+            f"{name} is not what notebooks/sync.py writes: rerun it"
 
 
 @pytest.fixture(scope="module")
