@@ -99,7 +99,9 @@ with pd.option_context("display.max_colwidth", 90):
 # eight transfer syntaxes (uncompressed, RLE, JPEG-LS, JPEG 2000, big endian, ...).
 
 # %%
-distinct = {"images": len(manifest), "patients": manifest.patient_hash.nunique(),
+no_id = manifest.patient_hash.fillna("").eq("")
+distinct = {"images": len(manifest), "patients": manifest.patient_hash[~no_id].nunique(),
+            "images without a patient ID": int(no_id.sum()),
             "distinct SOP instances": manifest.sop_uid.nunique(),
             "distinct series": manifest.series_uid.nunique()}
 print(distinct)
@@ -120,6 +122,10 @@ plt.close(fig)
 # `medbench train` runs: a patient-grouped train/validation/test split (copies of one patient's
 # image stay on one side), a small randomly initialised network on 32-px images for three
 # epochs, then predictions on the test patients, metrics.json and report.html.
+#
+# The split groups images by the keyed patient hash, so it depends on this installation's secret
+# (`MEDBENCH_SECRET` or `~/.config/medbench/secret`): another machine draws other test patients
+# and, with so few of them, may get a very different AUC. That alone says how little it means.
 
 # %%
 table = manifest.assign(label=(manifest.modality == "MR").astype(int))
