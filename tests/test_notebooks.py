@@ -1,5 +1,5 @@
-"""The example notebooks: committed without outputs, and executed top to bottom (slow) with their key
-numbers checked.
+"""The example notebooks: generated from their jupytext scripts (``notebooks/src``), committed
+without outputs, and executed top to bottom (slow) with their key numbers checked.
 
 Each notebook's last cell gathers its key numbers in a ``results`` dict; the slow tests run the
 notebook with nbclient on a kernel that is this interpreter (``sys.executable``, through a
@@ -23,7 +23,7 @@ import pytest
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_robustness_audit.ipynb", "02_transferability.ipynb", "03_harmonization.ipynb",
-             "04_lowdose_ct.ipynb"]
+             "04_lowdose_ct.ipynb", "05_real_dicom.ipynb"]
 KERNEL = "medbench-notebook-test"
 RESULTS_PREFIX = "MEDBENCH_RESULTS "
 #: Hard cap per notebook (the notebooks aim at 60-90 s on 2 idle cores; shared CI runners are slower).
@@ -51,20 +51,25 @@ def test_committed_notebook_has_no_outputs(name: str) -> None:
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
 
 
-def test_notebooks_match_their_generator() -> None:
-    """The committed .ipynb files are what ``notebooks/make_notebooks.py`` writes (edit the script)."""
+def test_notebooks_match_their_percent_scripts() -> None:
+    """Each committed .ipynb has the cells of its jupytext percent script ``notebooks/src/<name>.py``
+    (edit the script, then run ``python notebooks/sync.py``)."""
     import importlib.util
 
     nbformat = pytest.importorskip("nbformat")
-    spec = importlib.util.spec_from_file_location("make_notebooks", NB_DIR / "make_notebooks.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    built = gen.notebooks()
-    assert sorted(built) == sorted(NOTEBOOKS)
-    for name, cells in built.items():
-        expected = nbformat.writes(gen.build(cells))
-        assert (NB_DIR / name).read_text().strip() == expected.strip(), \
-            f"{name} differs from make_notebooks.py: rerun it"
+    jupytext = pytest.importorskip("jupytext")
+    assert sorted(f"{p.stem}.ipynb" for p in (NB_DIR / "src").glob("*.py")) == sorted(NOTEBOOKS)
+    spec = importlib.util.spec_from_file_location("notebooks_sync", NB_DIR / "sync.py")
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    for name in NOTEBOOKS:
+        script = NB_DIR / "src" / f"{Path(name).stem}.py"
+        cells = [(c.cell_type, c.source) for c in jupytext.read(script, fmt="py:percent").cells]
+        committed = [(c.cell_type, c.source) for c in nbformat.read(NB_DIR / name, as_version=4).cells]
+        assert committed == cells, f"{name} differs from {script.relative_to(NB_DIR)}: run notebooks/sync.py"
+        # and byte for byte what sync.py writes (metadata, stable cell ids, no outputs)
+        assert (NB_DIR / name).read_text().strip() == nbformat.writes(sync.build(script)).strip(), \
+            f"{name} is not what notebooks/sync.py writes: rerun it"
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +192,69 @@ def test_lowdose_ct_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pyt
         assert m[name]["noise_sd"] < fbp["noise_sd"], name
     # denoising, not blurring: the learned model keeps most of the edge resolution
     assert m["two_stage"]["mtf50_ratio"] > 0.8
+
+
+def _pydicom_reading(folder: Path) -> tuple[int, dict[str, str], dict[str, str]]:
+    """Independently of medbench: (number of files, {CT/MR file: modality}, {other file: modality})
+    for the files under ``folder`` whose pixel data pydicom decodes."""
+    import warnings
+
+    pydicom = pytest.importorskip("pydicom")
+    n, ct_mr, other = 0, {}, {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        n += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True)
+                if "PixelData" not in ds:
+                    continue
+                _ = ds.pixel_array  # decodes, or raises for a broken file
+        except Exception:  # any failure means "not a usable image"
+            continue
+        rel = str(path.relative_to(folder))
+        (ct_mr if ds.get("Modality") in ("CT", "MR") else other)[rel] = str(ds.get("Modality", ""))
+    return n, ct_mr, other
+
+
+@pytest.mark.slow
+def test_real_dicom_notebook(tmp_path: Path, kernel_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+    import pydicom.data
+
+    data_store = pytest.importorskip("data_store", reason="pydicom-data not installed")
+    res, figures, _ = run_notebook("05_real_dicom.ipynb", tmp_path, kernel_path, monkeypatch)
+    assert figures >= 1 and res["report"] and (tmp_path / "train_run" / "report.html").is_file()
+    # the notebook ingested every file of both collections
+    originals = [Path(pydicom.data.__file__).parent / "test_files", Path(data_store.__file__).parent / "data"]
+    assert res["n_files"] == sum(p.is_file() for folder in originals for p in folder.rglob("*"))
+    # the manifest is exactly the CT/MR files pydicom decodes, with the same modality
+    n, ct_mr, other = _pydicom_reading(tmp_path / "dicom_in")
+    assert n == res["n_files"] and len(ct_mr) >= 16
+    assert res["manifest"] == ct_mr
+    # every other file is in the quarantine with a reason; decodable images of other modalities
+    # are "filtered" (skipped), not silently accepted or called broken
+    assert set(res["quarantine"]) | set(res["manifest"]) == {str(p.relative_to(tmp_path / "dicom_in"))
+                                                             for p in (tmp_path / "dicom_in").rglob("*") if p.is_file()}
+    assert not set(res["quarantine"]) & set(res["manifest"])
+    assert all(res["quarantine"].values())
+    assert other and all(res["quarantine"][f] == "filtered" for f in other), \
+        {f: res["quarantine"][f] for f in other if res["quarantine"][f] != "filtered"}
+    assert res["quarantine"]["pydicom/README.txt"] == "not_dicom"
+    assert res["quarantine"]["pydicom/MR_truncated.dcm"] == "truncated"
+    # patient-grouped split: no patient on two sides
+    splits = pd.read_csv(tmp_path / "train_run" / "splits.csv")
+    sides = splits.groupby("patient_hash")["split"].nunique()
+    assert (sides == 1).all(), sides[sides > 1]
+    # the test set, counted from the predictions: far too small, and the report says so
+    pred = pd.read_parquet(tmp_path / "train_run" / "predictions.parquet")
+    test = pred[pred["split"] == "test"]
+    n_pos, n_neg = int(test["label"].sum()), int((test["label"] == 0).sum())
+    assert (res["test"]["n"], res["test"]["n_pos"]) == (n_pos + n_neg, n_pos)
+    warnings_ = res["report_warnings"]
+    assert warnings_ == res["doubts"]
+    assert min(n_pos, n_neg) < 15
+    assert any(f"only {n_pos} positive and {n_neg} negative test images" in w for w in warnings_), warnings_
+    lo, hi = res["test"]["lo"], res["test"]["hi"]
+    assert (hi - lo > 0.2) == any("test set is too small" in w for w in warnings_), (lo, hi, warnings_)
+    assert (lo <= 0.5) == any("chance" in w for w in warnings_), (lo, hi, warnings_)
