@@ -72,8 +72,7 @@ display(result.summary[cols].round(3))
 # ## AUC vs p (the paper's figure)
 #
 # Solid: i.i.d., dashed: o.o.d., dotted: clean. A source that learns the tag keeps a high i.i.d. AUC
-# while its o.o.d. AUC falls with p (below 0.5: the tag now points to the wrong class)
-# the clean
+# while its o.o.d. AUC falls with p (below 0.5: the tag now points to the wrong class); the clean
 # AUC shows how much of the lesion it learned besides.
 
 # %%
@@ -85,8 +84,9 @@ for line in plain_summary(result.summary):
 print("HTML report:", result.report_path)
 
 # %% [markdown]
-# With more splits (`splits=5`) the audit also compares the sources at each p with a paired
-# permutation t-test over splits (`result.comparisons`), as in the paper.
+# With more splits (`splits=5`) the audit also compares the sources at each p with the authors'
+# unpaired permutation t-test over splits (`result.comparisons`; a paired test is an extra
+# column), as in the paper.
 
 # %%
 summ = result.summary.sort_values("prevalence")
