@@ -310,9 +310,13 @@ def load_predictors(path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"GDCE model {p} not found: train one with `medbench harmonize fit`")
-    blob = load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`")
+    return predictors_from_state(load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`"), p)
+
+
+def predictors_from_state(blob: dict, path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
+    """:func:`load_predictors` of an already loaded model file ``blob`` (read from ``path``)."""
     if "vendors" not in blob or "config" not in blob:
-        raise InputError(f"{p} is not a GDCE model file written by medbench")
+        raise InputError(f"{path} is not a GDCE model file written by medbench")
     c = blob["config"]
     out = {}
     for vendor, sd in blob["vendors"].items():
