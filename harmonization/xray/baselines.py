@@ -10,16 +10,21 @@ Two kinds:
 
 Every entry is registered in ``HARMONIZERS`` (GDCE in :mod:`harmonization.xray.gdce_harmonizer`);
 ``create_harmonizer(name, **kw)`` builds one. :class:`HarmonizerProtocol` is the contract.
+``load_harmonizer(path)`` reads a fitted model file back through the registry (the entry named by
+the file's ``"harmonizer"`` key; files without it are GDCE models), which ``harmonize apply`` uses.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from medbench.errors import InputError
 from medbench.registry import Registry
+from medbench.runs.checkpoint import load_checkpoint
 
 
 class HarmonizerProtocol(Protocol):
@@ -33,15 +38,29 @@ class HarmonizerProtocol(Protocol):
             classifier is used as it is; False for per-image normalisations (retrained on them).
         needs: Inputs beyond reference images that fitting needs (empty for the baselines; GDCE:
             a reference classifier and labelled source-vendor images, given by ``harmonize fit``).
+        label: Short name written into the headers of derived images (``harmonize apply``).
+        reference: The vendor whose images pass unchanged ("" when none is named).
+
+    ``from_state(state, path)`` rebuilds a fitted entry from its model file (a weights-only dict,
+    see :func:`load_harmonizer`); ``check_vendor(vendor, where)`` raises :class:`InputError` when
+    the fitted entry has nothing for images of ``vendor``; ``transform`` takes the images' vendor
+    (ignored by per-image normalisations).
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]
     maps_to_reference: bool
     needs: ClassVar[frozenset[str]]
+    reference: str
 
     def fit(self, reference: np.ndarray) -> Any: ...
 
-    def transform(self, images: np.ndarray) -> np.ndarray: ...
+    def transform(self, images: np.ndarray, vendor: str | None = None) -> np.ndarray: ...
+
+    def check_vendor(self, vendor: str, where: str) -> None: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: Path) -> Any: ...
 
 
 #: Modules whose import registers the built-in harmonizers (imported on the first lookup).
@@ -65,15 +84,26 @@ class Harmonizer:
     """Base class: ``fit(reference_images)`` then ``transform(images)`` -> images in [0, 1]."""
 
     name = "base"
+    label = "base"
     maps_to_reference = False
     needs: ClassVar[frozenset[str]] = frozenset()
+    reference = ""
 
     def fit(self, reference: np.ndarray) -> Harmonizer:
         return self
 
-    def transform(self, images: np.ndarray) -> np.ndarray:
+    def transform(self, images: np.ndarray, vendor: str | None = None) -> np.ndarray:
         x = _check(images)
         return np.stack([self._one(im) for im in x]).astype(np.float32)
+
+    def check_vendor(self, vendor: str, where: str) -> None:
+        """Every vendor is handled alike (per-image normalisations)."""
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: Path) -> Harmonizer:
+        """Rebuild a fitted entry from its model file; entries without model files refuse."""
+        raise InputError(f"{path}: the {cls.name!r} harmonizer is not read from model files; pass a "
+                         "model.pt written by `medbench harmonize fit`")
 
     def _one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -206,6 +236,24 @@ class HistogramMatch(Harmonizer):
         ranks[order] = (np.arange(flat.size) + 0.5) / flat.size
         q = np.linspace(0.0, 1.0, self.n_quantiles)
         return np.interp(ranks, q, self.ref_quantiles).reshape(image.shape)
+
+
+#: The model-file key naming the harmonizer that wrote it (absent: a GDCE model, the only writer so far).
+MODEL_KEY = "harmonizer"
+DEFAULT_MODEL = "gdce"
+
+
+def load_harmonizer(path: str | os.PathLike[str]) -> Harmonizer:
+    """The fitted harmonizer in the model file ``path``, built by its ``HARMONIZERS`` entry.
+
+    Raises:
+        InputError: the file is missing, unreadable, or names an entry that is not read from files.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"GDCE model {p} not found: train one with `medbench harmonize fit`")
+    state = load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`")
+    return HARMONIZERS.get(str(state.get(MODEL_KEY, DEFAULT_MODEL))).from_state(state, p)
 
 
 def create_harmonizer(name: str, **kwargs: Any) -> Harmonizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,18 @@ def resolve_vendor_column(df: pd.DataFrame, column: str) -> str:
 
 
 #: The fit's own outputs (removed by ``restart``), besides ``classifier_<baseline>/`` folders.
-FIT_OUTPUTS = ("model.pt", "results.csv", "predictor_vs_global.csv", "report.html", "reference_classifier")
+FIT_OUTPUTS = ("model.pt", "results.csv", "predictor_vs_global.csv", "report.html", "reference_classifier",
+               "checkpoints")
+#: Where each GDCE optimisation keeps its resume file (``fit_gdce(checkpoint=...)``).
+CHECKPOINTS = "checkpoints"
+
+
+def gdce_checkpoint(out: Path, vendor: str) -> Path:
+    """The resume file of the GDCE fit for ``vendor`` (``"*"``: the pooled, any-vendor predictor)."""
+    name = "pooled" if vendor == "*" else "".join(c if c.isalnum() or c in "-_." else "_" for c in vendor)
+    if vendor != "*" and name != vendor:  # two vendors must not share a file
+        name = f"{name}-{hashlib.sha256(vendor.encode()).hexdigest()[:8]}"
+    return out / CHECKPOINTS / f"gdce_{name}.pt"
 
 
 def fit_harmonizer(table: pd.DataFrame, out_dir: str | Path, *, restart: bool = False,
@@ -170,7 +182,8 @@ def _fit_harmonizer(
 ) -> dict[str, Any]:
     """Fit GDCE on a labelled multi-vendor table and compare it with the baselines.
 
-    Writes ``model.pt`` (the predictor, with its recipe), ``results.csv`` (AUC with patient-level
+    Writes ``model.pt`` (the predictor, with its recipe), ``checkpoints/gdce_*.pt`` (each GDCE
+    optimisation's resume file: a killed fit resumes mid-optimisation), ``results.csv`` (AUC with patient-level
     CIs per method x vendor), ``predictor_vs_global.csv`` and ``report.html``. One
     image-conditioned predictor (``"*"``) is fitted on all non-reference vendors pooled, so that
     ``harmonize apply`` needs no vendor name; ``per_vendor=True`` adds one per source vendor (the
@@ -246,7 +259,7 @@ def _fit_harmonizer(
     log.info("fitting GDCE (%s recipe) on %d source-vendor images, %d for validation", recipe, int(tr.sum()),
              int(va.sum()))
     pooled = fit_gdce(clf, feat, images[tr], y[tr], *ref_train, val_images=images[va], val_labels=y[va],
-                      cfg=cfg, progress=progress)
+                      cfg=cfg, checkpoint=gdce_checkpoint(out, "*"), progress=progress)
     src_test = src & part["test"]
     comparison = compare_with_global_curves(clf, pooled.predictor, pooled.start_params, images[tr],
                                             (images[va], y[va]), (images[src_test], y[src_test]),
@@ -267,7 +280,7 @@ def _fit_harmonizer(
             tr_v, va_v = _train_val(is_v & part["train"], is_v & part["val"], y, seed)
             log.info("fitting GDCE for %s (%d training images)", v, int(tr_v.sum()))
             fits[v] = fit_gdce(clf, feat, images[tr_v], y[tr_v], *ref_train, val_images=images[va_v],
-                               val_labels=y[va_v], cfg=cfg, progress=progress)
+                               val_labels=y[va_v], cfg=cfg, checkpoint=gdce_checkpoint(out, v), progress=progress)
             predictors[v] = fits[v].predictor
     save_predictor(predictors, out / "model.pt", cfg, reference=reference)
     vendor_tests = {v: (images[(vendor_of == v) & part["test"]], y[(vendor_of == v) & part["test"]],

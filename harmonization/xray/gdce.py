@@ -208,6 +208,7 @@ def fit_gdce(
     val_labels: np.ndarray | torch.Tensor | None = None,
     cfg: GDCEConfig | None = None,
     out_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> GDCEResult:
     """Train a :class:`CurvePredictor`.
@@ -222,6 +223,12 @@ def fit_gdce(
         cfg: Settings.
         out_path: Where to save the best predictor (:func:`save_predictor`: the shared atomic
             checkpoint writer of :mod:`medbench.runs.checkpoint`).
+        checkpoint: Resume file, written atomically (weights only) after every "epoch" (as many
+            steps as it takes the source batches to draw as many images as there are), every
+            validation and the last step; when it exists, training resumes from it (predictor,
+            Adam, the sampling generator, best model so far, history, starting curve), so a killed
+            run ends with the same result as an uninterrupted one. A file from other settings or
+            other image counts is refused.
     """
     cfg = cfg or GDCEConfig()
     if cfg.recipe not in RECIPES:
@@ -242,25 +249,42 @@ def fit_gdce(
     with torch.random.fork_rng(devices=[]):  # seeded predictor init; no global state leaks
         torch.manual_seed(cfg.seed)
         predictor = CurvePredictor(cfg.n_iterations, cfg.input_size, tuple(cfg.widths)).to(dev)
-    if cfg.init == "histogram":
-        a0 = histogram_init(xs, xr, cfg.n_iterations)
-        with torch.no_grad():
-            predictor.head[-1].bias.copy_(torch.atanh(torch.as_tensor(a0).clamp(-0.999, 0.999)).float())
-    elif cfg.init != "identity":
+    if cfg.init not in ("histogram", "identity"):
         raise InputError(f"init must be 'histogram' or 'identity', got {cfg.init!r}")
-    with torch.no_grad():
-        start_params = torch.tanh(predictor.head[-1].bias).detach().cpu().numpy().astype(np.float64)
+    sizes = [len(xs), len(xr), len(xv)]
+    resumed = _load_progress(checkpoint, cfg, sizes)
+    if resumed is not None:  # the starting curve was recorded: the predictor state comes from the file
+        start_params = resumed["start_params"].numpy()
+    else:
+        if cfg.init == "histogram":
+            a0 = histogram_init(xs, xr, cfg.n_iterations)
+            with torch.no_grad():
+                predictor.head[-1].bias.copy_(torch.atanh(torch.as_tensor(a0).clamp(-0.999, 0.999)).float())
+        with torch.no_grad():
+            start_params = torch.tanh(predictor.head[-1].bias).detach().cpu().numpy().astype(np.float64)
     classifier = classifier.to(dev).eval()
     feature_net = feature_net.to(dev).eval()
     for p in list(classifier.parameters()) + list(feature_net.parameters()):
         p.requires_grad_(False)
     opt = torch.optim.Adam(predictor.parameters(), lr=cfg.lr)
     samp_s, samp_r = _BalancedSampler(ys, cfg.batch_per_class, gen), _BalancedSampler(yr, cfg.batch_per_class, gen)
-    best_state = copy.deepcopy(predictor.state_dict())
-    wr0, ce0 = validation_scores(classifier, xv, yv, predictor)
-    best_key, best_step = (wr0, -ce0), 0
-    history = [{"step": 0, "worst_recall": wr0, "val_ce": ce0}]
-    for step in tqdm(range(1, cfg.steps + 1), desc="GDCE", disable=not progress):
+    # one "epoch": as many steps as it takes the source batches to draw as many images as there are
+    epoch_steps = max(1, math.ceil(len(xs) / (cfg.batch_per_class * len(samp_s.by_class))))
+    if resumed is None:
+        best_state = copy.deepcopy(predictor.state_dict())
+        wr0, ce0 = validation_scores(classifier, xv, yv, predictor)
+        best_key, best_step, done = (wr0, -ce0), 0, 0
+        history = [{"step": 0, "worst_recall": wr0, "val_ce": ce0}]
+    else:
+        predictor.load_state_dict(resumed["predictor"])
+        opt.load_state_dict(resumed["optimizer"])
+        gen.set_state(resumed["generator"])
+        best_state, best_step, done = resumed["best_state"], int(resumed["best_step"]), int(resumed["step"])
+        best_key = (float(resumed["best_key"][0]), float(resumed["best_key"][1]))
+        history = list(resumed["history"])
+        log.info("GDCE: resumed from %s at step %d of %d", checkpoint, done, cfg.steps)
+    for step in tqdm(range(done + 1, cfg.steps + 1), desc="GDCE", disable=not progress,
+                     initial=done, total=cfg.steps):
         i_s, i_r = samp_s(), samp_r()
         bs, br = xs[i_s].to(dev), xr[i_r].to(dev)
         if cfg.flip:
@@ -286,6 +310,13 @@ def fit_gdce(
             if (wr, -vce) > best_key:  # worst per-class recall, ties broken by validation loss
                 best_key, best_step = (wr, -vce), step
                 best_state = copy.deepcopy(predictor.state_dict())
+        if checkpoint is not None and (step % epoch_steps == 0 or step % cfg.val_every == 0 or step == cfg.steps):
+            save_checkpoint(checkpoint, {
+                "config": _config_record(cfg), "sizes": sizes, "step": step,
+                "predictor": predictor.state_dict(), "optimizer": opt.state_dict(),
+                "generator": gen.get_state(), "best_state": best_state, "best_step": best_step,
+                "best_key": list(best_key), "history": history, "start_params": torch.from_numpy(start_params),
+            })
     predictor.load_state_dict(best_state)
     predictor.eval()
     if out_path is not None:
@@ -295,11 +326,27 @@ def fit_gdce(
     return GDCEResult(predictor, history, best_step, best_key[0], start_params)
 
 
+def _config_record(cfg: GDCEConfig) -> dict:
+    """The settings recorded in model and resume files (plain values; ``extra`` left out)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "extra"}
+
+
+def _load_progress(path: str | Path | None, cfg: GDCEConfig, sizes: list[int]) -> dict | None:
+    """The resume state in ``path`` (None: no file), refused when written for other settings or data."""
+    if path is None or not Path(path).is_file():
+        return None
+    state = load_checkpoint(path, fix="delete it to restart the GDCE optimisation")
+    if state.get("config") != _config_record(cfg) or list(state.get("sizes", [])) != sizes:
+        raise InputError(f"{path} resumes a GDCE optimisation with other settings or images: delete it, "
+                         "or re-run with --restart")
+    return state
+
+
 def save_predictor(predictor: CurvePredictor | dict[str, CurvePredictor], path: str | Path, cfg: GDCEConfig,
                    *, reference: str = "") -> Path:
     """Save one predictor, or one per source vendor (``{vendor: predictor}``), with the settings
     needed to rebuild them (a plain dict of tensors and numbers: safe to load with weights_only)."""
-    meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "extra"}
+    meta = _config_record(cfg)
     models = predictor if isinstance(predictor, dict) else {"*": predictor}
     blob = {"vendors": {k: m.state_dict() for k, m in models.items()}, "config": meta, "reference": reference}
     return save_checkpoint(path, blob)
@@ -310,9 +357,13 @@ def load_predictors(path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"GDCE model {p} not found: train one with `medbench harmonize fit`")
-    blob = load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`")
+    return predictors_from_state(load_checkpoint(p, fix="train a GDCE model with `medbench harmonize fit`"), p)
+
+
+def predictors_from_state(blob: dict, path: str | Path) -> tuple[dict[str, CurvePredictor], str]:
+    """:func:`load_predictors` of an already loaded model file ``blob`` (read from ``path``)."""
     if "vendors" not in blob or "config" not in blob:
-        raise InputError(f"{p} is not a GDCE model file written by medbench")
+        raise InputError(f"{path} is not a GDCE model file written by medbench")
     c = blob["config"]
     out = {}
     for vendor, sd in blob["vendors"].items():

@@ -10,6 +10,7 @@ the fitted predictors (``create_harmonizer("gdce", predictors={...})``). Referen
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,15 +41,33 @@ class GDCEHarmonizer(Harmonizer):
     Args:
         predictors: ``{vendor or "*": CurvePredictor}`` fitted by ``harmonize fit`` (or read with
             :func:`harmonization.xray.gdce.load_predictors`).
+        reference: The reference vendor (its images pass unchanged in ``harmonize apply``).
     """
 
     name = "gdce"
+    label = "GDCE"
     maps_to_reference = True
     per_vendor = True
     needs: ClassVar[frozenset[str]] = frozenset({"reference_classifier", "labelled_source_images"})
 
-    def __init__(self, predictors: Mapping[str, CurvePredictor] | None = None) -> None:
+    def __init__(self, predictors: Mapping[str, CurvePredictor] | None = None, reference: str = "") -> None:
         self.predictors = dict(predictors or {})
+        self.reference = reference
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: Path) -> GDCEHarmonizer:
+        """The predictors and reference vendor of a ``model.pt`` written by ``harmonize fit``."""
+        from harmonization.xray.gdce import predictors_from_state
+
+        predictors, reference = predictors_from_state(state, path)
+        return cls(predictors, reference=reference)
+
+    def check_vendor(self, vendor: str, where: str) -> None:
+        """Refuse images of a vendor with neither its own curve nor the any-vendor one (``"*"``)."""
+        if not (self.predictors.get(vendor) or self.predictors.get("*")):
+            raise InputError(f"{where}: no GDCE curve for Manufacturer {vendor!r}; the model was fitted "
+                             f"for {sorted(self.predictors)} only (reference {self.reference!r}): refit "
+                             "without --per-vendor for a model that applies to any radiograph")
 
     def fit(self, reference: np.ndarray, **inputs: Any) -> GDCEHarmonizer:
         """Nothing to fit from reference images: the predictors come from ``harmonize fit``."""

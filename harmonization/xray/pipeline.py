@@ -26,6 +26,7 @@ from medbench.errors import InputError
 from medbench.runs import Run, open_run
 
 if TYPE_CHECKING:
+    from harmonization.xray.baselines import Harmonizer
     from medbench.io.dicom import DicomImage
 
 log = logging.getLogger(__name__)
@@ -119,52 +120,49 @@ class _ApplyJob:
 
 
 def _apply_one(job: _ApplyJob) -> str:
-    from harmonization.xray.gdce import load_predictors
     from medbench.io import read_dicom, write_derived_image
 
     dst = Path(job.dst)
-    if job.model not in _PREDICTORS:  # one load per worker process
-        _PREDICTORS[job.model] = load_predictors(job.model)
-    models, reference = _PREDICTORS[job.model]
+    if job.model not in _HARMONIZERS:  # one load per worker process
+        _HARMONIZERS[job.model] = _load_checked(job.model)
+    harmonizer = _HARMONIZERS[job.model]
     img = read_dicom(job.src)  # read once: pixels and (optionally) the vendor
     x, (lo, hi) = _unit_image(img, job.src)
     vendor = str(img.meta.get("manufacturer") or "")
+    reference = harmonizer.reference
     if vendor and vendor == reference:
         values, how = img.pixels, f"reference vendor {vendor}: intensities unchanged"
     else:
-        # the image-conditioned predictor ("*") needs no vendor name; per-vendor curves are optional
-        predictor = models.get(vendor) or models.get("*")
-        if predictor is None:
-            raise InputError(f"{job.src}: no GDCE curve for Manufacturer {vendor!r}; the model was fitted "
-                             f"for {sorted(models)} only (reference {reference!r}): refit without "
-                             "--per-vendor for a model that applies to any radiograph")
-        with torch.no_grad():
-            h = predictor.harmonize(torch.from_numpy(x)[None, None])[0, 0].numpy()
+        # e.g. GDCE: the image-conditioned predictor ("*") needs no vendor name; per-vendor curves are optional
+        harmonizer.check_vendor(vendor, job.src)
+        h = harmonizer.transform(x[None], vendor=vendor)[0]
         values = from_unit(img.pixels, h, lo, hi)
-        how = f"GDCE intensity harmonization to {reference or 'the reference'}"
+        how = f"{harmonizer.label} intensity harmonization to {reference or 'the reference'}"
     deid = None
     if job.deidentify:
         from medbench.io.deid import Deidentifier
 
         deid = Deidentifier()  # keyed by the project secret: the same UID map in every worker
     write_derived_image(values, job.src, dst, description=f"{how} (medbench, model {job.fingerprint})",
-                        series_description="GDCE harmonized (medbench)",
-                        uid_key=f"gdce:{job.fingerprint}:{job.src}", deidentify=deid)
+                        series_description=f"{harmonizer.label} harmonized (medbench)",
+                        uid_key=f"{harmonizer.name}:{job.fingerprint}:{job.src}", deidentify=deid)
     if job.run is not None:
         job.run.mark_unit(job.unit, job.settings)
     return "written"
 
 
-_PREDICTORS: dict[str, tuple[dict, str]] = {}
+#: Fitted harmonizers by model path, loaded once per process.
+_HARMONIZERS: dict[str, Harmonizer] = {}
 
 
-def _load_checked(model: str) -> tuple[dict, str]:
-    """:func:`load_predictors`, with a one-line :class:`InputError` for a file torch cannot read."""
-    from harmonization.xray.gdce import load_predictors
+def _load_checked(model: str) -> Harmonizer:
+    """:func:`~harmonization.xray.baselines.load_harmonizer`, with a one-line :class:`InputError`
+    for a file torch cannot read."""
+    from harmonization.xray.baselines import load_harmonizer
     from medbench.errors import MedbenchError
 
     try:
-        return load_predictors(model)
+        return load_harmonizer(model)
     except InputError as exc:
         raise InputError(" ".join(str(exc).split())[:500]) from None
     except MedbenchError:
@@ -207,8 +205,8 @@ def apply_folder(model: str | Path, folder: str | Path, out: str | Path, *, work
     if not files:
         raise InputError(f"no DICOM files (*.dcm) under {src_root}")
     key = str(Path(model).resolve())
-    if key not in _PREDICTORS:  # a corrupt model is reported once, up front, not once per file
-        _PREDICTORS[key] = _load_checked(key)
+    if key not in _HARMONIZERS:  # a corrupt model is reported once, up front, not once per file
+        _HARMONIZERS[key] = _load_checked(key)
     fp = model_fingerprint(model)
     settings = {"command": "apply", "input": str(src_root), "model": key, "model_sha256": fp,
                 "deidentify": bool(deidentify)}

@@ -53,7 +53,6 @@ optional ``torch.compile`` of the training forward (``cfg.compile``), all CUDA-o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -69,17 +68,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medbench.errors import InputError, MedbenchError
-from medbench.runs import Run, open_run, settings_hash
+from medbench.runs import Run, settings_hash
 from medbench.train import dist
 from medbench.train.batching import IndexedDataset, collate_train, first_image
-from medbench.train.checkpoint import (
-    BEST,
-    LAST,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from medbench.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medbench.train.config import TrainConfig
 from medbench.train.hooks import ORDERINGS, SPARSITY, TrainHook, load_builtin_entries
 from medbench.train.metrics_lite import epoch_metrics
@@ -89,7 +81,6 @@ from medbench.train.optim import (
     current_lr,
     eval_mode,
     frozen_backbone,
-    scheduler_state,
     set_train_mode,
 )
 from medbench.train.predict import (
@@ -101,16 +92,13 @@ from medbench.train.predict import (
     predictions_frame,
     save_predictions,
 )
+from medbench.train.run_setup import FIT_OUTPUTS, Progress, last_state, open_fit_run, restore_last
 from medbench.train.runfiles import write_history, write_summary
 from medbench.utils.rng import torch_generator
 
 __all__ = ["FIT_OUTPUTS", "FitResult", "TrainConfig", "TrainingDivergedError", "fit", "predict"]
 
 logger = logging.getLogger(__name__)
-
-
-#: What ``fit`` writes into its folder besides the run layer's own files (removed by a restart).
-FIT_OUTPUTS = ["checkpoints", "history.csv", "summary.json", PREDICTIONS, "predictions.csv"]
 
 
 class TrainingDivergedError(MedbenchError):
@@ -134,26 +122,6 @@ def shown_row(row: dict[str, Any]) -> dict[str, Any]:
     numbered from 1, as in the progress bar ("epoch 1/5"). Internally (``last.pt``) they count
     from 0."""
     return {**row, "epoch": int(row["epoch"]) + 1}
-
-
-@dataclass
-class _Progress:
-    """Counters saved in ``last.pt``."""
-
-    epoch: int = 0  # epoch in progress, 0-based (== epochs done when batch == 0); shown 1-based
-    batch: int = 0  # batches of ``epoch`` already done
-    step: int = 0  # optimizer steps in the run
-    best_val_loss: float = math.inf
-    best_epoch: int = -1  # 0-based like ``epoch``; -1: none yet
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    finished: bool = False
-    train_time_s: float = 0.0
-    images_seen: int = 0
-    loss_sum: float = 0.0  # running sums of the epoch in progress
-    loss_count: int = 0
-    epoch_lr: float = 0.0  # learning rate at the start of the epoch in progress
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Trainer:
@@ -207,7 +175,7 @@ class _Trainer:
         self.optimizer = optimizer or build_optimizer(params, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.p = _Progress()
+        self.p = Progress()
         self._ran_nothing = False  # set by start() when the folder holds a finished run
 
     # ----------------------------------------------------------------- set-up and resume
@@ -280,65 +248,22 @@ class _Trainer:
         }
 
     def _resume(self, state: dict[str, Any]) -> None:
-        # The run layer already refused other settings; this only catches a checkpoint the run folder
-        # does not account for (copied in, or left by a medbench without run settings).
-        if self.settings_hash is not None and state.get("settings_hash") != self.settings_hash:
-            raise InputError(
-                f"{self.ckpt_dir / LAST} was computed with settings other than {self.out}'s settings.yaml: "
-                "delete the checkpoints folder, or use a new output folder"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        sampler_state = state.get("sampler")
-        per_rank = state.get("sampler_ranks")
-        if per_rank is not None and len(per_rank) == self.world:
-            sampler_state = per_rank[dist.rank()]
-        if sampler_state is not None and hasattr(self.sampler, "load_state_dict"):
-            self.sampler.load_state_dict(sampler_state)
-        saved_hooks = state.get("hooks", [])
-        if [h["name"] for h in saved_hooks] != [h.name for h in self.hooks]:
-            raise InputError(
-                f"{self.out}: checkpoint hooks {[h['name'] for h in saved_hooks]} differ from this run's "
-                f"{[h.name for h in self.hooks]}; use a new output folder"
-            )
-        for hook, saved in zip(self.hooks, saved_hooks, strict=True):
-            hook.load_state_dict(saved["state"])
-        restore_rng(state["rng"])
-        self.p = _Progress(**state["progress"])
-        if dist.rank() != 0:  # the saved partial epoch loss is the all-ranks total: count it once
-            self.p.loss_sum, self.p.loss_count = 0.0, 0
-        logger.info("resumed %s at epoch %d, batch %d (step %d)", self.out, self.p.epoch + 1, self.p.batch,
-                    self.p.step)
+        self.p = restore_last(
+            state, out=self.out, settings_hash=self.settings_hash, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.scaler, sampler=self.sampler, hooks=self.hooks, world=self.world,
+        )
 
     def _save_last(self) -> None:
         sampler_state = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None
         ranks = dist.all_gather_object(sampler_state) if self.world > 1 else None  # collective: all ranks
         loss_total = dist.all_reduce_sum([self.p.loss_sum, float(self.p.loss_count)])
         if dist.is_main():
-            self._write_last(sampler_state, ranks, loss_total)
+            save_checkpoint(self.ckpt_dir / LAST, last_state(
+                cfg=self.cfg, settings_hash=self.settings_hash, model=self.model, optimizer=self.optimizer,
+                scheduler=self.scheduler, scaler=self.scaler, sampler_state=sampler_state, ranks=ranks,
+                hooks=self.hooks, progress=self.p, loss_total=loss_total,
+            ))
         dist.barrier()
-
-    def _write_last(self, sampler_state: Any, ranks: list[Any] | None, loss_total: list[float]) -> None:
-        progress = self.p.__dict__.copy()
-        progress["loss_sum"], progress["loss_count"] = float(loss_total[0]), int(round(loss_total[1]))
-        state = {
-            "config": self.cfg.to_dict(),
-            "settings_hash": self.settings_hash,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": scheduler_state(self.scheduler),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "sampler": sampler_state,
-            "sampler_ranks": ranks,
-            "hooks": [{"name": h.name, "state": h.state_dict()} for h in self.hooks],
-            "rng": capture_rng(),
-            "progress": progress,
-        }
-        save_checkpoint(self.ckpt_dir / LAST, state)
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -583,11 +508,7 @@ def fit(
         cfg = TrainConfig.from_dict(dict(cfg))
     out = Path(out_dir)
     dist.init_from_env(cfg.device)
-    if run is None and dist.is_main():
-        run_ctx: Any = open_run(out, "train", {"train": cfg.settings()}, outputs=FIT_OUTPUTS, restart=restart)
-    else:
-        run_ctx = contextlib.nullcontext(run)
-    with run_ctx as opened, frozen_backbone(model, cfg.linear_probe) as head:
+    with open_fit_run(out, cfg, run, restart=restart) as opened, frozen_backbone(model, cfg.linear_probe) as head:
         out.mkdir(parents=True, exist_ok=True)
         trainer = _Trainer(model, train_ds, val_ds, cfg, out, hooks, head, run_info, opened)
         trainer.on_epoch = on_epoch

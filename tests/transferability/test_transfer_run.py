@@ -152,3 +152,41 @@ def _units_if_any(out: Path) -> list[str]:
         return list(_units(out))
     except (OSError, json.JSONDecodeError):
         return []
+
+
+@pytest.mark.slow
+def test_transfer_killed_mid_finetune_resumes_to_the_uninterrupted_outputs(target: Path, tmp_path: Path,
+                                                                            kill_at) -> None:
+    """SIGKILL once the fine-tuning unit wrote its first engine checkpoint (epoch 1 of 4), the same
+    command again: the fine-tuning resumes inside its engine run folder and every output equals an
+    uninterrupted run's (CPU, one thread, fixed seed), with no temporary file left."""
+    from typer.testing import CliRunner
+
+    from medbench.cli import app
+
+    def args(folder: Path) -> list[str]:
+        return _args(target, folder, "-s", A, "--metric", "logme", "--finetune", "--epochs", "4")
+
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    fine = Path("finetune") / A.replace(":", "_")
+    killed, watcher = kill_at(args(out), out / fine / "checkpoints" / "last.pt")
+    first = CliRunner().invoke(app, args(ref))  # the uninterrupted run, meanwhile, in this process
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    watcher.join()
+    assert killed.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert "features-random_test_resnet" in _units(out) and "finetune-random_test_resnet" not in _units(out)
+    assert not (out / "scores.csv").exists() and not (out / fine / "predictions.parquet").exists()
+    again = CliRunner().invoke(app, args(out))
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert "resumed " in (out / fine / "train.log").read_text()  # the engine continued from last.pt
+
+    for name in ("scores.csv", "table.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(ref / name))
+    assert pd.read_csv(out / "table.csv")["auc"].notna().all()  # the fine-tuned AUC is in the table
+    pd.testing.assert_frame_equal(pd.read_parquet(out / fine / "predictions.parquet"),
+                                  pd.read_parquet(ref / fine / "predictions.parquet"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / fine / "history.csv").drop(columns=["time_s"]),
+                                  pd.read_csv(ref / fine / "history.csv").drop(columns=["time_s"]))
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((ref / "metrics.json").read_text())
+    assert (out / "config.yaml").read_text() == (ref / "config.yaml").read_text()
+    assert not list(out.rglob(".*.tmp"))
