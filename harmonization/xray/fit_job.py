@@ -141,7 +141,6 @@ def fit_harmonizer(table: pd.DataFrame, out_dir: str | Path, *, restart: bool = 
 
 
 def _table_hash(table: pd.DataFrame) -> str:
-
     digest = hashlib.sha256(",".join(map(str, table.columns)).encode())
     digest.update(pd.util.hash_pandas_object(table.astype(str), index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
