@@ -1,8 +1,12 @@
 """GraB: online Gradient Balancing for example ordering (Lu et al. 2022), as a DataLoader sampler.
 
 Mean balance: for each visited example with gradient ``g``, ``c = g - m_prev`` (``m_prev``: the
-previous epoch's mean gradient, a *stale* mean); if ``<s, c> < 0`` then ``s += c`` and the example
-takes the next front slot, else ``s -= c`` and it takes the next back slot. At epoch end the next
+previous epoch's mean gradient, a *stale* mean); if ``||s + c|| <= ||s - c||`` (``<s, c> <= 0``) then
+``s += c`` and the example takes the next front slot, else ``s -= c`` and it takes the next back slot.
+Ties go to the front, as in the authors' code (EugeneLYC/GraB, both ``dmsort`` and ``orderedsampler``
+compare with ``<=``); the paper's pseudo-code uses ``<``. The tie matters: ``s`` is zero for the
+first example of every epoch, and sending it to the back flips every later sign, which reverses the
+whole order. At epoch end the next
 order is the front slots in visit order followed by the back slots in reverse, and ``m_prev``
 becomes this epoch's mean. Pair balance signs the differences of consecutive pairs and needs no
 mean. The first epoch is a seeded random permutation; ``s`` restarts at zero every epoch.
@@ -55,7 +59,7 @@ def pair_balance(diffs: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, to
     plus = torch.zeros(diffs.shape[0], dtype=torch.bool)
     for t in range(diffs.shape[0]):
         d = diffs[t]
-        if torch.dot(s, d) < 0:
+        if torch.dot(s, d) <= 0:  # ||s + d|| <= ||s - d||; a tie goes front, as the authors
             s += d
             plus[t] = True
         else:
@@ -374,8 +378,10 @@ class GraBSampler(Sampler[int]):
             self._order = self._random_order(self.epoch + 1)
             self._reset_epoch_state()
             return
-        if self._pending is not None:  # odd count under pair balance: leftover goes in front
-            self._slots.place(self._pending[0], True)
+        if self._pending is not None:  # odd count under pair balance: the leftover is signed alone
+            unit, g = self._pending  # against the running sum (front on a tie), not added to it
+            assert self.s is not None
+            self._slots.place(unit, bool(torch.dot(self.s, g) <= 0))
         missed = [u for u in self._order if u not in self._seen]
         if missed:
             logger.info("%d units were not observed this epoch; they keep their visit order", len(missed))

@@ -28,14 +28,14 @@ def _run_epochs(sampler: GraBSampler, grads: torch.Tensor, epochs: int, batch: i
 
 
 def _slow_mean_balance(grads: list[list[float]], order: list[int], m_prev: list[float]) -> list[int]:
-    """Direct transcription of GraB's mean balance with python lists."""
+    """GraB's mean balance with python lists: front when ||s + c|| <= ||s - c|| (the authors' tie rule)."""
     d = len(m_prev)
     s = [0.0] * d
     front, back = [], []
     for i in order:
         c = [grads[i][j] - m_prev[j] for j in range(d)]
-        dot = sum(s[j] * c[j] for j in range(d))
-        if dot < 0:
+        plus = sum((s[j] + c[j]) ** 2 for j in range(d)) <= sum((s[j] - c[j]) ** 2 for j in range(d))
+        if plus:
             s = [s[j] + c[j] for j in range(d)]
             front.append(i)
         else:
@@ -51,7 +51,7 @@ def _slow_pair_balance(grads: list[list[float]], order: list[int]) -> list[int]:
     for k in range(0, len(order) - 1, 2):
         a, b = order[k], order[k + 1]
         diff = [grads[a][j] - grads[b][j] for j in range(d)]
-        if sum(s[j] * diff[j] for j in range(d)) < 0:
+        if sum((s[j] + diff[j]) ** 2 for j in range(d)) <= sum((s[j] - diff[j]) ** 2 for j in range(d)):
             s = [s[j] + diff[j] for j in range(d)]
             front.append(a)
             back.append(b)
@@ -59,8 +59,10 @@ def _slow_pair_balance(grads: list[list[float]], order: list[int]) -> list[int]:
             s = [s[j] - diff[j] for j in range(d)]
             front.append(b)
             back.append(a)
-    if len(order) % 2:
-        front.append(order[-1])
+    if len(order) % 2:  # the leftover is signed alone against s
+        g = grads[order[-1]]
+        lead = sum((s[j] + g[j]) ** 2 for j in range(d)) <= sum((s[j] - g[j]) ** 2 for j in range(d))
+        (front if lead else back).append(order[-1])
     return front + back[::-1]
 
 
