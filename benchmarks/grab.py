@@ -37,8 +37,10 @@ another shuffle seed from the same initial weights; RR-vs-RR is the noise floor 
 Per seed: final and epoch-mean full training loss and the median epoch time; over seeds: GraB's
 wins with a one-sided sign-test p-value, the mean GraB-RR gap with a 95% t interval, and the
 GraB/RR epoch-time ratio with a 95% t interval. ``--cxr-grab tap-exact|tap-sketch`` instead feeds
-GraB through the library's ``observe`` (per-example gradients tapped from a 16-example step,
-averaged per unit; exact, or the library default conv_proj 8 + count-sketch 1024) to time that path.
+GraB through the library's ``observe`` (per-example Conv2d/Linear gradients tapped from a 16-example
+step, averaged per unit, BatchNorm affine terms left out; exact, or the library default conv_proj 8
++ count-sketch 1024) to time that path. Also printed: on how many seeds GraB (and the second RR)
+is below RR after each epoch.
 
 Run: ``.venv/bin/python benchmarks/grab.py --part all``.
 """
@@ -181,12 +183,13 @@ def cxr_data(n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
 # How GraB gets the vector it balances (one per unit of ``unit`` examples):
 # "minibatch": the authors' way, the gradient of each 8-example microbatch from the training
 #   backward itself (microbatches accumulated into the step), fed through ``GraBSampler.step``;
-# "tap-exact": the library's ``observe`` (per-example gradients tapped from the step, averaged per
-#   unit), exact; "tap-sketch": the same with the library defaults (conv_proj 8, count-sketch 1024).
+# "tap-exact": the library's ``observe`` (per-example gradients of the Conv2d/Linear parameters
+#   tapped from the step, averaged per unit; BatchNorm affine terms left out), exact;
+#   "tap-sketch": the same with the library defaults (conv_proj 8, count-sketch 1024).
 GRAB_GRADIENTS: dict[str, dict[str, Any]] = {
     "minibatch": {"sketch_dim": None, "conv_proj": None},
-    "tap-exact": {"sketch_dim": None, "conv_proj": None, "method": "tap"},
-    "tap-sketch": {"sketch_dim": 1024, "conv_proj": 8, "method": "tap"},
+    "tap-exact": {"sketch_dim": None, "conv_proj": None, "method": "auto"},
+    "tap-sketch": {"sketch_dim": 1024, "conv_proj": 8, "method": "auto"},
 }
 
 
@@ -333,6 +336,11 @@ def summarise_cxr(rows: list[dict[str, Any]], noise_floor: bool) -> dict[str, An
             line += (f"; median |GraB-RR| {out[key]['median_abs']['grab-rr']:.5f} vs noise floor "
                      f"median |RR2-RR| {out[key]['median_abs']['rr2-rr']:.5f}")
         print(line)
+    for name in ("grab", *(["rr2"] if noise_floor else [])):
+        below = [int(v) for v in (np.array([r[name]["curve"] for r in rows])
+                                  < np.array([r["rr"]["curve"] for r in rows])).sum(0)]
+        out[f"{name}_below_rr_per_epoch"] = below
+        print(f"  seeds with {name} below RR after epoch 1..{len(below)}: {' '.join(map(str, below))}")
     ratios = [r["time_ratio"] for r in rows]
     out["time_ratio"] = mean_ci(ratios)
     print(f"  epoch time GraB/RR: mean {out['time_ratio'][0]:.3f} (95% CI {out['time_ratio'][1]:.3f}-"
