@@ -30,10 +30,8 @@ lesion label and BCE loss) instead of CIFAR-10's 50,000 images and 10 classes; 3
 LeNet, because LeNet did not learn this task at all (RR on 1024 images: full training loss stuck
 at the label prior, 0.689, for 20 epochs at lr 1e-3 and 1e-2, 12 at 3e-2 and 1e-1); in train mode
 its BatchNorm uses the microbatch of 8, as the authors' loop would. The first epoch is a seeded
-random order (theirs: dataset order). ``GraBSampler`` sends a tie ``<s, c> = 0`` (the first unit of
-each epoch, where ``s = 0``) to the back, their code to the front, so its next order is theirs
-reversed. Each seed trains RR, GraB and a second RR with
-another shuffle seed from the same initial weights; RR-vs-RR is the noise floor of the loss gap.
+random order (theirs: dataset order). Each seed trains RR, GraB and a second RR with another
+shuffle seed from the same initial weights; RR-vs-RR is the noise floor of the loss gap.
 Per seed: final and epoch-mean full training loss and the median epoch time; over seeds: GraB's
 wins with a one-sided sign-test p-value, the mean GraB-RR gap with a 95% t interval, and the
 GraB/RR epoch-time ratio with a 95% t interval. ``--cxr-grab tap-exact|tap-sketch`` instead feeds
