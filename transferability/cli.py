@@ -85,7 +85,8 @@ def register(app: typer.Typer) -> None:
         the gradient-PSD alignment predicts which bands are learned. Every (source, band, amplitude, seed)
         is one unit of OUT: a re-run resumes."""
         from medbench.errors import InputError
-        from transferability.shortcut import frequency_shortcut_experiment, shortcut_report
+        from transferability.shortcut import frequency_shortcut_experiment
+        from transferability.shortcut_report import shortcut_report
 
         try:
             amps = [float(a) for a in split_list(amplitudes)]

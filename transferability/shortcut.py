@@ -391,9 +391,3 @@ def _assemble(records: list[dict[str, Any]], *, n_boot: int, boot_seed: int) -> 
     result.alignment = alignment_rank_correlation(result.table, n_boot=n_boot, seed=boot_seed)
     return result
 
-
-def shortcut_report(result: ShortcutResult, out_dir: str | Path, *, title: str = "Frequency shortcuts") -> Path:
-    """See :func:`transferability.shortcut_report.shortcut_report`."""
-    from transferability.shortcut_report import shortcut_report as write
-
-    return write(result, out_dir, title=title)
