@@ -143,3 +143,21 @@ def test_units_resume_and_the_tables_follow_from_the_units(tmp_path) -> None:
     for name in ("table.csv", "summary.csv", "onset.csv", "alignment.csv", "metrics.json", "report.html"):
         assert (tmp_path / name).is_file(), name
     assert "Spearman" in (tmp_path / "report.html").read_text()
+
+
+def test_bad_sweep_settings_are_refused_before_any_work(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from medbench.cli import app
+    from medbench.errors import InputError
+    from transferability.shortcut import frequency_shortcut_experiment
+
+    fac = _tiny(4)
+    with pytest.raises(InputError, match="amplitudes"):
+        frequency_shortcut_experiment({"t": fac}, amplitudes=(0.05, 1.5), work_dir=tmp_path / "a")
+    with pytest.raises(InputError, match="at least one"):
+        frequency_shortcut_experiment({"t": fac}, seeds=(), work_dir=tmp_path / "a")
+    assert fac.calls == 0 and not (tmp_path / "a").exists()
+    with pytest.raises(InputError, match="--seeds integers"):
+        CliRunner().invoke(app, ["transfer-shortcut", "--sources", "random:resnet18", "--seeds", "0,one",
+                                 "--out", str(tmp_path / "b")], catch_exceptions=False)
