@@ -12,6 +12,7 @@ from scipy import stats
 
 from medbench.utils.files import atomic_path, write_json_atomic
 from transferability.shortcut import ShortcutResult
+from transferability.shortcut_stats import unlearned_sources
 from transferability.spectral import Spectrum
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def shortcut_metrics(result: ShortcutResult) -> dict[str, Any]:
     return {"n_units": len(t), "sources": list(dict.fromkeys(t["source"])), "bands": list(dict.fromkeys(t["band"])),
             "amplitudes": sorted(set(t["amplitude"])), "seeds": sorted(set(t["seed"])),
             "alignment_vs_auc_drop": result.alignment.to_dict(orient="records"),
-            "onset": result.onset.to_dict(orient="records")}
+            "onset": result.onset.to_dict(orient="records"),
+            "unlearned_sources": unlearned_sources(result.summary)}
 
 
 def _ci_note(n_seeds: int) -> str:
@@ -91,6 +93,9 @@ def shortcut_report(result: ShortcutResult, out_dir: str | Path, *, title: str =
     rep = HtmlReport(title, subtitle="band-limited pattern on the positives; o.o.d. test moves it to the negatives; "
                                      "the validation split selects the kept epoch")
     rep.text(_ci_note(n_seeds))
+    rep.warning([f"{src}: its i.i.d. AUC is not distinguishable from chance (95% CI reaches 0.5) at any band and "
+                 "amplitude; it did not learn the task in these epochs, so its auc_drop says nothing about its "
+                 "frequency priorities (train longer or at another rate)" for src in unlearned_sources(result.summary)])
     rep.heading("Does the gradient-PSD alignment predict which bands are learned?")
     rep.table(result.alignment, caption="Spearman's rho across (source, band) pairs between the seed-mean alignment "
                                         "of the input-gradient spectrum with the pattern (before training) and the "
@@ -105,7 +110,9 @@ def shortcut_report(result: ShortcutResult, out_dir: str | Path, *, title: str =
                                                           for s in ("mean", "lo", "hi")]
     rep.heading("Mean and 95% CI over seeds")
     rep.table(result.summary[[c for c in cols if c in result.summary]],
-              caption="auc_drop = iid_auc - ood_auc (how strongly the pattern is used); all columns in summary.csv")
+              caption="auc_drop = iid_auc - ood_auc (how strongly the pattern is used); the t-interval is not "
+                      "bounded by the range of an AUC, so a bound beyond it only says the CI is wide; all columns in "
+                      "summary.csv")
     rep.heading("Speed: training curves")
     for band in dict.fromkeys(result.curves["band"]):
         rep.figure(_curve_figure(result.curves, band), caption=f"training loss (mean over seeds), {band}-band shortcut")

@@ -113,3 +113,15 @@ def alignment_rank_correlation(table: pd.DataFrame, *, x: str = "align_before", 
         log.info("alignment vs auc_drop at amplitude %g: Spearman %.3f [%.3f, %.3f] over %d pairs, %d seeds",
                  amp, rho, lo, hi, n_pairs, n_seeds)
     return pd.DataFrame(rows)
+
+
+def unlearned_sources(summary: pd.DataFrame) -> list[str]:
+    """Sources whose i.i.d. AUC CI reaches down to chance (``iid_auc_lo <= 0.5``) in every
+    (band, amplitude) cell: they did not learn the task at all, so their ``auc_drop`` says nothing
+    about frequency priorities. Cells without a CI (one seed) do not count as evidence either way."""
+    out = []
+    for src, g in summary.groupby("source", sort=False):
+        lo = g["iid_auc_lo"].dropna() if "iid_auc_lo" in g else pd.Series(dtype=float)
+        if len(lo) == len(g) and len(lo) and (lo <= 0.5).all():
+            out.append(str(src))
+    return out

@@ -161,3 +161,11 @@ def test_bad_sweep_settings_are_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(InputError, match="--seeds integers"):
         CliRunner().invoke(app, ["transfer-shortcut", "--sources", "random:resnet18", "--seeds", "0,one",
                                  "--out", str(tmp_path / "b")], catch_exceptions=False)
+
+
+def test_a_source_at_chance_everywhere_is_flagged_as_unlearned() -> None:
+    from transferability.shortcut_stats import unlearned_sources
+
+    summary = pd.DataFrame({"source": ["pre", "pre", "rand", "rand", "one"],
+                            "iid_auc_lo": [0.45, 0.8, 0.3, 0.5, np.nan]})
+    assert unlearned_sources(summary) == ["rand"]
