@@ -68,24 +68,36 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Run folder for table.csv, curves.csv, report.html."),
         bands: list[str] = typer.Option(["low", "mid", "high"], "--band", "--bands", help="Pattern band: low, mid or high (repeat: --band low --band high)."),
         n_train: int = typer.Option(96, "--n-train", help="Training images."),
+        n_val: int = typer.Option(48, "--n-val", help="Validation images (select the kept epoch)."),
         n_test: int = typer.Option(64, "--n-test", help="Images per test set (i.i.d. and o.o.d.)."),
         size: int = typer.Option(64, "--size", help="Image size."),
-        epochs: int = typer.Option(3, "--epochs", help="Training epochs per source and band."),
-        amplitude: float = typer.Option(0.15, "--amplitude", help="Pattern amplitude on [0, 1] images."),
+        epochs: int = typer.Option(3, "--epochs", help="Training epochs per unit."),
+        amplitudes: list[str] = typer.Option(["0.02,0.05,0.15"], "--amplitudes", "--amplitude", help="Pattern amplitudes on [0, 1] images (repeat or comma-separate: the sweep)."),
+        seeds: list[str] = typer.Option(["0,1,2"], "--seeds", "--seed", help="Seeds (each draws data, pattern, initialisation and order; CIs are over seeds)."),
         lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
         loss_threshold: float = typer.Option(0.3, "--loss-threshold", help="Training loss counted as latched on."),
-        seed: int = typer.Option(0, "--seed", help="Seed of data, initialisation and order."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+        restart: bool = typer.Option(False, "--restart", help="Discard a run in OUT computed with other settings "
+                                     "instead of refusing (other sources, bands, amplitudes or seeds only add work)."),
     ) -> None:
         """Frequency-shortcut experiment: how fast and how strongly each source learns a band-limited
-        pattern placed on one class, with input-gradient spectra before/after fine-tuning."""
-        from transferability.shortcut import frequency_shortcut_experiment, shortcut_report
+        pattern placed on one class, over an amplitude sweep and several seeds (mean and 95% CI), and whether
+        the gradient-PSD alignment predicts which bands are learned. Every (source, band, amplitude, seed)
+        is one unit of OUT: a re-run resumes."""
+        from medbench.errors import InputError
+        from transferability.shortcut import frequency_shortcut_experiment
+        from transferability.shortcut_report import shortcut_report
 
-        srcs = split_list(sources)
+        try:
+            amps = [float(a) for a in split_list(amplitudes)]
+            seed_list = [int(s) for s in split_list(seeds)]
+        except ValueError as exc:
+            raise InputError(f"--amplitudes takes numbers and --seeds integers ({exc})") from None
         res = frequency_shortcut_experiment(
-            srcs, bands=split_list(bands), n_train=n_train, n_test=n_test,
-            size=size, epochs=epochs, amplitude=amplitude, lr=lr, loss_threshold=loss_threshold, seed=seed,
-            device=device)
+            split_list(sources), bands=split_list(bands), amplitudes=amps, seeds=seed_list, n_train=n_train,
+            n_val=n_val, n_test=n_test, size=size, epochs=epochs, lr=lr, loss_threshold=loss_threshold,
+            device=device, work_dir=out, restart=restart)
         report = shortcut_report(res, out)
-        typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        typer.echo(res.alignment.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        typer.echo(f"table: {out / 'summary.csv'}")
         typer.echo(f"report: {report}")

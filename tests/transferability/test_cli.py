@@ -97,13 +97,16 @@ def test_transfer_rejects_unknown_metric(target, tmp_path) -> None:
 def test_transfer_shortcut_command_writes_report(tmp_path) -> None:
     out = tmp_path / "sc"
     res = _invoke(["transfer-shortcut", "--sources", "random:resnet18", "--bands", "low,high", "--n-train", "32",
-                   "--n-test", "32", "--size", "32", "--epochs", "1", "--out", str(out)])
+                   "--n-test", "32", "--n-val", "32", "--size", "32", "--epochs", "1", "--amplitudes", "0.5", "--seeds", "0",
+                   "--out", str(out)])
     table = pd.read_csv(out / "table.csv")
     assert list(table["band"]) == ["low", "high"] and list(table["source"]) == ["random:resnet18"] * 2
     assert table[["iid_auc", "ood_auc"]].stack().between(0, 1).all()
     assert len(pd.read_csv(out / "curves.csv")) == 2 * 2  # bands x (1 epoch of 2 steps)
     html = (out / "report.html").read_text()
-    assert html.count("<img") == 3 and "report:" in res.output
+    # amplitude sweep + one loss figure per band + one spectra figure per source
+    assert html.count("<img") == 1 + 2 + 1 and "report:" in res.output
+    assert (out / "units").is_dir() and len(list((out / "shortcut_units").glob("*.json"))) == 2
 
 
 def test_transfer_combines_ncti_across_sources_and_reports_degenerate_hscore(target, tmp_path) -> None:

@@ -106,8 +106,8 @@ def _tiny() -> nn.Module:
 def test_frequency_shortcut_experiment_detects_the_shortcut() -> None:
     from transferability.shortcut import frequency_shortcut_experiment
 
-    kw = dict(bands=("low", "high"), n_train=64, n_test=48, size=32, epochs=5, amplitude=0.5, lr=1e-2,
-              loss_threshold=0.66, seed=0)
+    kw = dict(bands=("low", "high"), n_train=64, n_test=48, size=32, epochs=5, amplitudes=(0.5,), lr=1e-2,
+              loss_threshold=0.66, seeds=(0,))
     res = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
     t = res.table.set_index("band")
     assert list(t.index) == ["low", "high"]
@@ -118,7 +118,7 @@ def test_frequency_shortcut_experiment_detects_the_shortcut() -> None:
     assert np.isfinite(t.loc["high", "steps_to_loss"])
     # training pulls the gradient spectrum towards the low-band pattern
     assert t.loc["low", "align_after"] > t.loc["low", "align_before"]
-    assert set(res.spectra) == {("tiny", b, s) for b in ("low", "high") for s in ("before", "after")}
+    assert set(res.spectra) == {("tiny", b, 0.5, 0, s) for b in ("low", "high") for s in ("before", "after")}
     # deterministic
     again = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
     np.testing.assert_array_equal(again.table["iid_auc"], res.table["iid_auc"])
@@ -131,10 +131,10 @@ def test_shortcut_experiment_trains_through_the_engine(tmp_path) -> None:
 
     from transferability.shortcut import frequency_shortcut_experiment
 
-    kw = dict(bands=("high",), n_train=48, n_test=48, size=32, epochs=4, batch_size=16, amplitude=0.8,
-              lr=1e-2, loss_threshold=0.66, seed=0, work_dir=tmp_path)
+    kw = dict(bands=("high",), n_train=48, n_test=48, size=32, epochs=4, batch_size=16, amplitudes=(0.8,),
+              lr=1e-2, loss_threshold=0.66, seeds=(0,), work_dir=tmp_path)
     res = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
-    (run,) = tmp_path.glob("tiny__high__*")
+    (run,) = (tmp_path / "engine").glob("tiny__high__*")
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     hist = pd.read_csv(run / "history.csv")
     curve = res.curves["loss"].to_numpy()
@@ -148,6 +148,9 @@ def test_shortcut_experiment_trains_through_the_engine(tmp_path) -> None:
     again = frequency_shortcut_experiment({"tiny": _tiny}, **kw)
     np.testing.assert_array_equal(again.curves["loss"], curve)
     pd.testing.assert_frame_equal(again.table, res.table)
-    # other data is another unit, not a silent reload of this one
-    frequency_shortcut_experiment({"tiny": _tiny}, **{**kw, "amplitude": 0.7, "epochs": 1})
-    assert len(list(tmp_path.glob("tiny__high__*"))) == 2
+    # another amplitude is another unit, not a silent reload of this one
+    frequency_shortcut_experiment({"tiny": _tiny}, **{**kw, "amplitudes": (0.7,)})
+    assert len(list((tmp_path / "engine").glob("tiny__high__*"))) == 2
+    # other training settings are refused, naming the restart flag
+    with pytest.raises(InputError, match="--restart"):
+        frequency_shortcut_experiment({"tiny": _tiny}, **{**kw, "epochs": 1})
