@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,11 @@ def _factories(sources: Mapping[str, ModelFactory] | Sequence[str], arch: str) -
     if isinstance(sources, Mapping):
         return dict(sources)
     from medbench.sources import create_source
+    from medbench.sources.registry import get_card
     from transferability.pipeline import parse_source
+
+    for spec in sources:  # an unknown name fails here, before any unit trains
+        get_card(parse_source(spec)[0])
 
     def make(spec: str) -> ModelFactory:
         name, spec_arch = parse_source(spec)
@@ -364,6 +369,9 @@ def frequency_shortcut_experiment(
                             if run is not None:
                                 write_json_atomic(rec_path, rec)
                                 run.mark_unit(unit, coords)
+                                # the unit's record is its result: its resume weights (tens of MB
+                                # per unit) go; the engine's history and log stay
+                                shutil.rmtree(run.out / ENGINE_DIR / unit / "checkpoints", ignore_errors=True)
                         records.append(rec)
     return _assemble(records, n_boot=n_boot, boot_seed=seeds[0])
 

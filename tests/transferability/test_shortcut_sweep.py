@@ -125,6 +125,7 @@ def test_units_resume_and_the_tables_follow_from_the_units(tmp_path) -> None:
     assert len(res.table) == 8 and facs["w4"].calls == facs["w8"].calls == 4
     assert res.table[["val_auc", "iid_auc", "ood_auc"]].stack().between(0, 1).all()
     assert (res.table["best_epoch"] == 1).all()
+    assert not list((tmp_path / "engine").rglob("*.pt"))  # a recorded unit keeps no resume weights
     (tmp_path / "units" / "w8__high__a0.5__s1.json").unlink()
     (tmp_path / "shortcut_units" / "w8__high__a0.5__s1.json").unlink()
     again = frequency_shortcut_experiment(facs, **kw)
@@ -158,6 +159,11 @@ def test_bad_sweep_settings_are_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(InputError, match="at least one"):
         frequency_shortcut_experiment({"t": fac}, seeds=(), work_dir=tmp_path / "a")
     assert fac.calls == 0 and not (tmp_path / "a").exists()
+    from medbench.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="imagenett"):
+        frequency_shortcut_experiment(["imagenett"], work_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
     with pytest.raises(InputError, match="--seeds integers"):
         CliRunner().invoke(app, ["transfer-shortcut", "--sources", "random:resnet18", "--seeds", "0,one",
                                  "--out", str(tmp_path / "b")], catch_exceptions=False)
