@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
         n_test: int = typer.Option(64, "--n-test", help="Images per test set (i.i.d. and o.o.d.)."),
         size: int = typer.Option(64, "--size", help="Image size."),
         epochs: int = typer.Option(3, "--epochs", help="Training epochs per unit."),
-        amplitudes: list[str] = typer.Option(["0.02,0.05,0.15"], "--amplitudes", "--amplitude", help="Pattern amplitudes on [0, 1] images (repeat or comma-separate: the sweep)."),
-        seeds: list[str] = typer.Option(["0,1,2"], "--seeds", "--seed", help="Seeds (each draws data, pattern, initialisation and order; CIs are over seeds)."),
+        amplitudes: list[str] = typer.Option(["0.02", "0.05", "0.15"], "--amplitude", "--amplitudes", help="Pattern amplitude on [0, 1] images (repeat for the sweep: --amplitude 0.02 --amplitude 0.05)."),
+        seeds: list[str] = typer.Option(["0", "1", "2"], "--seed", "--seeds", help="Seed (repeat: --seed 0 --seed 1; each draws data, pattern, initialisation and order; CIs are over seeds)."),
         lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
         loss_threshold: float = typer.Option(0.3, "--loss-threshold", help="Training loss counted as latched on."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             amps = [float(a) for a in split_list(amplitudes)]
             seed_list = [int(s) for s in split_list(seeds)]
         except ValueError as exc:
-            raise InputError(f"--amplitudes takes numbers and --seeds integers ({exc})") from None
+            raise InputError(f"--amplitude takes numbers and --seed integers ({exc})") from None
         res = frequency_shortcut_experiment(
             split_list(sources), bands=split_list(bands), amplitudes=amps, seeds=seed_list, n_train=n_train,
             n_val=n_val, n_test=n_test, size=size, epochs=epochs, lr=lr, loss_threshold=loss_threshold,

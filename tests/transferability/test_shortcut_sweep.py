@@ -164,7 +164,7 @@ def test_bad_sweep_settings_are_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(UnknownNameError, match="imagenett"):
         frequency_shortcut_experiment(["imagenett"], work_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists()
-    with pytest.raises(InputError, match="--seeds integers"):
+    with pytest.raises(InputError, match="--seed integers"):
         CliRunner().invoke(app, ["transfer-shortcut", "--sources", "random:resnet18", "--seeds", "0,one",
                                  "--out", str(tmp_path / "b")], catch_exceptions=False)
 
