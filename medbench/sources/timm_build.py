@@ -18,9 +18,26 @@ def check_timm_arch(arch: str) -> None:
         raise InputError(f"unknown timm architecture {arch!r}: {did_you_mean(arch, timm.list_models())}")
 
 
+#: timm families whose classifier is initialised as Google's TF code does (``_init_weight_goog``):
+#: uniform +-1/sqrt(out_features), sized for 1000 classes.
+FAN_OUT_HEAD_FAMILIES = ("timm.models.efficientnet", "timm.models.mobilenetv3", "timm.models.mobilenetv5",
+                         "timm.models.rexnet")
+
+
 def build_timm(arch: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names."""
+    """``timm.create_model`` with an :class:`InputError` (and close matches) for unknown names.
+
+    The EfficientNet/MobileNet/ReXNet families get their ``Linear`` classifier re-initialised with
+    PyTorch's default (uniform +-1/sqrt(in_features), as timm's ResNets, DenseNets and others
+    have): timm gives them +-1/sqrt(out_features), which for a 2-class head is +-0.71 and makes
+    the initial logits' SD about 6 (ImageNet EfficientNet-Lite0) to 30 (random init), a
+    cross-entropy of 5-30 before the first step, which the first epochs then spend undoing.
+    """
     import timm
 
     check_timm_arch(arch)
-    return timm.create_model(arch, **kwargs)
+    model = timm.create_model(arch, **kwargs)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, nn.Linear) and type(model).__module__ in FAN_OUT_HEAD_FAMILIES:
+        head.reset_parameters()
+    return model

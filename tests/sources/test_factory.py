@@ -95,3 +95,23 @@ def test_presets_are_consistent() -> None:
     assert caffe.channel_order == rescaled.channel_order == "BGR"
     for a, b in zip(caffe.mean, rescaled.mean):
         assert a / 255 == pytest.approx(b)
+
+
+@pytest.mark.parametrize("name, kw", [("efficientnet-lite0-imagenet", {}), ("random", {"arch": "efficientnet_lite0"}),
+                                      ("random", {"arch": "mobilenetv3_small_100"}), ("random", {"arch": "resnet10t"})])
+def test_a_new_two_class_head_starts_near_chance(name: str, kw: dict) -> None:
+    """timm's EfficientNet/MobileNet heads are drawn in +-1/sqrt(out_features) (+-0.71 for two
+    classes); medbench redraws them in PyTorch's +-1/sqrt(in_features), so the first loss is near ln 2."""
+    import math
+
+    torch.manual_seed(0)
+    model = create_source(name, num_classes=2, in_chans=1, **kw).eval()
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    bound = 1 / math.sqrt(head.in_features)
+    assert float(head.weight.abs().max()) <= bound and float(head.bias.abs().max()) <= bound
+    # uniform(-b, b) has SD b/sqrt(3); with 2 x in_features draws its sample SD is within 5%
+    assert float(head.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    x = torch.rand(32, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(x), torch.arange(32) % 2)
+    assert abs(float(loss) - math.log(2)) < 0.5  # timm's own head gave 4.8 (ImageNet) and 30 (random)
