@@ -45,7 +45,9 @@ def _sweep_figure(summary: pd.DataFrame) -> Any:
     import matplotlib.pyplot as plt
 
     bands = list(dict.fromkeys(summary["band"]))
-    fig, axes = plt.subplots(1, len(bands), figsize=(3.2 * len(bands), 3.0), sharey=True, squeeze=False)
+    amps = sorted(float(a) for a in summary["amplitude"].unique())
+    fig, axes = plt.subplots(1, len(bands), figsize=(3.2 * len(bands), 3.4), sharey=True, squeeze=False,
+                             layout="constrained")
     for ax, band in zip(axes[0], bands, strict=True):
         for src, g in summary[summary["band"] == band].groupby("source", sort=False):
             g = g.sort_values("amplitude")
@@ -54,26 +56,27 @@ def _sweep_figure(summary: pd.DataFrame) -> Any:
                         label=str(src))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xticks(amps, [f"{a:g}" for a in amps])  # the swept values only, no log-minor labels
+        ax.minorticks_off()
         ax.set_xlabel("pattern amplitude")
         ax.set_title(f"{band} band")
     axes[0][0].set_ylabel("auc_drop (iid - ood AUC)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=max(1, len(labels)))  # off the data
     return fig
 
 
 def _curve_figure(curves: pd.DataFrame, band: str) -> Any:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), layout="constrained")
     for (src, amp), h in curves[curves["band"] == band].groupby(["source", "amplitude"], sort=False):
         mean = h.groupby("step")["loss"].mean()
         ax.plot(mean.index, mean.rolling(5, min_periods=1).mean(), label=f"{src}, a={amp:g}")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (running mean)")
     ax.set_title(f"{band} band")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
     return fig
 
 

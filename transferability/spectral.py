@@ -206,15 +206,18 @@ def plot_spectra(spectra: Mapping[str, Spectrum], *, title: str = "", normalise:
     """Log-scale plot of radial spectra (one line each, DC omitted); returns the figure."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(8.0, 3.6), layout="constrained")
+    top = 0.0
     for name, s in spectra.items():
         p = s.normalised() if normalise else s.power
         m = s.freqs > 0
+        top = max(top, float(np.max(p[m], initial=0.0)))
         ax.semilogy(s.freqs[m], np.maximum(p[m], 1e-300), label=str(name))
+    if top > 0:  # a band-limited pattern is ~0 (rounding, 1e-17) outside its band: do not let that set the scale
+        ax.set_ylim(bottom=top * 1e-8)
     ax.set_xlabel("frequency (cycles / pixel)")
     ax.set_ylabel("normalised power" if normalise else "power")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not on them
     return fig
