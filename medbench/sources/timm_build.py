@@ -38,6 +38,15 @@ def build_timm(arch: str, **kwargs: Any) -> nn.Module:
     check_timm_arch(arch)
     model = timm.create_model(arch, **kwargs)
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if isinstance(head, nn.Linear) and type(model).__module__ in FAN_OUT_HEAD_FAMILIES:
+    if isinstance(head, nn.Linear) and type(model).__module__ in FAN_OUT_HEAD_FAMILIES \
+            and not _head_is_pretrained(model, kwargs):
         head.reset_parameters()
     return model
+
+
+def _head_is_pretrained(model: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether timm loaded the classifier with the pretrained weights (same class count as theirs)."""
+    if not kwargs.get("pretrained"):
+        return False
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return int(getattr(model, "num_classes", -1)) == int(cfg.get("num_classes", 1000))

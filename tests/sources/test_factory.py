@@ -115,3 +115,24 @@ def test_a_new_two_class_head_starts_near_chance(name: str, kw: dict) -> None:
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(model(x), torch.arange(32) % 2)
     assert abs(float(loss) - math.log(2)) < 0.5  # timm's own head gave 4.8 (ImageNet) and 30 (random)
+
+
+def test_a_pretrained_head_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With hub weights and the hub's class count, the classifier is the pretrained one: not redrawn."""
+    import timm
+
+    from medbench.sources.timm_build import build_timm
+
+    real = timm.create_model
+
+    def fake(arch: str, pretrained: bool = False, **kw):  # the hub is offline: mark the head instead
+        model = real(arch, pretrained=False, **kw)
+        if pretrained and model.num_classes == 1000:
+            torch.nn.init.constant_(model.get_classifier().weight, 0.5)
+        return model
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    kept = build_timm("efficientnet_lite0", pretrained=True, num_classes=1000).get_classifier()
+    assert torch.all(kept.weight == 0.5)
+    new = build_timm("efficientnet_lite0", pretrained=True, num_classes=2).get_classifier()
+    assert float(new.weight.abs().max()) <= 1 / new.in_features ** 0.5
