@@ -51,6 +51,8 @@ from pathlib import Path
 
 import torch
 
+from medbench.eval.intervals import t_interval
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,13 +164,8 @@ def _bundled_matches(path: Path, data) -> bool:
 
 def _ci(values) -> tuple[float, float]:
     """Mean and half-width of a t-based 95% CI over volumes (NaN half-width for one volume)."""
-    import numpy as np
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    mean, _, hi, _ = t_interval(values)
+    return mean, hi - mean
 
 
 def benchmark(args: argparse.Namespace) -> None:

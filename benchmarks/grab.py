@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medbench.eval.intervals import t_interval
 from medbench.train.hooks import ORDERINGS, load_builtin_entries
 
 load_builtin_entries()
@@ -263,11 +264,7 @@ def sign_test_p(wins: int, n: int) -> float:
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval over seeds."""
-    from scipy import stats
-
-    arr = np.asarray(values, dtype=float)
-    half = stats.t.ppf(0.5 + level / 2, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr))
-    return float(arr.mean()), float(arr.mean() - half), float(arr.mean() + half)
+    return t_interval(values, level)[:3]
 
 
 def run_cxr(epochs: int, n_train: int, seeds: int, *, batch: int = 16, unit: int = 8, lr: float = 1e-3,

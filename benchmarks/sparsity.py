@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medbench.eval.intervals import t_interval as shared_t_interval
 from medbench.train.hooks import SPARSITY, TrainHook, load_builtin_entries
 from medbench.train.sparsity import check_nm_model
 
@@ -119,15 +120,8 @@ def train(recipe: str | None, options: dict[str, Any], d: tuple[torch.Tensor, ..
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval of the mean (NaN half-width for a single value)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    """Mean and two-sided t-interval of the mean (NaN bounds for a single value)."""
+    return shared_t_interval(values, level)[:3]
 
 
 def main() -> None:

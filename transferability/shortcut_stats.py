@@ -1,8 +1,7 @@
 """Statistics of the frequency-shortcut experiment across seeds.
 
-- :func:`t_interval`: mean and two-sided Student-t confidence interval of per-seed values
-  (``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)``, ``sd`` with ``ddof=1``). With few seeds the
-  interval is wide (t_{0.975, 2} = 4.30 for three seeds); with one seed it is undefined (NaN).
+- :func:`~medbench.eval.intervals.t_interval` (the project's one Student-t interval): mean and CI
+  of per-seed values; with few seeds the interval is wide, with one seed it is undefined (NaN).
 - :func:`summarise`: per (source, band, amplitude) mean and CI of each figure over the seeds.
 - :func:`onset_amplitudes`: per (source, band) the smallest amplitude whose ``auc_drop`` CI lies
   above 0, i.e. where the source starts using the band.
@@ -22,26 +21,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from medbench.eval.intervals import t_interval
+
 log = logging.getLogger(__name__)
 
 #: Figures of the per-unit table summarised across seeds.
 SUMMARY_METRICS: tuple[str, ...] = ("auc_drop", "iid_auc", "ood_auc", "val_auc", "epochs_to_loss",
                                     "align_before", "align_after")
 KEYS: tuple[str, ...] = ("source", "band", "amplitude")
-
-
-def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, lo, hi, n)`` of the finite ``values``: Student-t interval; lo/hi NaN for n < 2."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(v.mean())
-    if n < 2:
-        return mean, float("nan"), float("nan"), n
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
-    return mean, mean - half, mean + half, n
 
 
 def summarise(table: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, level: float = 0.95) -> pd.DataFrame:
