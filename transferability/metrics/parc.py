@@ -56,22 +56,42 @@ def _row_corr_dist(xp: Any, x: Any) -> Any:
     return 1.0 - z @ z.T
 
 
-def _rank_avg_torch(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata 'average')."""
-    order = torch.argsort(v, stable=True)
-    sv = v[order]
-    _, counts = torch.unique_consecutive(sv, return_counts=True)
-    ends = torch.cumsum(counts, 0).to(torch.float64)
-    avg = ends - (counts.to(torch.float64) - 1) / 2
-    ranks = torch.empty_like(v)
-    ranks[order] = torch.repeat_interleave(avg, counts)
-    return ranks
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho with ties averaged (``scipy.stats.spearmanr``) of two long vectors, where
+    ``b`` takes a handful of distinct values (the label dissimilarities).
+
+    ``a`` is sorted once (torch, both cores); ``b``'s ranks come from hashing its few values in
+    O(n), then are read in ``a``'s sorted order, so no rank vector is scattered back.
+    """
+    sv, order = torch.sort(torch.from_numpy(np.asarray(a, dtype=np.float64) + 0.0))  # -0.0 -> 0.0
+    new = torch.ones(len(sv), dtype=torch.bool)
+    new[1:] = sv[1:] != sv[:-1]
+    if bool(new.all()):  # no ties: the usual case for continuous dissimilarities
+        rank_a = torch.arange(1, len(sv) + 1, dtype=torch.float64)
+    else:
+        starts = torch.nonzero(new).squeeze(1)
+        counts = torch.diff(starts, append=torch.tensor([len(sv)]))
+        ends = torch.cumsum(counts, 0).double()
+        rank_a = torch.repeat_interleave(ends - (counts.double() - 1) / 2.0, counts)
+    rank_b = torch.from_numpy(few_value_ranks(b))[order]
+    rank_a -= rank_a.mean()
+    rank_b -= rank_b.mean()
+    return float(rank_a @ rank_b / torch.sqrt((rank_a @ rank_a) * (rank_b @ rank_b)))
 
 
-def _pearson_torch(a: torch.Tensor, b: torch.Tensor) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    return float((a @ b) / torch.sqrt((a @ a) * (b @ b)))
+def few_value_ranks(v: np.ndarray) -> np.ndarray:
+    """Average ranks (``scipy.stats.rankdata(v, "average")``) of a vector with few distinct
+    values, found by hashing in O(n) instead of sorting."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(v, dtype=np.float64) + 0.0, sort=True)  # -0.0 -> 0.0
+    counts = np.bincount(codes, minlength=len(uniques))
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[codes]
+
+
+def _upper_triangle(m: np.ndarray) -> np.ndarray:
+    """Entries above the diagonal, row by row (the order of ``np.triu_indices``)."""
+    return m[np.triu(np.ones(m.shape, dtype=bool), 1)]
 
 
 def _label_dissimilarity(y: np.ndarray, c: int, exact: bool) -> np.ndarray:
@@ -103,7 +123,8 @@ def parc(features: Any, labels: Any, *, logits: Any = None, pca_dims: int = 32,
         pca_dims: PCA dimensions (32; capped at min(N - 1, D)).
         pca_solver: "randomized" (the authors' sklearn PCA) or "exact".
         exact_label_ties: Exact label dissimilarities instead of the authors' float ones.
-        backend: "numpy" or "torch" (the PCA runs on the CPU either way).
+        backend: "numpy" or "torch" for the dissimilarities (the PCA and the ranking run on the
+            CPU either way).
         device: Torch device for ``backend="torch"``.
 
     Raises:
@@ -123,16 +144,9 @@ def parc(features: Any, labels: Any, *, logits: Any = None, pca_dims: int = 32,
     x = x / xp.maximum(xp.sqrt(xp.var(x, axis=0)), 1e-300)  # StandardScaler (biased std)
     n = x.shape[0]
     rdm_x = _row_corr_dist(xp, x)
-    rdm_y = xp.asarray(_label_dissimilarity(y, c, exact_label_ties))
-    if xp.name == "torch":
-        iu = torch.triu_indices(n, n, 1, device=rdm_x.device)
-        a, b = rdm_x[iu[0], iu[1]], rdm_y[iu[0], iu[1]]
-        score = 100.0 * _pearson_torch(_rank_avg_torch(a), _rank_avg_torch(b))
-    else:
-        from scipy.stats import spearmanr
-
-        iu = np.triu_indices(n, 1)
-        score = 100.0 * float(spearmanr(rdm_x[iu], rdm_y[iu])[0])
+    rdm_x = _upper_triangle(xp.to_numpy(rdm_x))
+    rdm_y = _upper_triangle(_label_dissimilarity(y, c, exact_label_ties))
+    score = 100.0 * spearman(rdm_x, rdm_y)
     if not np.isfinite(score):
         raise InputError(f"parc is undefined for these features (N={n}, {k} PCA dims): a sample's "
                          "standardised PCA features are constant; pass more feature dims or samples")
