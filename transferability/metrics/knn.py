@@ -6,15 +6,25 @@ from typing import Any
 
 import numpy as np
 
+from medbench.errors import InputError
 from transferability._validate import canonical_order, prepare
 from transferability.metrics.base import register_metric
+from transferability.metrics.nca import fit_nca
 
 
 @register_metric("lp", reference="Juodelyte et al., On dataset transferability, 2024")
 def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50,
-       k: int = 5, seed: int = 42) -> float:
+       k: int = 5, seed: int = 42, solver: str = "blockwise") -> float:
     """Feature quality LP: NCA to ``n_components`` dims, ``k``-NN, mean probability of the true
     class on the fitted samples (each sample counts among its own neighbours).
+
+    The NCA is the authors' ``NeighborhoodComponentsAnalysis(n_components=50, random_state=42)``.
+    Its 50 L-BFGS iterations usually stop before convergence, so its result is sensitive to
+    rounding: scikit-learn itself moves LP in the third decimal between 1 and 2 BLAS threads
+    (``benchmarks/transferability.py --lp-reference`` measures that spread). ``"blockwise"``
+    runs the same algorithm with a cache-blocked objective (:mod:`transferability.metrics.nca`,
+    ~13x faster at N=5000), equal to scikit-learn's to about 1e-14 per evaluation;
+    ``"sklearn"`` calls scikit-learn's estimator, the authors' exact code path.
 
     Args:
         features: (N, D) source features.
@@ -23,12 +33,20 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
         n_components: NCA output dims (50; capped at D).
         k: Neighbours (5; capped at N).
         seed: NCA initialisation seed (42, the authors' ``random_state``).
+        solver: ``"blockwise"`` (default) or ``"sklearn"``.
     """
-    from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
+    from sklearn.neighbors import KNeighborsClassifier
 
     x, y, _ = prepare(features, labels)
-    nca = NeighborhoodComponentsAnalysis(n_components=min(n_components, x.shape[1]), random_state=seed)
-    z = nca.fit_transform(x, y)
+    dims = min(n_components, x.shape[1])
+    if solver == "blockwise":
+        z = x @ fit_nca(x, y, dims, seed=seed).T
+    elif solver == "sklearn":
+        from sklearn.neighbors import NeighborhoodComponentsAnalysis
+
+        z = NeighborhoodComponentsAnalysis(n_components=dims, random_state=seed).fit_transform(x, y)
+    else:
+        raise InputError(f"lp: unknown solver {solver!r}; use 'blockwise' or 'sklearn'")
     knn = KNeighborsClassifier(n_neighbors=min(k, len(y))).fit(z, y)
     proba = knn.predict_proba(z)
     return float(np.mean(proba[np.arange(len(y)), y]))

@@ -1,0 +1,80 @@
+"""The blockwise NCA behind LP: objective against the formula, fit against scikit-learn's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
+
+from medbench.errors import InputError
+from transferability.metrics.knn import lp
+from transferability.metrics.nca import BlockwiseObjective, fit_nca
+
+
+def nca_objective_autograd(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    """NCA from its definition (Goldberger et al. 2004): f(A) = sum_i sum_{j != i, y_j = y_i} p_ij,
+    p_ij = exp(-|A x_i - A x_j|^2) / sum_{l != i} exp(-|A x_i - A x_l|^2); gradient by autograd."""
+    a = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+    z = torch.tensor(x) @ a.T
+    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    d2 = d2 + torch.diag(torch.full((len(y),), torch.inf, dtype=torch.float64))
+    p = torch.exp(-d2) / torch.exp(-d2).sum(1, keepdim=True)
+    same = torch.tensor(y[:, None] == y[None, :])
+    f = (p * same).sum()
+    f.backward()
+    return float(f.detach()), a.grad.numpy()
+
+
+@pytest.mark.parametrize("block_elements", [1 << 20, 40])
+def test_objective_and_gradient_match_the_formula(block_elements: int) -> None:
+    rng = np.random.default_rng(3)
+    y = np.array([2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 1, 2, 0, 0, 3])  # class 3: one sample
+    x = rng.standard_normal((len(y), 7)) + 0.7 * rng.standard_normal((4, 7))[y]
+    t = 0.6 * rng.standard_normal((3, 7))
+    obj = BlockwiseObjective(x, y, block_elements=block_elements)
+    if block_elements == 40:
+        assert len(obj.blocks) > 4  # several blocks per class, a class boundary inside none
+    f, g = nca_objective_autograd(x, y, t)
+    loss, grad = obj(t.ravel())
+    assert loss == pytest.approx(-f, rel=1e-12)  # the optimiser minimises minus the objective
+    np.testing.assert_allclose(grad.reshape(t.shape), -g, rtol=1e-10, atol=1e-12 * np.abs(g).max())
+
+
+def authors_lp(x: np.ndarray, y: np.ndarray, n_components: int) -> tuple[float, np.ndarray, int]:
+    """The authors' LP_Score recipe, through scikit-learn."""
+    nca = NeighborhoodComponentsAnalysis(n_components=n_components, random_state=42).fit(x, y)
+    z = nca.transform(x)
+    prob = KNeighborsClassifier(n_neighbors=5).fit(z, y).predict_proba(z)
+    return float(np.sum(prob[np.arange(len(y)), y]) / len(y)), nca.components_, nca.n_iter_
+
+
+def test_fit_matches_scikit_learn_where_lbfgs_converges() -> None:
+    """Before L-BFGS's iteration cap the path is stable, so both fits land on the same transform."""
+    rng = np.random.default_rng(0)
+    y = np.arange(240) % 4
+    x = rng.standard_normal((240, 12)) + 1.2 * rng.standard_normal((4, 12))[y]
+    ref_lp, ref_components, n_iter = authors_lp(x, y, 6)  # 6 > C - 1: PCA start
+    assert n_iter < 50  # converged, not stopped by maxiter
+    np.testing.assert_allclose(fit_nca(x, y, 6), ref_components, rtol=0,
+                               atol=1e-5 * np.abs(ref_components).max())
+    assert lp(x, y, n_components=6) == ref_lp
+    assert lp(x, y, n_components=6, solver="sklearn") == ref_lp
+
+
+@pytest.mark.parametrize("n, d, c, dims", [(90, 10, 4, 2),    # dims <= C - 1: LDA start
+                                           (90, 10, 3, 6),    # PCA start
+                                           (90, 10, 3, 10)])  # dims = D: identity start
+def test_every_start_is_scikit_learns(n: int, d: int, c: int, dims: int) -> None:
+    rng = np.random.default_rng(1)
+    y = np.arange(n) % c
+    x = rng.standard_normal((n, d)) + rng.standard_normal((c, d))[y]
+    ref = NeighborhoodComponentsAnalysis(n_components=dims, random_state=42, max_iter=1).fit(x, y)
+    np.testing.assert_allclose(fit_nca(x, y, dims, max_iter=1), ref.components_, rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_unknown_solver_is_refused() -> None:
+    x = np.random.default_rng(0).standard_normal((20, 3))
+    with pytest.raises(InputError, match="unknown solver 'fast'"):
+        lp(x, np.arange(20) % 2, solver="fast")
