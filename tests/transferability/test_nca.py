@@ -8,6 +8,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
 
 from medbench.errors import InputError
+from transferability.metrics import nca
 from transferability.metrics.knn import lp
 from transferability.metrics.nca import BlockwiseObjective, fit_nca
 
@@ -19,24 +20,33 @@ def nca_objective_autograd(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> tuple
     z = torch.tensor(x) @ a.T
     d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
     d2 = d2 + torch.diag(torch.full((len(y),), torch.inf, dtype=torch.float64))
-    p = torch.exp(-d2) / torch.exp(-d2).sum(1, keepdim=True)
+    p = torch.softmax(-d2, dim=1)  # exp(-d2) normalised per row, without underflow
     same = torch.tensor(y[:, None] == y[None, :])
     f = (p * same).sum()
     f.backward()
     return float(f.detach()), a.grad.numpy()
 
 
+@pytest.mark.parametrize("scale", [1.0, 12.0])  # 12: many pairs beyond e^-500, so they count as 0
+@pytest.mark.parametrize("path", ["dense", "sparse"])
 @pytest.mark.parametrize("block_elements", [1 << 20, 40])
-def test_objective_and_gradient_match_the_formula(block_elements: int) -> None:
+def test_objective_and_gradient_match_the_formula(block_elements: int, path: str, scale: float,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nca, "SPARSE_FRACTION", -1.0 if path == "dense" else 2.0)
     rng = np.random.default_rng(3)
     y = np.array([2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 1, 2, 0, 0, 3])  # class 3: one sample
     x = rng.standard_normal((len(y), 7)) + 0.7 * rng.standard_normal((4, 7))[y]
-    t = 0.6 * rng.standard_normal((3, 7))
+    t = scale * 0.6 * rng.standard_normal((3, 7))
     obj = BlockwiseObjective(x, y, block_elements=block_elements)
     if block_elements == 40:
         assert len(obj.blocks) > 4  # several blocks per class, a class boundary inside none
     f, g = nca_objective_autograd(x, y, t)
     loss, grad = obj(t.ravel())
+    if scale > 1:  # the case is what it claims: some pairs are dropped, some kept
+        z = x @ t.T
+        d2 = ((z[:, None] - z[None]) ** 2).sum(-1) + np.diag(np.full(len(y), np.inf))
+        beyond = d2 - d2.min(1, keepdims=True) > nca.LOGIT_RANGE
+        assert 0.2 < beyond.mean() < 0.9
     assert loss == pytest.approx(-f, rel=1e-12)  # the optimiser minimises minus the objective
     np.testing.assert_allclose(grad.reshape(t.shape), -g, rtol=1e-10, atol=1e-12 * np.abs(g).max())
 
