@@ -71,7 +71,11 @@ class BlockwiseObjective:
         self.blocks = [(s, min(s + rows, hi), lo, hi)
                        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n])
                        for s in range(int(lo), int(hi), rows)]
+        self.labels = torch.from_numpy(np.ascontiguousarray(ys))
+        self.nearest: torch.Tensor | None = None  # each row's nearest sample at the last evaluation
+        self.crowded = False  # the last pass over all pairs found too many for the sparse form
         self.evaluations = 0
+        self.full_passes = 0
 
     def __call__(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
         x = self.x
@@ -79,30 +83,98 @@ class BlockwiseObjective:
         t = torch.from_numpy(np.asarray(flat, dtype=np.float64).reshape(-1, d))
         xe = x @ t.T  # (N, k) embedded samples
         k = xe.shape[1]
-        # logits of row i: 2 xe_i.xe_j - |xe_j|^2 (= -squared distance + |xe_i|^2, a row constant)
-        right = torch.cat([2 * xe, -(xe * xe).sum(1, keepdim=True)], 1).T.contiguous()  # (k+1, N)
         left = torch.cat([xe, torch.ones(n, 1, dtype=xe.dtype)], 1)  # (N, k+1)
         acc = _Accumulators(n, k)
+        pairs = self._near_pairs(xe) if self.nearest is not None and not self.crowded else None
+        if pairs is None:
+            self._row_blocks(xe, left, acc)
+        else:
+            rows, cols, logit, top = pairs
+            same = self.labels[rows] == self.labels[cols]
+            _sparse_terms(rows, cols, logit, top, same, 0, left, xe, acc)
+        cols_sum = acc.cols.add_(acc.cols_t.T)
+        g = cols_sum[:k].add_(acc.rows.T).sub_(xe.T * cols_sum[k])
+        grad = 2 * (g @ x)
+        self.evaluations += 1
+        return -float(acc.loss), -grad.numpy().ravel()
+
+    def _row_blocks(self, xe: torch.Tensor, left: torch.Tensor, acc: _Accumulators) -> None:
+        """Every pair, one block of rows at a time; records each row's nearest sample."""
+        n = xe.shape[0]
+        # logits of row i: 2 xe_i.xe_j - |xe_j|^2 (= -squared distance + |xe_i|^2, a row constant)
+        right = torch.cat([2 * xe, -(xe * xe).sum(1, keepdim=True)], 1).T.contiguous()  # (k+1, N)
         # reused buffers: a fresh multi-megabyte tensor per block costs as much as its matmul
         logits_buf = torch.empty(self.rows, n, dtype=xe.dtype)
         keep_buf = torch.empty(self.rows, n, dtype=torch.bool)
+        nearest = torch.empty(n, dtype=torch.int64)
+        kept = 0
         for block in self.blocks:
             s, e = block[0], block[1]
             logits = torch.mm(left[s:e], right, out=logits_buf[: e - s])
             own = torch.arange(e - s)
             logits[own, own + s] = -torch.inf
-            top = logits.amax(1, keepdim=True)
+            top, nearest_block = logits.max(1, keepdim=True)
+            nearest[s:e] = nearest_block.squeeze(1)
             keep = torch.ge(logits, top - LOGIT_RANGE, out=keep_buf[: e - s])
             ri, cj = keep.nonzero(as_tuple=True)
+            kept += len(ri)
             if len(ri) > SPARSE_FRACTION * logits.numel():
                 self._dense(block, logits, top, left, xe, acc)
             else:
-                self._sparse(block, ri, cj, logits[ri, cj], top.squeeze(1), left, xe, acc)
-        cols = acc.cols.add_(acc.cols_t.T)
-        g = cols[:k].add_(acc.rows.T).sub_(xe.T * cols[k])
-        grad = 2 * (g @ x)
-        self.evaluations += 1
-        return -float(acc.loss), -grad.numpy().ravel()
+                same = (cj >= block[2]) & (cj < block[3])
+                _sparse_terms(ri, cj, logits[ri, cj], top.squeeze(1), same, s, left, xe, acc)
+        self.nearest = nearest
+        self.crowded = kept > SPARSE_FRACTION * n * n
+        self.full_passes += 1
+
+    def _near_pairs(self, xe: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The pairs within ``LOGIT_RANGE`` of their row's nearest, from half the distances.
+
+        The distance to the sample that was nearest at the last evaluation bounds each row's
+        nearest distance from above, so ``d_ij <= max(bound_i, bound_j) + LOGIT_RANGE`` keeps
+        every pair that matters to row i or row j; each unordered pair is computed once. Returns
+        (rows, cols, logits, row maxima) with rows ascending, or None when the pairs are too
+        many for the sparse form (then all rows are done in blocks).
+        """
+        n = xe.shape[0]
+        sq = (xe * xe).sum(1)
+        bound = ((xe - xe[self.nearest]) ** 2).sum(1)
+        floor = -(bound + LOGIT_RANGE)  # on the logit -d_ij
+        # -d_ij = [2 xe_i, -1, -|xe_i|^2] . [xe_j, |xe_j|^2, 1]
+        lhs = torch.cat([2 * xe, -torch.ones(n, 1, dtype=xe.dtype), -sq[:, None]], 1)
+        rhs = torch.cat([xe, sq[:, None], torch.ones(n, 1, dtype=xe.dtype)], 1).T.contiguous()
+        step = 2 * self.rows  # the tiles average half a row's width
+        buf = torch.empty(step, n, dtype=xe.dtype)
+        floor_buf = torch.empty(step, n, dtype=xe.dtype)
+        keep_buf = torch.empty(step, n, dtype=torch.bool)
+        found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        total, limit = 0, SPARSE_FRACTION * n * n
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            nd = torch.mm(lhs[s:e], rhs[:, s:], out=buf[: e - s, : n - s])  # rows s:e, cols s:N
+            own = torch.arange(e - s)
+            nd[own, own] = -torch.inf
+            both = torch.minimum(floor[s:e, None], floor[None, s:], out=floor_buf[: e - s, : n - s])
+            a, c = torch.ge(nd, both, out=keep_buf[: e - s, : n - s]).nonzero(as_tuple=True)
+            v = nd[a, c]
+            i, j = a + s, c + s
+            mine = torch.nonzero(v >= floor[i]).squeeze(1)  # the pair matters to row i
+            # ... and to row j (inside the block, row j sees the pair itself)
+            theirs = torch.nonzero((j >= e) & (v >= floor[j])).squeeze(1)
+            found += [(i[mine], j[mine], v[mine]), (j[theirs], i[theirs], v[theirs])]
+            total += len(mine) + len(theirs)
+            if total > limit:
+                return None
+        rows, cols, logit = (torch.cat(part) for part in zip(*found))
+        order = torch.argsort(rows * n + cols)
+        rows, cols, logit = rows[order], cols[order], logit[order]
+        top = torch.full((n,), -torch.inf, dtype=logit.dtype).scatter_reduce_(0, rows, logit, "amax")
+        keep = logit >= top[rows] - LOGIT_RANGE  # as in the row blocks: within range of the row max
+        rows, cols, logit = rows[keep], cols[keep], logit[keep]
+        at_top = logit == top[rows]
+        self.nearest = torch.full((n,), n, dtype=torch.int64).scatter_reduce_(
+            0, rows[at_top], cols[at_top], "amin")
+        return rows, cols, logit, top
 
     @staticmethod
     def _dense(block: tuple[int, int, int, int], logits: torch.Tensor, top: torch.Tensor,
@@ -121,31 +193,6 @@ class BlockwiseObjective:
         acc.cols.addmm_(left[s:e].T, w)
         torch.mm(w, xe, out=acc.rows[s:e])
 
-    @staticmethod
-    def _sparse(block: tuple[int, int, int, int], ri: torch.Tensor, cj: torch.Tensor, logit: torch.Tensor,
-                top: torch.Tensor, left: torch.Tensor, xe: torch.Tensor, acc: _Accumulators) -> None:
-        """One block of rows with only the pairs (row ``ri``, column ``cj``, row-major) whose
-        ``logit`` is within 500 of the row maximum ``top``; the others have probability below
-        e^-500 and count as 0, as in :meth:`_dense`."""
-        s, e, lo, hi = block
-        b = e - s
-        crow = torch.zeros(b + 1, dtype=torch.int64)
-        torch.cumsum(torch.bincount(ri, minlength=b), 0, out=crow[1:])
-        z = (logit - top[ri]).clamp_(min=-LOGIT_RANGE).exp_()
-        zsum = torch.zeros(b, dtype=z.dtype).index_add_(0, ri, z)
-        p_ij = torch.nn.functional.threshold_(z.div_(zsum[ri]), P_FLOOR, 0.0)
-        same = (cj >= lo) & (cj < hi)
-        p = torch.zeros(b, dtype=z.dtype).index_add_(0, ri, torch.where(same, p_ij, 0.0))
-        acc.loss += p.sum()
-        p_scale = torch.where(p < P_ROW_FLOOR, 0.0, p)
-        w = torch.where(same, p_ij * (1 - p[ri]), -p_ij * p_scale[ri])
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": mm on CPU is all we use
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            w_csr = torch.sparse_csr_tensor(crow, cj, w, (b, xe.shape[0]), check_invariants=False)
-        acc.rows[s:e] = w_csr @ xe
-        acc.cols_t.index_add_(0, cj, w[:, None] * left[s:e][ri])
-
-
 class _Accumulators:
     """Per-evaluation sums: xe^T W and the column sums of W (``cols``, and transposed in
     ``cols_t`` for sparse blocks), W xe (``rows``), the loss."""
@@ -155,6 +202,40 @@ class _Accumulators:
         self.cols_t = torch.zeros(n, k + 1, dtype=torch.float64)
         self.rows = torch.empty(n, k, dtype=torch.float64)
         self.loss = torch.zeros((), dtype=torch.float64)
+
+
+def _sparse_terms(ri: torch.Tensor, cj: torch.Tensor, logit: torch.Tensor, top: torch.Tensor,
+                  same: torch.Tensor, offset: int, left: torch.Tensor, xe: torch.Tensor,
+                  acc: _Accumulators) -> None:
+    """Rows ``offset + ri`` (``ri`` ascending from 0) with only the pairs (``ri``, ``cj``) whose
+    ``logit`` is within ``LOGIT_RANGE`` of the row maximum ``top[ri]``; the others have
+    probability below e^-500 and count as 0, as in the dense blocks. ``same``: the pair's
+    labels agree."""
+    b = len(top)
+    crow = torch.zeros(b + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(ri, minlength=b), 0, out=crow[1:])
+    z = (logit - top[ri]).clamp_(min=-LOGIT_RANGE).exp_()
+    zsum = torch.zeros(b, dtype=z.dtype).index_add_(0, ri, z)
+    p_ij = torch.nn.functional.threshold_(z.div_(zsum[ri]), P_FLOOR, 0.0)
+    p = torch.zeros(b, dtype=z.dtype).index_add_(0, ri, torch.where(same, p_ij, 0.0))
+    acc.loss += p.sum()
+    p_scale = torch.where(p < P_ROW_FLOOR, 0.0, p)
+    w = torch.where(same, p_ij * (1 - p[ri]), -p_ij * p_scale[ri])
+    n = xe.shape[0]
+    acc.rows[offset:offset + b] = _csr(crow, cj, w, (b, n)) @ xe
+    if b < n:  # a block of rows: its transpose's rows are scattered, add them one by one
+        acc.cols_t.index_add_(0, cj, w[:, None] * left[offset:offset + b][ri])
+    else:  # all rows: W^T as a CSR matrix of its own
+        by_col = torch.argsort(cj * n + ri)
+        crow_t = torch.zeros(n + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(cj, minlength=n), 0, out=crow_t[1:])
+        acc.cols_t += _csr(crow_t, ri[by_col], w[by_col], (n, n)) @ left
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": mm on CPU is all we use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def fit_nca(x: np.ndarray, y: np.ndarray, n_components: int, *, seed: int = 42, max_iter: int = 50,
@@ -173,6 +254,6 @@ def fit_nca(x: np.ndarray, y: np.ndarray, n_components: int, *, seed: int = 42, 
     with threadpool_limits(1, user_api="blas"):
         result = minimize(objective, start, method="L-BFGS-B", jac=True, tol=tol,
                           options={"maxiter": max_iter})
-    log.debug("NCA: %d objective evaluations, %d iterations (%s)", objective.evaluations,
-              result.nit, result.message)
+    log.debug("NCA: %d objective evaluations (%d over all pairs), %d iterations (%s)",
+              objective.evaluations, objective.full_passes, result.nit, result.message)
     return result.x.reshape(-1, x.shape[1])
