@@ -4,7 +4,8 @@ from __future__ import annotations
 
 METRIC_NOTES: dict[str, str] = {
     "auc": "fine-tuned test AUC of the source on the target (the ground truth the metrics try to predict).",
-    "lp": "feature quality: k-NN (k=5) on NCA-projected features, mean probability of the true class (0-1).",
+    "lp": ("feature quality: k-NN (k=5) on NCA-projected features, mean probability of the true class (0-1); "
+           "NCA stops after 50 iterations, so rounding alone moves LP by ~0.003-0.01: smaller gaps are noise."),
     "fu": "feature-reuse score from input-gradient spectra (Juodelyte et al.); higher = features reused more.",
     "lp_x_fu": "min-max(LP) x min-max(FU) across the candidate sources; relative, so 0 or 1 with two sources.",
     "knn": "cross-validated k-NN accuracy (k=5, 5 stratified folds) on the raw features.",
