@@ -59,7 +59,6 @@ def main() -> None:
     print(f"N={args.n} D={args.d} C={args.c} device={args.device} torch threads={torch.get_num_threads()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f} (wall time stretches with other jobs; "
           "cpu_s = process CPU time over all threads)")
-    scores: dict[str, float] = {}
     print(f"{'metric':<12}{'backend':<8}{'wall_s':>10}{'cpu_s':>10}{'score':>16}")
     for name in names:
         backends = args.backends.split(",") if METRICS.get(name).torch else ["numpy"]
@@ -69,7 +68,6 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            scores[name] = float(score)
             print(f"{name:<12}{backend:<8}{dt:>10.2f}{dc:>10.2f}{score:>16.6g}", flush=True)
     if args.lp_reference:
         lp_reference(x, y, args.lp_reference)

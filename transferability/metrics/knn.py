@@ -38,18 +38,16 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
         seed: NCA initialisation seed (42, the authors' ``random_state``).
         solver: ``"blockwise"`` (default) or ``"sklearn"``.
     """
-    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neighbors import KNeighborsClassifier, NeighborhoodComponentsAnalysis
 
+    if solver not in ("blockwise", "sklearn"):
+        raise InputError(f"lp: unknown solver {solver!r}; use 'blockwise' or 'sklearn'")
     x, y, _ = prepare(features, labels)
     dims = min(n_components, x.shape[1])
     if solver == "blockwise":
         z = x @ fit_nca(x, y, dims, seed=seed).T
-    elif solver == "sklearn":
-        from sklearn.neighbors import NeighborhoodComponentsAnalysis
-
-        z = NeighborhoodComponentsAnalysis(n_components=dims, random_state=seed).fit_transform(x, y)
     else:
-        raise InputError(f"lp: unknown solver {solver!r}; use 'blockwise' or 'sklearn'")
+        z = NeighborhoodComponentsAnalysis(n_components=dims, random_state=seed).fit_transform(x, y)
     knn = KNeighborsClassifier(n_neighbors=min(k, len(y))).fit(z, y)
     proba = knn.predict_proba(z)
     return float(np.mean(proba[np.arange(len(y)), y]))
