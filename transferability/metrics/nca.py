@@ -63,7 +63,8 @@ def init_transform(x: np.ndarray, y: np.ndarray, n_components: int, seed: int) -
 
 
 class BlockwiseObjective:
-    """Minus the NCA objective and its gradient, evaluated block by block (float64, torch).
+    """Minus the NCA objective and its gradient (float64, torch): every pair in blocks of rows
+    at the first evaluation, then only the pairs near each row's previous nearest sample.
 
     Args:
         x: (N, D) samples.
@@ -204,6 +205,7 @@ class BlockwiseObjective:
         acc.cols.addmm_(left[s:e].T, w)
         torch.mm(w, xe, out=acc.rows[s:e])
 
+
 class _Accumulators:
     """Per-evaluation sums: xe^T W and the column sums of W (``cols``, and transposed in
     ``cols_t`` for sparse blocks), W xe (``rows``), the loss."""
@@ -244,6 +246,7 @@ def _sparse_terms(ri: torch.Tensor, cj: torch.Tensor, logit: torch.Tensor, top: 
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix from its row pointers, column indices and values (not re-checked)."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": mm on CPU is all we use
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
