@@ -102,3 +102,18 @@ def test_unknown_solver_is_refused() -> None:
     x = np.random.default_rng(0).standard_normal((20, 3))
     with pytest.raises(InputError, match="unknown solver 'fast'"):
         lp(x, np.arange(20) % 2, solver="fast")
+
+
+@pytest.mark.parametrize("n, d, k", [(600, 80, 10), (300, 700, 20), (800, 600, 50), (900, 80, 70), (400, 300, 20)])
+def test_randomized_pca_start_is_scikit_learns(n: int, d: int, k: int) -> None:
+    """The torch range finder against scikit-learn's PCA, and the solver choice against its own."""
+    from sklearn.decomposition import PCA
+
+    from transferability.metrics.nca import _pca_solver, randomized_pca_components
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, 30)) @ rng.standard_normal((30, d)) + 0.3 * rng.standard_normal((n, d))
+    pca = PCA(k, random_state=np.random.RandomState(42)).fit(x)
+    assert _pca_solver(n, d, k) == pca._fit_svd_solver
+    if pca._fit_svd_solver == "randomized":
+        np.testing.assert_allclose(randomized_pca_components(x, k, 42), pca.components_, rtol=0, atol=1e-10)
