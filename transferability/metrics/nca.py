@@ -199,15 +199,16 @@ class BlockwiseObjective:
         many for the sparse form (then all rows are done in blocks).
         """
         n = xe.shape[0]
-        sq = (xe * xe).sum(1)
-        bound = ((xe - xe[self.nearest]) ** 2).sum(1)
-        floor = -(bound + LOGIT_RANGE)  # on the logit -d_ij
-        # -d_ij = [2 xe_i, -1, -|xe_i|^2] . [xe_j, |xe_j|^2, 1]
-        lhs = torch.cat([2 * xe, -torch.ones(n, 1, dtype=xe.dtype), -sq[:, None]], 1)
-        rhs = torch.cat([xe, sq[:, None], torch.ones(n, 1, dtype=xe.dtype)], 1).T.contiguous()
+        reach = ((xe - xe[self.nearest]) ** 2).sum(1) + LOGIT_RANGE  # pairs farther matter not
+        # in order of decreasing reach, max(reach_i, reach_j) is the earlier one's: a row threshold
+        by_reach = torch.argsort(reach, descending=True)
+        z, reach = xe[by_reach], reach[by_reach]
+        sq = (z * z).sum(1)
+        # -d_ij = [2 z_i, -1, -|z_i|^2] . [z_j, |z_j|^2, 1]
+        lhs = torch.cat([2 * z, -torch.ones(n, 1, dtype=z.dtype), -sq[:, None]], 1)
+        rhs = torch.cat([z, sq[:, None], torch.ones(n, 1, dtype=z.dtype)], 1).T.contiguous()
         step = 2 * self.rows  # the tiles average half a row's width
-        buf = torch.empty(step, n, dtype=xe.dtype)
-        floor_buf = torch.empty(step, n, dtype=xe.dtype)
+        buf = torch.empty(step, n, dtype=z.dtype)
         keep_buf = torch.empty(step, n, dtype=torch.bool)
         found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         total, limit = 0, SPARSE_FRACTION * n * n
@@ -216,15 +217,13 @@ class BlockwiseObjective:
             nd = torch.mm(lhs[s:e], rhs[:, s:], out=buf[: e - s, : n - s])  # rows s:e, cols s:N
             own = torch.arange(e - s)
             nd[own, own] = -torch.inf
-            both = torch.minimum(floor[s:e, None], floor[None, s:], out=floor_buf[: e - s, : n - s])
-            a, c = torch.ge(nd, both, out=keep_buf[: e - s, : n - s]).nonzero(as_tuple=True)
+            a, c = torch.ge(nd, -reach[s:e, None], out=keep_buf[: e - s, : n - s]).nonzero(as_tuple=True)
             v = nd[a, c]
-            i, j = a + s, c + s
-            mine = torch.nonzero(v >= floor[i]).squeeze(1)  # the pair matters to row i
-            # ... and to row j (inside the block, row j sees the pair itself)
-            theirs = torch.nonzero((j >= e) & (v >= floor[j])).squeeze(1)
-            found += [(i[mine], j[mine], v[mine]), (j[theirs], i[theirs], v[theirs])]
-            total += len(mine) + len(theirs)
+            i, j = a + s, c + s  # positions in reach order; inside the block, row j sees the pair itself
+            theirs = torch.nonzero((j >= e) & (v >= -reach[j])).squeeze(1)  # matters to row j too
+            i_sorted, j_sorted = by_reach[i], by_reach[j]
+            found += [(i_sorted, j_sorted, v), (j_sorted[theirs], i_sorted[theirs], v[theirs])]
+            total += len(v) + len(theirs)
             if total > limit:
                 return None
         rows, cols, logit = (torch.cat(part) for part in zip(*found))
