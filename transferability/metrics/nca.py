@@ -19,8 +19,11 @@ N x N float64 arrays per evaluation. Here:
   Pairs that close to the row's nearest are usually under 1% of all pairs.
 - The first evaluation computes every pair, one block of rows at a time. Later ones compute half
   the distances (each unordered pair once) and keep only the pairs that can lie within that
-  range, bounded by the distance to the sample that was nearest at the previous evaluation;
+  range, bounded by the distance to the sample that was nearest at the previous evaluation
+  (visiting the samples in order of decreasing bound, so that one threshold per row suffices);
   when they are too many (over 5% of pairs), every pair is computed again.
+- The PCA start is scikit-learn's randomized PCA computed in torch by the same algorithm, when
+  scikit-learn would pick that solver (:func:`randomized_pca_components`).
 
 In float64 this agrees with scikit-learn's evaluation to about 1e-13 (relative) along its whole
 optimisation path; squared distances are not clamped at zero here, because the row's own squared
