@@ -26,7 +26,7 @@ def lp(features: Any, labels: Any, *, logits: Any = None, n_components: int = 50
     same algorithm with a blocked, sparse-aware objective (:mod:`transferability.metrics.nca`;
     at N=5000, D=2048 on 2 cores 72-101 s -> 4.6-5.6 s, the spread coming from the number of
     L-BFGS evaluations), equal to scikit-learn's to ~1e-13 per evaluation; its LP values fall
-    within that spread (mean over the same orders 0.5022 vs 0.5034 at N=1000, 0.5275 vs 0.5285
+    within that spread (mean over the same orders 0.5033 vs 0.5034 at N=1000, 0.5275 vs 0.5285
     at N=5000).
     ``"sklearn"`` calls scikit-learn's estimator, the authors' exact code path.
 
