@@ -269,11 +269,6 @@ def sign_test_p(wins: int, n: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval over seeds."""
-    return t_interval(values, level)[:3]
-
-
 def run_cxr(epochs: int, n_train: int, seeds: int, *, batch: int = 16, unit: int = 8, lr: float = 1e-3,
             momentum: float = 0.9, weight_decay: float = 1e-2, grab_gradient: str = "minibatch",
             noise_floor: bool = True, first_seed: int = 0) -> dict[str, Any]:
@@ -328,7 +323,7 @@ def summarise_cxr(rows: list[dict[str, Any]], noise_floor: bool) -> dict[str, An
         wins = sum(r["grab"][key] < r["rr"][key] for r in rows)
         diff = [r["grab"][key] - r["rr"][key] for r in rows]
         out[key] = {"grab_wins": wins, "seeds": n, "sign_test_p": sign_test_p(wins, n),
-                    "grab_minus_rr": mean_ci(diff)}
+                    "grab_minus_rr": t_interval(diff)[:3]}
         line = (f"  {key}{' (primary)' if key == out['primary'] else ''}: GraB below RR on {wins}/{n} seeds (one-sided sign test p = "
                 f"{sign_test_p(wins, n):.3f}); GraB-RR mean {out[key]['grab_minus_rr'][0]:+.5f} "
                 f"[{out[key]['grab_minus_rr'][1]:+.5f}, {out[key]['grab_minus_rr'][2]:+.5f}]")
@@ -346,7 +341,7 @@ def summarise_cxr(rows: list[dict[str, Any]], noise_floor: bool) -> dict[str, An
         out[f"{name}_below_rr_per_epoch"] = below
         print(f"  seeds with {name} below RR after epoch 1..{len(below)}: {' '.join(map(str, below))}")
     ratios = [r["time_ratio"] for r in rows]
-    out["time_ratio"] = mean_ci(ratios)
+    out["time_ratio"] = t_interval(ratios)[:3]
     print(f"  epoch time GraB/RR: mean {out['time_ratio'][0]:.3f} (95% CI {out['time_ratio'][1]:.3f}-"
           f"{out['time_ratio'][2]:.3f}); RR median epoch {statistics.median(r['rr']['epoch_s'] for r in rows):.3f} s")
     return out

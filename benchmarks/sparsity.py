@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medbench.eval.intervals import t_interval as shared_t_interval
+from medbench.eval.intervals import t_interval
 from medbench.train.hooks import SPARSITY, TrainHook, load_builtin_entries
 from medbench.train.sparsity import check_nm_model
 
@@ -119,11 +119,6 @@ def train(recipe: str | None, options: dict[str, Any], d: tuple[torch.Tensor, ..
     return res
 
 
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval of the mean (NaN bounds for a single value)."""
-    return shared_t_interval(values, level)[:3]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["digits", "cxr"], default="digits")
@@ -157,7 +152,7 @@ def main() -> None:
         runs = [train(None, {}, d, epochs=epochs, lr=args.lr, batch=args.batch, seed=s, task=args.task,
                       width=args.width) for s in range(args.seeds)]
         dense = [r["score"] for r in runs]
-        mean, lo, hi = t_interval(dense)
+        mean, lo, hi, _ = t_interval(dense)
         results["dense"] = {"scores": dense, "mean": mean, "ci": [lo, hi],
                             "epoch_s": float(np.median([r["epoch_s"] for r in runs]))}
         print(f"  {'dense':6s}      {metric} {mean:.4f} [{lo:.4f}, {hi:.4f}]  epoch "
@@ -169,14 +164,14 @@ def main() -> None:
             runs = [train(name, options[name], d, epochs=epochs, lr=args.lr, batch=args.batch, seed=s,
                           pattern=pattern, task=args.task, width=args.width) for s in range(args.seeds)]
             scores = [r["score"] for r in runs]
-            mean, lo, hi = t_interval(scores)
+            mean, lo, hi, _ = t_interval(scores)
             key = f"{name} {pattern}"
             results[key] = {"scores": scores, "mean": mean, "ci": [lo, hi],
                             "nm_ok": all(r["nm_ok"] for r in runs),
                             "epoch_s": float(np.median([r["epoch_s"] for r in runs]))}
             line = f"  {key:11s} {metric} {mean:.4f} [{lo:.4f}, {hi:.4f}]"
             if dense:
-                dm, dlo, dhi = t_interval([a - b for a, b in zip(scores, dense, strict=True)])
+                dm, dlo, dhi, _ = t_interval([a - b for a, b in zip(scores, dense, strict=True)])
                 results[key]["vs_dense"] = {"mean": dm, "ci": [dlo, dhi]}
                 line += f"  vs dense {100 * dm:+.2f} pts [{100 * dlo:+.2f}, {100 * dhi:+.2f}]"
             epoch_ratio = results[key]["epoch_s"] / results["dense"]["epoch_s"] if dense else float("nan")

@@ -58,6 +58,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     x, y, logits = make_features(args.n, args.d, args.c)
+
+    def backends_of(name: str) -> list[str]:
+        return args.backends.split(",") if METRICS.get(name).torch else ["numpy"]
     names = args.metrics.split(",") if args.metrics else list_metrics()
     print(f"N={args.n} D={args.d} C={args.c} device={args.device} torch threads={torch.get_num_threads()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f} (wall time stretches with other jobs; "
@@ -67,13 +70,12 @@ def main() -> None:
     # metric happens to need them first
     logging.disable(logging.WARNING)  # e.g. H-score's D >= N warning, true of 200 samples only
     for name in names:
-        for backend in (args.backends.split(",") if METRICS.get(name).torch else ["numpy"]):
+        for backend in backends_of(name):
             compute_metric(name, x[:200], y[:200], logits=logits[:200], backend=backend, device=args.device)
     logging.disable(logging.NOTSET)
     print(f"{'metric':<12}{'backend':<8}{'wall_s':>10}{'cpu_s':>10}{'score':>16}")
     for name in names:
-        backends = args.backends.split(",") if METRICS.get(name).torch else ["numpy"]
-        for backend in backends:
+        for backend in backends_of(name):
             t0, c0 = time.perf_counter(), time.process_time()
             score = compute_metric(name, x, y, logits=logits, backend=backend, device=args.device)
             if args.device.startswith("cuda"):
