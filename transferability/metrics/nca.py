@@ -199,7 +199,7 @@ class BlockwiseObjective:
         nearest distance from above, so ``d_ij <= max(bound_i, bound_j) + LOGIT_RANGE`` keeps
         every pair that matters to row i or row j; each unordered pair is computed once. Returns
         (rows, cols, logits, row maxima) with rows ascending, or None when the pairs are too
-        many for the sparse form (then all rows are done in blocks).
+        many for the sparse form (then all rows are done in blocks). Records the new nearest samples.
         """
         n = xe.shape[0]
         reach = ((xe - xe[self.nearest]) ** 2).sum(1) + LOGIT_RANGE  # pairs farther matter not
